@@ -1,0 +1,3 @@
+from qlspec.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""The application spec: models, loader (with positions and extends), diff, JSON Schema."""

@@ -1,0 +1,290 @@
+"""The application spec: one pydantic model per section. The models are the documentation.
+
+Every field has a type, a default where one makes sense, a description with its unit, and its
+allowed range as a constraint. Unknown keys are errors. The JSON Schema (`qlspec schema`,
+`specs/app.schema.json`) and every `qlspec validate` message come from these classes only.
+
+Fields whose value is secret (deploy key paths, passwords) carry ``json_schema_extra={"secret": True}``;
+`qlspec diff` and `qlspec plan` never print them in full.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+SECRET = {"secret": True}
+
+QuantBits = Literal[2, 4, 6, 8]
+Name = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$",
+        description="Lower-case name: letters, digits, '.', '_' or '-'; used as the build folder name.",
+    ),
+]
+
+
+class SpecModel(BaseModel):
+    """Base of every spec section: unknown keys are errors, values are immutable once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# preprocess / postprocess
+
+
+class Crop(SpecModel):
+    """How the square face crop is taken from a full image (3DDFA's two ROI policies)."""
+
+    from_: Literal["landmarks", "box"] = Field(
+        "landmarks",
+        alias="from",
+        description="'landmarks': square of side sqrt(2)*max(w,h) of the 68-point box; "
+        "'box': detector box, centre shifted down by `shift` of its size, side scaled by `scale`.",
+    )
+    scale: float = Field(1.58, gt=0, le=4, description="Crop side as a multiple of the box size ('box' policy).")
+    shift: float = Field(0.14, ge=-1, le=1, description="Downward centre shift as a fraction of the box size ('box' policy).")
+
+
+class Normalise(SpecModel):
+    """Input normalisation applied to every channel: x = (pixel - mean) / std."""
+
+    mean: float = Field(127.5, description="Subtracted from each 8-bit pixel value.")
+    std: float = Field(128.0, gt=0, description="Divisor after the mean is subtracted.")
+
+
+class Preprocess(SpecModel):
+    """From a camera image to the network input tensor."""
+
+    size: Literal[120] = Field(120, description="Side of the square network input, pixels (3DDFA uses 120).")
+    channel_order: Literal["BGR", "RGB"] = Field("BGR", description="Channel order the network was trained on (3DDFA: BGR).")
+    crop: Crop = Field(default_factory=Crop, description="Face crop policy.")
+    normalise: Normalise = Field(default_factory=Normalise, description="Pixel normalisation.")
+
+
+class Postprocess(SpecModel):
+    """From the network output to the application's result."""
+
+    kind: Literal["3ddfa-landmarks"] = Field(
+        "3ddfa-landmarks", description="62 3DMM parameters -> 68 2D landmarks in the crop frame."
+    )
+    points: Literal[68] = Field(68, description="Number of landmarks reconstructed.")
+
+
+# --------------------------------------------------------------------------------------------------
+# network, data, training
+
+
+class Network(SpecModel):
+    """The float network that is trained, then quantised."""
+
+    arch: Literal["3ddfa-mobilenet-v1"] = Field(
+        "3ddfa-mobilenet-v1", description="3DDFA_V2's MobileNet-V1 regressor of 62 3DMM parameters."
+    )
+    width: Literal[0.25, 0.5, 0.75, 1.0] = Field(0.5, description="Channel width multiplier (3DDFA_V2 ships 1.0 and 0.5).")
+    pretrained: Path | None = Field(
+        None,
+        description="A 3DDFA_V2 checkpoint (mb1_120x120.pth / mb05_120x120.pth layout) to start from, "
+        "relative to the spec file; null trains from scratch.",
+    )
+
+    @field_validator("pretrained")
+    @classmethod
+    def _file_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        base = (info.context or {}).get("base_dir")
+        path = value.expanduser()
+        if base is not None and not path.is_absolute():
+            path = Path(base) / path
+        if not path.is_file():
+            raise ValueError(f"file not found: {path}")
+        return path.resolve()
+
+
+class SyntheticData(SpecModel):
+    """The embedded procedural face data set: deterministic from `seed`, nothing downloaded."""
+
+    kind: Literal["synthetic"] = Field("synthetic", description="Procedural morphable-face images rendered locally.")
+    train: int = Field(4000, ge=16, le=1_000_000, description="Number of training images.")
+    val: int = Field(500, ge=8, le=100_000, description="Number of validation images (NME and every verification rung).")
+    seed: int = Field(0, ge=0, description="Seed of the renderer; the same seed gives the same bytes.")
+
+
+Data = Annotated[SyntheticData, Field(discriminator="kind")]
+
+
+class Optimizer(SpecModel):
+    """Optimiser of float training."""
+
+    name: Literal["sgd", "adam"] = Field("sgd", description="'sgd' (with momentum) or 'adam'.")
+    lr: float = Field(0.05, gt=0, le=10, description="Peak learning rate.")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (ignored by adam).")
+    nesterov: bool = Field(True, description="Nesterov momentum (sgd only).")
+    weight_decay: float = Field(5e-4, ge=0, le=1, description="L2 weight decay.")
+
+
+class Loss(SpecModel):
+    """Training loss: a parameter term plus a landmark term."""
+
+    kind: Literal["wpdc", "pdc", "vdc"] = Field(
+        "wpdc",
+        description="Parameter term: 'wpdc' weighted parameter distance, 'pdc' plain MSE on normalised "
+        "parameters, 'vdc' vertex (landmark) distance only.",
+    )
+    landmark_weight: float = Field(1.0, ge=0, description="Weight of the 68-landmark term (pixels^2 scaled).")
+
+
+class Training(SpecModel):
+    """Float training of the network on the data set."""
+
+    epochs: int = Field(8, ge=1, le=1000, description="Training epochs.")
+    batch_size: int = Field(64, ge=1, le=4096, description="Images per step.")
+    optimizer: Optimizer = Field(default_factory=Optimizer, description="Optimiser and its hyper-parameters.")
+    loss: Loss = Field(default_factory=Loss, description="Loss function.")
+    seed: int = Field(0, ge=0, description="Seed of initialisation and shuffling.")
+    threads: int = Field(2, ge=1, le=256, description="CPU threads torch may use.")
+
+
+# --------------------------------------------------------------------------------------------------
+# quantisation and export
+
+
+class Bits(SpecModel):
+    """Bit-widths of the quantised network."""
+
+    weights: QuantBits = Field(8, description="Bits per weight.")
+    activations: QuantBits = Field(8, description="Bits per activation.")
+
+
+class WeightQuant(SpecModel):
+    """How weights are quantised (symmetric, rounded)."""
+
+    granularity: Literal["per-channel", "per-layer"] = Field("per-channel", description="One scale per output channel, or per layer.")
+    init: Literal["max", "std", "const", "percentile"] = Field("max", description="Initial clipping bound of the weights.")
+
+
+class ActivationQuant(SpecModel):
+    """How activations are quantised (PACT: learned clipping bound, floored)."""
+
+    init: Literal["max", "std", "const", "percentile"] = Field("const", description="Initial clipping bound.")
+    clip: float = Field(6.0, gt=0, description="Initial bound for init 'const' (activation units).")
+    percentile: float = Field(99.9, gt=50, le=100, description="Percentile for init 'percentile', %.")
+
+
+class QatSchedule(SpecModel):
+    """PACT quantisation-aware fine-tuning, run after float training."""
+
+    epochs: int = Field(6, ge=1, le=1000, description="QAT epochs.")
+    lr: float = Field(1e-3, gt=0, le=10, description="Learning rate during QAT.")
+    start_epoch: int = Field(0, ge=0, description="Epoch (0-based) at which quantisation switches on.")
+    freeze_clip_at: int | None = Field(
+        5, ge=0, description="Epoch (0-based) from which PACT clip bounds stop learning; null: never."
+    )
+    from_float: bool = Field(True, description="Start from the trained float network (QAFT); false: from scratch.")
+
+    @model_validator(mode="after")
+    def _inside_schedule(self) -> Self:
+        if self.start_epoch >= self.epochs:
+            raise ValueError(f"start_epoch ({self.start_epoch}) must be < epochs ({self.epochs})")
+        if self.freeze_clip_at is not None and self.freeze_clip_at >= self.epochs:
+            raise ValueError(f"freeze_clip_at ({self.freeze_clip_at}) must be < epochs ({self.epochs})")
+        return self
+
+
+class Ptq(SpecModel):
+    """Post-training quantisation: bounds from calibration, no gradient step."""
+
+    calibration: Literal["minmax", "percentile", "mse"] = Field("percentile", description="How bounds are set from calibration data.")
+    samples: int = Field(256, ge=1, le=100_000, description="Training images used for calibration.")
+    percentile: float = Field(99.99, gt=50, le=100, description="Percentile for 'percentile' calibration, %.")
+    fold_bn: bool = Field(True, description="Fold batch-norm into convolutions before calibration.")
+
+
+class Quantisation(SpecModel):
+    """From float to fake-quantised network: PACT QAT, PTQ, or none."""
+
+    algorithm: Literal["pact", "ptq", "none"] = Field("pact", description="'pact' QAT, 'ptq' calibration only, 'none' float only.")
+    bits: Bits = Field(default_factory=Bits, description="Bit-widths.")
+    weights: WeightQuant = Field(default_factory=WeightQuant, description="Weight quantisers.")
+    activations: ActivationQuant = Field(default_factory=ActivationQuant, description="Activation quantisers.")
+    schedule: QatSchedule = Field(default_factory=QatSchedule, description="QAT schedule (algorithm 'pact').")
+    ptq: Ptq = Field(default_factory=Ptq, description="Calibration (algorithm 'ptq').")
+
+
+class Export(SpecModel):
+    """Fake-to-true integerisation and the QuantLab-format ONNX file."""
+
+    flavour: Literal["deeploy", "dory"] = Field(
+        "deeploy", description="'deeploy': RequantShift nodes; 'dory': Mul/Add/Div/Floor/Clip with annotations."
+    )
+    requant_bits: int = Field(24, ge=8, le=30, description="Bits D of the requantisation divisor div = 2^D.")
+
+
+# --------------------------------------------------------------------------------------------------
+# target, verification, deployment
+
+
+class Target(SpecModel):
+    """The board and the backend the application is built for."""
+
+    board: Literal["rpi4", "host"] = Field("rpi4", description="'rpi4': Raspberry Pi 4 (Cortex-A72, aarch64); 'host': this machine.")
+    cpu: Literal["cortex-a72", "native"] = Field("cortex-a72", description="CPU the code is tuned for and emulated as.")
+    backend: Literal["armcl", "reference"] = Field("armcl", description="'armcl': ARM Compute Library 20.08 C++; 'reference': numpy engine.")
+    threads: int = Field(4, ge=1, le=64, description="Worker threads on the board.")
+
+
+class Verify(SpecModel):
+    """The verification ladder (FP -> FQ -> TQ -> ONNX -> GRAPH -> ARMCL)."""
+
+    samples: int = Field(64, ge=1, le=100_000, description="Validation images run through every rung (at most data.val).")
+    emulator: Literal["qemu", "board"] = Field("qemu", description="Run the ARM-CL rung under qemu-aarch64 here, or on the board.")
+
+
+class Deploy(SpecModel):
+    """Where `qlspec apply` pushes the built application (over SSH, with fabric)."""
+
+    enabled: bool = Field(False, description="Push to the board at the end of apply.")
+    host: str = Field("rpi4.local", min_length=1, description="Board host name or address.")
+    port: int = Field(22, ge=1, le=65535, description="SSH port.")
+    user: str = Field("pi", min_length=1, description="SSH user.")
+    key: str | None = Field("~/.ssh/id_ed25519", description="Private key file for SSH.", json_schema_extra=SECRET)
+    password: str | None = Field(None, description="SSH password, if no key is used.", json_schema_extra=SECRET)
+    path: str = Field("/home/pi/apps/qlspec-app", min_length=1, description="Folder on the board the app is copied into.")
+
+
+# --------------------------------------------------------------------------------------------------
+# the whole application
+
+
+class AppSpec(SpecModel):
+    """One AI application, from data to a deployed, verified edge binary."""
+
+    apiVersion: Literal["qlspec/v1"] = Field("qlspec/v1", description="Spec format version.")
+    name: Name
+    description: str = Field("", description="Free text shown in reports.")
+    extends: list[str] = Field(
+        default_factory=list,
+        description="Spec fragments deep-merged under this file, in order: paths relative to this file, "
+        "or names in the spec library (e.g. boards/rpi4.yaml).",
+    )
+    preprocess: Preprocess = Field(default_factory=Preprocess, description="Image -> network input.")
+    network: Network = Field(default_factory=Network, description="The float network.")
+    data: Data = Field(default_factory=SyntheticData, description="Training and validation data.")
+    training: Training = Field(default_factory=Training, description="Float training.")
+    quantisation: Quantisation = Field(default_factory=Quantisation, description="Quantisation algorithm and bit-widths.")
+    export: Export = Field(default_factory=Export, description="Integerisation and ONNX export.")
+    postprocess: Postprocess = Field(default_factory=Postprocess, description="Network output -> result.")
+    target: Target = Field(default_factory=Target, description="Board and backend.")
+    verify: Verify = Field(default_factory=Verify, description="Verification ladder.")
+    deploy: Deploy = Field(default_factory=Deploy, description="Deployment to the board.")
+
+    @model_validator(mode="after")
+    def _samples_within_validation_set(self) -> Self:
+        if self.verify.samples > self.data.val:
+            raise ValueError(f"verify.samples ({self.verify.samples}) must be <= data.val ({self.data.val})")
+        return self

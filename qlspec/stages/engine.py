@@ -1,0 +1,337 @@
+"""The stage engine: keys, records, reasons, atomic outputs.
+
+    data -> train -> quantise -> export -> convert -> build -> verify -> deploy
+
+A stage's key is the digest of (the slice of the resolved spec it reads, the keys of the stages it
+consumes, the digest of its own source code). Same key, same outputs: a stage whose recorded key
+equals its current key, and whose recorded outputs are all still there, is up to date. Keys chain
+through upstream keys rather than output contents, so `plan` knows every key before anything runs.
+
+Outputs go to ``build/<name>/.partial/<stage>-<key>/`` while the stage runs, and are renamed to
+``build/<name>/<stage>/`` only when complete, with the record ``stage.json`` beside them. An
+interrupted stage never looks done; a resumable stage (training) finds its checkpoints in the same
+partial folder when it is run again with the same key. The record is versioned (``schema``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from qlspec import __version__
+from qlspec.errors import StageError
+from qlspec.spec.models import AppSpec
+
+RECORD = "stage.json"
+RECORD_SCHEMA = 1
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+State = Literal["up to date", "will run", "not available yet", "skipped"]
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What a running stage sees: the spec, its partial output folder, its inputs' output folders."""
+
+    spec: AppSpec
+    spec_path: Path
+    out: Path
+    inputs: Mapping[str, Path]
+    build_dir: Path
+    progress: bool = True
+    log: Callable[[str], None] = print
+
+
+@dataclass(frozen=True)
+class StageDef:
+    """One stage of the pipeline.
+
+    reads: dotted spec paths (prefixes) whose values are part of the key.
+    after: upstream stages whose outputs this stage consumes.
+    code: source files or packages (relative to the qlspec package) whose contents are part of the key.
+    run: the implementation; None while a later issue has not built it ("not available yet").
+    resumable: keep the partial folder of an interrupted run with the same key (checkpoints).
+    """
+
+    name: str
+    summary: str
+    reads: tuple[str, ...]
+    after: tuple[str, ...]
+    code: tuple[str, ...]
+    run: Callable[[StageContext], None] | None = None
+    resumable: bool = False
+    enabled: Callable[[AppSpec], str | None] = lambda spec: None  # a reason to skip, or None
+
+
+@dataclass(frozen=True)
+class StageStatus:
+    """Where one stage stands, and why: what `plan` prints and `apply` acts on."""
+
+    stage: StageDef
+    state: State
+    key: str | None
+    reasons: tuple[str, ...] = ()
+
+
+@dataclass
+class Pipeline:
+    """The stage graph for one resolved spec and one build folder."""
+
+    stages: tuple[StageDef, ...]
+    spec: AppSpec
+    spec_path: Path
+    build_root: Path
+    resolved: dict[str, Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.resolved = flatten(self.spec.model_dump(mode="json", by_alias=True, exclude={"extends"}))
+        names = [s.name for s in self.stages]
+        for s in self.stages:
+            for up in s.after:
+                if up not in names[: names.index(s.name)]:
+                    raise ValueError(f"stage {s.name} consumes {up}, which does not come before it")
+
+    @property
+    def build_dir(self) -> Path:
+        return self.build_root / self.spec.name
+
+    def stage(self, name: str) -> StageDef:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise StageError(f"unknown stage '{name}' (stages: {', '.join(s.name for s in self.stages)})")
+
+    # ---------------------------------------------------------------------------------------------
+    # planning
+
+    def spec_slice(self, stage: StageDef) -> dict[str, Any]:
+        """The flattened spec fields a stage reads, secrets replaced by their digest."""
+        picked = {k: v for k, v in self.resolved.items() if any(_under(k, r) for r in stage.reads)}
+        return {k: (mask(v) if k in secret_paths() else v) for k, v in sorted(picked.items())}
+
+    def code_digest(self, stage: StageDef) -> str:
+        return digest_sources(PACKAGE_DIR / c for c in stage.code + (f"stages/{stage.name}.py",))
+
+    def plan(self, *, force: Iterable[str] = (), until: str | None = None) -> list[StageStatus]:
+        """Each stage's state and the reasons for it, in pipeline order."""
+        force = set(force)
+        for name in force | ({until} if until else set()):
+            self.stage(name)
+        statuses: list[StageStatus] = []
+        keys: dict[str, str] = {}
+        will_run: set[str] = set()
+        unavailable: str | None = None
+        past_until = False
+        for stage in self.stages:
+            if unavailable is not None:
+                statuses.append(StageStatus(stage, "not available yet", None, (f"comes after {unavailable}",)))
+                continue
+            if stage.run is None:
+                unavailable = stage.name
+                statuses.append(StageStatus(stage, "not available yet", None, ("built by a later release",)))
+                continue
+            key = self._key(stage, keys)
+            keys[stage.name] = key
+            if past_until:
+                statuses.append(StageStatus(stage, "skipped", key, (f"after --until {until}",)))
+                continue
+            skip = stage.enabled(self.spec)
+            if skip:
+                statuses.append(StageStatus(stage, "skipped", key, (skip,)))
+            else:
+                reasons = self._stale_reasons(stage, key, will_run, forced=stage.name in force)
+                if reasons:
+                    will_run.add(stage.name)
+                statuses.append(StageStatus(stage, "will run" if reasons else "up to date", key, tuple(reasons)))
+            if until == stage.name:
+                past_until = True
+        return statuses
+
+    def _key(self, stage: StageDef, keys: Mapping[str, str]) -> str:
+        return digest_json({
+            "stage": stage.name,
+            "code": self.code_digest(stage),
+            "spec": self.spec_slice(stage),
+            "inputs": {up: keys[up] for up in stage.after},
+        })
+
+    def _stale_reasons(self, stage: StageDef, key: str, will_run: set[str], *, forced: bool) -> list[str]:
+        reasons = [f"forced (--force {stage.name})"] if forced else []
+        record = self.read_record(stage.name)
+        if record is None:
+            return reasons + ["never run"]
+        if record.get("key") == key:
+            missing = self._missing_outputs(stage.name, record)
+            if missing:
+                reasons.append(f"outputs missing or modified: {', '.join(missing[:3])}")
+            return reasons
+        reasons += diff_slices(record.get("spec", {}), self.spec_slice(stage))
+        if record.get("code") != self.code_digest(stage):
+            reasons.append("code changed")
+        for up in stage.after:
+            if up in will_run:
+                reasons.append(f"upstream {up} will run")
+            elif record.get("inputs", {}).get(up) != self._recorded_key(up):
+                reasons.append(f"upstream {up} changed")
+        return reasons or ["key changed"]
+
+    def _recorded_key(self, name: str) -> str | None:
+        record = self.read_record(name)
+        return record.get("key") if record else None
+
+    def read_record(self, name: str) -> dict[str, Any] | None:
+        path = self.build_dir / name / RECORD
+        try:
+            record = json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        return record if record.get("schema") == RECORD_SCHEMA else None
+
+    def _missing_outputs(self, name: str, record: Mapping[str, Any]) -> list[str]:
+        folder = self.build_dir / name
+        return [rel for rel, meta in record.get("outputs", {}).items()
+                if not (folder / rel).is_file() or (folder / rel).stat().st_size != meta["size"]]
+
+    # ---------------------------------------------------------------------------------------------
+    # running
+
+    def run_stage(self, status: StageStatus, *, progress: bool, log: Callable[[str], None]) -> None:
+        """Run one stage into its partial folder, record it, then move it into place."""
+        stage, key = status.stage, status.key
+        assert stage.run is not None and key is not None
+        partial = self.build_dir / ".partial" / f"{stage.name}-{key[:16]}"
+        if partial.exists() and not stage.resumable:
+            shutil.rmtree(partial)
+        partial.mkdir(parents=True, exist_ok=True)
+        inputs = {up: self.build_dir / up for up in stage.after}
+        for up, path in inputs.items():
+            if self.read_record(up) is None:
+                raise StageError(f"input stage '{up}' has not been built", where=str(path))
+        started = time.time()
+        stage.run(StageContext(self.spec, self.spec_path, partial, inputs, self.build_dir, progress, log))
+        (partial / RECORD).unlink(missing_ok=True)
+        record = {
+            "schema": RECORD_SCHEMA,
+            "stage": stage.name,
+            "key": key,
+            "code": self.code_digest(stage),
+            "spec": self.spec_slice(stage),
+            "inputs": {up: self._recorded_key(up) for up in stage.after},
+            "outputs": digest_outputs(partial),
+            "seconds": round(time.time() - started, 3),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "qlspec": __version__,
+        }
+        write_json_atomic(partial / RECORD, record)
+        final = self.build_dir / stage.name
+        trash = self.build_dir / ".partial" / f"trash-{stage.name}-{uuid.uuid4().hex[:8]}"
+        if final.exists():
+            final.rename(trash)
+        partial.rename(final)
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# digests, slices, atomic writes
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings -> {'a.b.c': value}; lists and scalars are leaves."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + ".")
+
+
+def secret_paths() -> set[str]:
+    """Dotted paths of spec fields marked secret in the models."""
+    from qlspec.spec.models import AppSpec as _App
+
+    found: set[str] = set()
+
+    def walk(model: Any, prefix: str) -> None:
+        for name, info in model.model_fields.items():
+            key = info.alias or name
+            if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("secret"):
+                found.add(prefix + key)
+            ann = info.annotation
+            for sub in getattr(ann, "__args__", (ann,)):
+                if isinstance(sub, type) and hasattr(sub, "model_fields"):
+                    walk(sub, prefix + key + ".")
+
+    walk(_App, "")
+    return found
+
+
+def mask(value: Any) -> Any:
+    """A secret as a short digest: changes are visible, the value is not."""
+    if value is None:
+        return None
+    return f"<secret sha256:{hashlib.sha256(str(value).encode()).hexdigest()[:8]}>"
+
+
+def diff_slices(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Field-level changes as reasons: 'training.epochs modified: 8 -> 10'."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        if k not in old:
+            out.append(f"{k} new: {_show(new[k])}")
+        elif k not in new:
+            out.append(f"{k} deleted (was {_show(old[k])})")
+        elif old[k] != new[k]:
+            out.append(f"{k} modified: {_show(old[k])} -> {_show(new[k])}")
+    return out
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, (str, list, dict)) or value is None else str(value)
+
+
+def digest_json(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def digest_sources(paths: Iterable[Path]) -> str:
+    """Digest of the Python sources at these files or packages (names relative to the package)."""
+    h = hashlib.sha256()
+    for root in sorted(set(paths)):
+        files = sorted(root.rglob("*.py")) if root.is_dir() else [root] if root.exists() else []
+        for f in files:
+            h.update(str(f.relative_to(PACKAGE_DIR)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def digest_outputs(folder: Path) -> dict[str, dict[str, Any]]:
+    out = {}
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h = hashlib.sha256()
+        with f.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                h.update(chunk)
+        out[str(f.relative_to(folder))] = {"size": f.stat().st_size, "sha256": h.hexdigest()}
+    return out
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
