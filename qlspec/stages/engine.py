@@ -16,6 +16,7 @@ partial folder when it is run again with the same key. The record is versioned (
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import shutil
 import time
@@ -56,7 +57,8 @@ class StageDef:
     reads: dotted spec paths (prefixes) whose values are part of the key.
     after: upstream stages whose outputs this stage consumes.
     code: source files or packages (relative to the qlspec package) whose contents are part of the key.
-    run: the implementation; None while a later issue has not built it ("not available yet").
+    run: "module:function" of the implementation, imported only when the stage runs (so plan stays
+        fast); None while a later release has not built it ("not available yet").
     resumable: keep the partial folder of an interrupted run with the same key (checkpoints).
     """
 
@@ -65,7 +67,7 @@ class StageDef:
     reads: tuple[str, ...]
     after: tuple[str, ...]
     code: tuple[str, ...]
-    run: Callable[[StageContext], None] | None = None
+    run: str | Callable[[StageContext], None] | None = None
     resumable: bool = False
     enabled: Callable[[AppSpec], str | None] = lambda spec: None  # a reason to skip, or None
 
@@ -171,7 +173,8 @@ class Pipeline:
             missing = self._missing_outputs(stage.name, record)
             if missing:
                 reasons.append(f"outputs missing or modified: {', '.join(missing[:3])}")
-            return reasons
+            # an upstream that reruns with the same key may still produce other bytes (training)
+            return reasons + [f"upstream {up} will run" for up in stage.after if up in will_run]
         reasons += diff_slices(record.get("spec", {}), self.spec_slice(stage))
         if record.get("code") != self.code_digest(stage):
             reasons.append("code changed")
@@ -215,7 +218,7 @@ class Pipeline:
             if self.read_record(up) is None:
                 raise StageError(f"input stage '{up}' has not been built", where=str(path))
         started = time.time()
-        stage.run(StageContext(self.spec, self.spec_path, partial, inputs, self.build_dir, progress, log))
+        _implementation(stage)(StageContext(self.spec, self.spec_path, partial, inputs, self.build_dir, progress, log))
         (partial / RECORD).unlink(missing_ok=True)
         record = {
             "schema": RECORD_SCHEMA,
@@ -236,6 +239,13 @@ class Pipeline:
             final.rename(trash)
         partial.rename(final)
         shutil.rmtree(trash, ignore_errors=True)
+
+
+def _implementation(stage: StageDef) -> Callable[[StageContext], None]:
+    if callable(stage.run):
+        return stage.run
+    module, _, function = str(stage.run).partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 # --------------------------------------------------------------------------------------------------

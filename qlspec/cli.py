@@ -1,0 +1,198 @@
+"""The `qlspec` command line: thin commands over the API; `main` is the only place errors are caught.
+
+Exit status: 0 success; 1 `plan --check` found work to do; 2 a user error (bad spec, missing file,
+unsupported ONNX, ...), printed as one line per error with its location. Anything else is a bug and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
+
+from qlspec import __version__
+from qlspec.errors import QlspecError
+
+app = typer.Typer(
+    name="qlspec",
+    help="One declarative spec -> a PACT-quantised, integerised, verified edge application.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+SpecArg = Annotated[Path, typer.Argument(help="The application spec (YAML).", show_default=False)]
+BuildDir = Annotated[Path, typer.Option("--build-dir", help="Root of the build folders; outputs go to BUILD_DIR/<name>/<stage>/.")]
+Until = Annotated[Optional[str], typer.Option("--until", help="Stop after this stage.")]
+
+STATE_STYLE = {"up to date": "green", "will run": "yellow", "not available yet": "dim", "skipped": "dim"}
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"qlspec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False) -> None:
+    """qlspec: spec -> trained, quantised, integerised, converted, built, verified, deployed."""
+
+
+@app.command()
+def validate(spec: SpecArg) -> None:
+    """Check a spec: each error as FILE:LINE:COL: field.path: message (exit 2)."""
+    from qlspec.spec.load import load_spec
+
+    loaded = load_spec(spec)
+    extra = f" (extends {', '.join(loaded.spec.extends)})" if loaded.spec.extends else ""
+    out.print(f"ok: {spec} is a valid qlspec/v1 spec for '{loaded.spec.name}'{extra}")
+
+
+@app.command()
+def schema(output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write to this file instead of stdout.")] = None) -> None:
+    """Print the JSON Schema of the spec (for editor completion)."""
+    from qlspec.spec.schema import schema_text
+
+    text = schema_text()
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text)
+
+
+@app.command()
+def plan(spec: SpecArg, build_dir: BuildDir = Path("build"), until: Until = None,
+         force: Annotated[list[str], typer.Option("--force", help="Treat this stage as stale (repeatable).")] = [],
+         check: Annotated[bool, typer.Option("--check", help="Exit 1 if any stage would run.")] = False) -> None:
+    """Show each stage's state (up to date / will run / not available yet) and why."""
+    from qlspec.pipeline import open_pipeline
+
+    statuses = open_pipeline(spec, build_dir).plan(force=force, until=until)
+    for status in statuses:
+        _print_status(status)
+    if check and any(s.state == "will run" for s in statuses):
+        raise typer.Exit(1)
+
+
+@app.command()
+def apply(spec: SpecArg, build_dir: BuildDir = Path("build"), until: Until = None,
+          force: Annotated[list[str], typer.Option("--force", help="Rerun this stage even if up to date (repeatable).")] = [],
+          progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True) -> None:
+    """Run every stale stage of the spec in order, then write build/<name>/report.md."""
+    from qlspec import pipeline as api
+
+    pipe = api.open_pipeline(spec, build_dir)
+    started: dict[str, float] = {}
+
+    def on_status(status, event: str) -> None:
+        name = status.stage.name
+        if event == "start":
+            started[name] = time.perf_counter()
+            out.print(f"[bold]{name:<9}[/bold] running: {status.stage.summary} [dim]({escape('; '.join(status.reasons))})[/dim]")
+        elif event == "done":
+            out.print(f"[bold]{name:<9}[/bold] [green]done[/green] in {time.perf_counter() - started[name]:.1f} s")
+        else:
+            _print_status(status)
+
+    final = api.apply(pipe, until=until, force=force, progress=progress, on_status=on_status, log=out.print)
+    out.print(f"report: {pipe.build_dir / 'report.md'}")
+    pending = [s.stage.name for s in final if s.state == "not available yet"]
+    if pending:
+        out.print(f"[dim]not available yet in qlspec {__version__}: {', '.join(pending)}[/dim]")
+
+
+@app.command()
+def diff(old: Annotated[Path, typer.Argument(help="The old spec.")], new: Annotated[Path, typer.Argument(help="The new spec.")],
+         as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """Semantic diff of two specs (extends and defaults applied) and the stages each change invalidates."""
+    from qlspec.spec.diff import spec_diff
+    from qlspec.spec.load import load_spec
+    from qlspec.stages.registry import STAGES
+
+    changes = spec_diff(load_spec(old), load_spec(new), STAGES)
+    if as_json:
+        typer.echo(json.dumps([c.__dict__ for c in changes], indent=2))
+        return
+    if not changes:
+        out.print("no semantic changes")
+        return
+    for c in changes:
+        stages = ", ".join(c.stages) if c.stages else "none"
+        out.print(f"{c.path}: {escape(_json(c.old))} -> {escape(_json(c.new))}   [dim]invalidates: {stages}[/dim]")
+    invalid = [s.name for s in STAGES if any(s.name in c.stages for c in changes)]
+    out.print(f"{len(changes)} change(s); stages to rerun: {', '.join(invalid) if invalid else 'none'}")
+
+
+@app.command()
+def new(extra: Annotated[Optional[list[str]], typer.Argument(help="Template values as key=value (name, width, quantisation, board).")] = None,
+        no_input: Annotated[bool, typer.Option("--no-input", help="Do not prompt; take defaults and key=value pairs.")] = False,
+        output_dir: Annotated[Path, typer.Option("-o", "--output-dir", help="Where the new application folder is created.")] = Path(".")) -> None:
+    """Scaffold a new AI application folder (cookiecutter template)."""
+    from qlspec.scaffold import scaffold
+
+    folder = scaffold(extra or [], no_input=no_input, output_dir=output_dir)
+    out.print(f"created {folder}; next: qlspec validate {folder / 'app.yaml'}")
+
+
+@app.command()
+def convert(model: Annotated[Path, typer.Argument(help="A QuantLab-exported ONNX file (Deeploy or DORY flavour).")],
+            output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the qlspec graph (graph.json + constants.npz).")],
+            no_optimise: Annotated[bool, typer.Option("--no-optimise", help="Write the graph as parsed, without passes.")] = False) -> None:
+    """Convert QuantLab ONNX into the qlspec integer graph, optimise it, and print a summary."""
+    from qlspec.graph.io import save_graph
+    from qlspec.graph.passes import optimise
+    from qlspec.graph.summary import summarise
+    from qlspec.onnx_import import import_onnx
+
+    graph = import_onnx(model)
+    if not no_optimise:
+        graph = optimise(graph)
+    save_graph(graph, output)
+    out.print(summarise(graph).to_text())
+    out.print(f"wrote {output}")
+
+
+@app.command()
+def infer(model: Annotated[Path, typer.Argument(help="A qlspec graph folder or a QuantLab ONNX file.")],
+          inputs: Annotated[Path, typer.Option("--inputs", help="An .npz of integer inputs, matched by name or order.")],
+          output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the outputs (.npz).")]) -> None:
+    """Run the integer graph with the reference engine (numpy, exact integer semantics)."""
+    from qlspec.engine.run import run_graph
+    from qlspec.modelio import load_model, read_inputs, write_outputs
+
+    graph = load_model(model)
+    results = run_graph(graph, read_inputs(inputs, graph))
+    write_outputs(output, results)
+    for name, value in results.items():
+        out.print(f"{name}: {value.dtype} {tuple(value.shape)}")
+    out.print(f"wrote {output}")
+
+
+def _print_status(status) -> None:
+    style = STATE_STYLE[status.state]
+    reasons = f"  [dim]({escape('; '.join(status.reasons))})[/dim]" if status.reasons else ""
+    out.print(f"[bold]{status.stage.name:<9}[/bold] [{style}]{status.state}[/{style}]{reasons}")
+
+
+def _json(value) -> str:
+    return json.dumps(value)
+
+
+def main() -> None:
+    """Console entry point: a user error becomes one line per error on stderr and exit status 2."""
+    try:
+        app()
+    except QlspecError as e:
+        for line in str(e).splitlines():
+            err.print(Text.assemble(("error: ", "red"), line))
+        raise SystemExit(2) from None

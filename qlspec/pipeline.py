@@ -1,0 +1,46 @@
+"""The API under `qlspec plan` and `qlspec apply`: one spec file, one build folder, the stage graph."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from qlspec.report import gather, write_report
+from qlspec.spec.load import load_spec
+from qlspec.stages.engine import Pipeline, StageStatus
+from qlspec.stages.registry import STAGES
+
+
+def open_pipeline(spec_path: Path, build_root: Path = Path("build")) -> Pipeline:
+    """Load and validate the spec (raises SpecError), and bind it to the stage graph."""
+    loaded = load_spec(spec_path)
+    return Pipeline(STAGES, loaded.spec, spec_path, build_root)
+
+
+def apply(pipeline: Pipeline, *, until: str | None = None, force: Iterable[str] = (), progress: bool = True,
+          on_status: Callable[[StageStatus, str], None] = lambda status, event: None,
+          log: Callable[[str], None] = print) -> list[StageStatus]:
+    """Run every stale stage in order up to `until`, then write the report; returns the final plan.
+
+    `on_status(status, event)` is told each stage's fate: event is 'start', 'done', or 'pass'
+    (up to date, skipped, not available yet). A failing stage raises; what was built before it stays.
+    """
+    for status in pipeline.plan(force=force, until=until):
+        if status.state == "will run":
+            on_status(status, "start")
+            pipeline.run_stage(status, progress=progress, log=log)
+            on_status(status, "done")
+        else:
+            on_status(status, "pass")
+        if status.state == "not available yet":
+            break
+    final = pipeline.plan(until=until)
+    write_final_report(pipeline, final)
+    return final
+
+
+def write_final_report(pipeline: Pipeline, statuses: list[StageStatus]) -> None:
+    """report.json / report.md from the rungs of the stages that are up to date."""
+    current = [pipeline.build_dir / s.stage.name for s in statuses if s.state == "up to date"]
+    pipeline.build_dir.mkdir(parents=True, exist_ok=True)
+    write_report(pipeline.build_dir, pipeline.spec.name, gather(current), {s.stage.name: s.state for s in statuses})

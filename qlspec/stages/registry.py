@@ -1,0 +1,73 @@
+"""The fixed stage graph: what each stage reads from the spec, consumes and is made of.
+
+    data -> train -> quantise -> export -> convert -> build -> verify -> deploy
+
+A stage whose `run` is None is not built yet: `plan` and `apply` report it and everything after it as
+"not available yet" and stop there with exit status 0.
+"""
+
+from __future__ import annotations
+
+from qlspec.stages.engine import StageDef
+
+STAGES: tuple[StageDef, ...] = (
+    StageDef(
+        name="data",
+        summary="render or read the training and validation images",
+        reads=("data", "preprocess.size"),
+        after=(),
+        code=("data", "face"),
+        run="qlspec.stages.data:run",
+    ),
+    StageDef(
+        name="train",
+        summary="train the float network (rung FP)",
+        reads=("network", "training", "preprocess", "postprocess"),
+        after=("data",),
+        code=("nets", "training", "metrics", "face", "report.py"),
+        run="qlspec.stages.train:run",
+        resumable=True,
+    ),
+    StageDef(
+        name="quantise",
+        summary="PACT quantisation-aware training or PTQ calibration (rung FQ)",
+        reads=("quantisation",),
+        after=("data", "train"),
+        code=("quant",),
+    ),
+    StageDef(
+        name="export",
+        summary="fake-to-true integerisation and QuantLab-format ONNX (rung TQ)",
+        reads=("export", "quantisation.bits"),
+        after=("data", "quantise"),
+        code=("export",),
+    ),
+    StageDef(
+        name="convert",
+        summary="QuantLab ONNX -> optimised qlspec graph (rungs ONNX, GRAPH)",
+        reads=(),
+        after=("export",),
+        code=("onnx_import", "graph", "engine"),
+    ),
+    StageDef(
+        name="build",
+        summary="generate and cross-build the backend project",
+        reads=("target",),
+        after=("convert",),
+        code=("backends",),
+    ),
+    StageDef(
+        name="verify",
+        summary="run the verification ladder on the built app (rung ARMCL)",
+        reads=("verify",),
+        after=("data", "convert", "build"),
+        code=("verify",),
+    ),
+    StageDef(
+        name="deploy",
+        summary="push the built app to the board over SSH",
+        reads=("deploy", "target.board"),
+        after=("build",),
+        code=("deploy",),
+    ),
+)

@@ -1,0 +1,82 @@
+"""The CLI through its real entry point: exit codes and messages together."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def qlspec(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "qlspec", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+def test_help_lists_every_command():
+    r = qlspec("--help")
+    assert r.returncode == 0, r.stderr
+    for verb in ("validate", "plan", "apply", "diff", "new", "schema", "convert", "infer"):
+        assert verb in r.stdout
+
+
+def test_validate_ok_and_errors(spec_file):
+    good = spec_file("name: ok-app\nextends: [boards/rpi4.yaml]\n")
+    r = qlspec("validate", good)
+    assert r.returncode == 0 and "valid qlspec/v1 spec for 'ok-app' (extends boards/rpi4.yaml)" in r.stdout
+    bad = spec_file("name: x\ntraining:\n  epoch: 3\n  batch_size: 0\n", name="bad.yaml")
+    r = qlspec("validate", bad)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 2 and "Traceback" not in r.stderr
+    assert lines[0].endswith("bad.yaml:3:3: training.epoch: unknown key 'epoch' (did you mean 'epochs'?)")
+    assert lines[1].endswith("bad.yaml:4:15: training.batch_size: must be >= 1 (got 0)")
+
+
+def test_schema_prints_json_schema():
+    r = qlspec("schema")
+    assert r.returncode == 0
+    schema = json.loads(r.stdout)
+    assert schema["additionalProperties"] is False and "quantisation" in schema["properties"]
+
+
+def test_diff_reports_changes_with_invalidated_stages_and_masks_secrets(spec_file, repo_root):
+    old = repo_root / "examples" / "3ddfa-synthetic" / "app.yaml"
+    text = old.read_text()
+    new = spec_file(text.replace("epochs: 6", "epochs: 9").replace("~/.ssh/id_ed25519", "~/.ssh/other_key")
+                    + "# a comment\n", name="new.yaml")
+    r = qlspec("diff", old, new)
+    assert r.returncode == 0, r.stderr
+    assert "training.epochs: 6 -> 9   invalidates: train, quantise, export, convert, build, verify, deploy" in r.stdout
+    assert "deploy.key: \"<secret sha256:" in r.stdout and "other_key" not in r.stdout and "id_ed25519" not in r.stdout
+    assert "2 change(s)" in r.stdout
+
+
+def test_diff_ignores_order_comments_and_spelled_out_defaults(spec_file):
+    a = spec_file("name: a\ntraining: {epochs: 8, batch_size: 64}\n", name="a.yaml")
+    b = spec_file("# same\ntraining:\n  batch_size: 64\n  epochs: 8\n  seed: 0\nname: a\n", name="b.yaml")
+    r = qlspec("diff", a, b)
+    assert r.returncode == 0 and r.stdout.strip() == "no semantic changes"
+
+
+def test_new_scaffolds_a_valid_app(tmp_path):
+    r = qlspec("new", "--no-input", "name=my-app", "quantisation=ptq", "-o", tmp_path)
+    assert r.returncode == 0, r.stderr
+    app = tmp_path / "my-app" / "app.yaml"
+    assert (tmp_path / "my-app" / "README.md").is_file()
+    v = qlspec("validate", app)
+    assert v.returncode == 0, v.stderr
+    assert "quant/ptq-w8a8.yaml" in app.read_text()
+
+
+def test_new_rejects_bad_names_and_keys(tmp_path):
+    r = qlspec("new", "--no-input", "name=Bad Name", "-o", tmp_path)
+    assert r.returncode == 2 and "name 'Bad Name' must be lower-case" in r.stderr
+    r = qlspec("new", "--no-input", "colour=red", "-o", tmp_path)
+    assert r.returncode == 2 and "unknown template value(s) colour" in r.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_plan_on_a_bad_spec_exits_2(spec_file):
+    r = qlspec("plan", spec_file("name: x\ndata: {kind: imagenet}\n"))
+    assert r.returncode == 2
+    assert "app.yaml:2:7: data" in r.stderr
