@@ -60,6 +60,7 @@ class StageDef:
     run: "module:function" of the implementation, imported only when the stage runs (so plan stays
         fast); None while a later release has not built it ("not available yet").
     resumable: keep the partial folder of an interrupted run with the same key (checkpoints).
+    files: dotted spec paths naming files whose contents (not just names) are part of the key.
     """
 
     name: str
@@ -69,6 +70,7 @@ class StageDef:
     code: tuple[str, ...]
     run: str | Callable[[StageContext], None] | None = None
     resumable: bool = False
+    files: tuple[str, ...] = ()
     enabled: Callable[[AppSpec], str | None] = lambda spec: None  # a reason to skip, or None
 
 
@@ -162,7 +164,16 @@ class Pipeline:
             "code": self.code_digest(stage),
             "spec": self.spec_slice(stage),
             "inputs": {up: keys[up] for up in stage.after},
+            "files": self.file_digests(stage),
         })
+
+    def file_digests(self, stage: StageDef) -> dict[str, str | None]:
+        """sha256 of each file the stage's spec fields name (None where the field is null)."""
+        out: dict[str, str | None] = {}
+        for path in stage.files:
+            value = self.resolved.get(path)
+            out[path] = None if value is None else digest_file(Path(value))
+        return out
 
     def _stale_reasons(self, stage: StageDef, key: str, will_run: set[str], *, forced: bool) -> list[str]:
         reasons = [f"forced (--force {stage.name})"] if forced else []
@@ -178,6 +189,10 @@ class Pipeline:
         reasons += diff_slices(record.get("spec", {}), self.spec_slice(stage))
         if record.get("code") != self.code_digest(stage):
             reasons.append("code changed")
+        recorded_files = record.get("files", {})
+        for path, digest in self.file_digests(stage).items():
+            if recorded_files.get(path) != digest:
+                reasons.append(f"file named by {path} changed")
         for up in stage.after:
             if up in will_run:
                 reasons.append(f"upstream {up} will run")
@@ -226,6 +241,7 @@ class Pipeline:
             "key": key,
             "code": self.code_digest(stage),
             "spec": self.spec_slice(stage),
+            "files": self.file_digests(stage),
             "inputs": {up: self._recorded_key(up) for up in stage.after},
             "outputs": digest_outputs(partial),
             "seconds": round(time.time() - started, 3),
@@ -326,15 +342,17 @@ def digest_sources(paths: Iterable[Path]) -> str:
     return h.hexdigest()
 
 
+def digest_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def digest_outputs(folder: Path) -> dict[str, dict[str, Any]]:
-    out = {}
-    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
-        h = hashlib.sha256()
-        with f.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                h.update(chunk)
-        out[str(f.relative_to(folder))] = {"size": f.stat().st_size, "sha256": h.hexdigest()}
-    return out
+    return {str(f.relative_to(folder)): {"size": f.stat().st_size, "sha256": digest_file(f)}
+            for f in sorted(p for p in folder.rglob("*") if p.is_file())}
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -27,6 +27,7 @@ STAGES: tuple[StageDef, ...] = (
         code=("nets", "training", "metrics", "face", "report.py"),
         run="qlspec.stages.train:run",
         resumable=True,
+        files=("network.pretrained",),
     ),
     StageDef(
         name="quantise",

@@ -17,6 +17,7 @@ import torch
 from qlspec.data.faceset import FaceSet
 from qlspec.face.params import ParamStats
 from qlspec.metrics.nme import mean_predictor_nme, nme_report
+from qlspec.nets.checkpoint import load_3ddfa_checkpoint
 from qlspec.nets.mobilenet_v1 import MobileNetV1
 from qlspec.report import row, write_rungs
 from qlspec.stages.engine import StageContext
@@ -32,6 +33,9 @@ def run(ctx: StageContext) -> None:
     stats = ParamStats.load(data / "param_stats.npz")
     torch.manual_seed(cfg.seed)
     net = MobileNetV1(width=spec.network.width, num_params=62)
+    if spec.network.pretrained is not None:
+        load_3ddfa_checkpoint(net, spec.network.pretrained)
+        ctx.log(f"  starting from {spec.network.pretrained.name}")
     result = train(
         net, train_set, val_set, stats=stats, epochs=cfg.epochs, batch_size=cfg.batch_size,
         optimizer=cfg.optimizer.name, lr=cfg.optimizer.lr, momentum=cfg.optimizer.momentum,
