@@ -1,0 +1,40 @@
+"""Exact integer matrix products, fast.
+
+numpy has no BLAS for integer dtypes, so an int64 `@` is slow. A float BLAS product is exact
+whenever every partial sum is an integer that the float format represents exactly: below 2^24 in
+magnitude for float32, 2^53 for float64. Then no product or sum is ever rounded, in whatever
+order the BLAS adds them (fused multiply-adds included). Every partial sum is bounded by
+K * max|a| * max|b|, which is checked on the actual values to pick float32, float64 or, failing
+both, int64 arithmetic (exact while that bound stays below 2^63, also checked).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qlspec.errors import GraphError
+
+_F32_EXACT = 1 << 24
+_F64_EXACT = 1 << 53
+_I64_LIMIT = 1 << 63
+
+
+def max_abs(a: np.ndarray) -> int:
+    return max(abs(int(a.min())), abs(int(a.max()))) if a.size else 0
+
+
+def exact_dtype(bound: int) -> np.dtype:
+    """The cheapest dtype in which sums of products bounded by `bound` are computed exactly."""
+    if bound < _F32_EXACT:
+        return np.dtype(np.float32)
+    if bound < _F64_EXACT:
+        return np.dtype(np.float64)
+    if bound < _I64_LIMIT:
+        return np.dtype(np.int64)
+    raise GraphError(f"integer sum of products may exceed int64 (bound {bound})")
+
+
+def exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """`a @ b` (numpy matmul broadcasting) computed exactly, returned as int64."""
+    dt = exact_dtype(a.shape[-1] * max_abs(a) * max_abs(b))
+    return (a.astype(dt, copy=False) @ b.astype(dt, copy=False)).astype(np.int64)

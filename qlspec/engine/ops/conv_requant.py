@@ -1,0 +1,50 @@
+"""ConvRequant: a Conv whose accumulator goes straight into a RequantShift (made by a fusion pass)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from qlspec.engine.ops.base import Op
+from qlspec.engine.ops.conv import Conv
+from qlspec.engine.ops.requant_shift import RequantShift
+
+
+@dataclass(frozen=True)
+class ConvRequant(Op):
+    """y = RequantShift(Conv(x, w, b), mul, add), exactly: the int32 accumulator of `Conv` (its
+    docstring) requantised by `RequantShift` (its docstring). Inputs (x, w, b, mul, add), b may be
+    absent (""). The accumulator is never materialised in memory; the arithmetic is unchanged.
+    """
+
+    op_type = "ConvRequant"
+    n_inputs = (5, 5)
+    optional = (2,)
+    clips_output = True
+    div: int
+    lo: int
+    hi: int
+    strides: tuple[int, int] = (1, 1)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+    dilations: tuple[int, int] = (1, 1)
+    group: int = 1
+
+    @property
+    def conv(self) -> Conv:
+        return Conv(strides=self.strides, pads=self.pads, dilations=self.dilations, group=self.group)
+
+    @property
+    def requant(self) -> RequantShift:
+        return RequantShift(div=self.div, lo=self.lo, hi=self.hi)
+
+    def __post_init__(self) -> None:
+        self.conv, self.requant  # validate both halves
+
+    def infer(self, ins, vals):
+        (acc,) = self.conv.infer(ins[:3], vals[:3])
+        return self.requant.infer([acc, ins[3], ins[4]], [None, vals[3], vals[4]])
+
+    def macs(self, ins, outs):
+        return self.conv.macs(ins[:3], outs)
+
+    def run(self, x, w, b, mul, add):
+        return self.requant.run(self.conv.run(x, w, b), mul, add)

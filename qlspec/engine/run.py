@@ -1,0 +1,77 @@
+"""Run a qlspec graph with the reference ops: the oracle every backend must equal bit for bit."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from qlspec.engine.ops import op_for
+from qlspec.errors import GraphError
+from qlspec.graph.ir import Graph, TensorInfo
+
+
+def _check_input(name: str, info: TensorInfo, value: object, batch_free: bool) -> np.ndarray:
+    a = np.asarray(value)
+    where = f"input {name}"
+    if info.is_float:
+        if a.dtype.kind not in "fiu":
+            raise GraphError(f"expected numbers, got dtype {a.dtype}", where=where)
+        a = a.astype(np.float32)
+    else:
+        if a.dtype.kind == "f":
+            if not np.all(np.isfinite(a)) or not np.array_equal(a, np.round(a)):
+                raise GraphError("expected integers, got non-integer floats", where=where)
+            a = a.astype(np.int64)
+        elif a.dtype.kind not in "iub":
+            raise GraphError(f"expected an integer array, got dtype {a.dtype}", where=where)
+        if a.size and (int(a.min()) < info.lo or int(a.max()) > info.hi):
+            raise GraphError(f"values [{a.min()}, {a.max()}] outside the declared {info.describe()} range "
+                             f"[{info.lo}, {info.hi}]", where=where)
+        a = a.astype(info.dtype)
+    shape_ok = a.shape == info.shape or (
+        batch_free and a.ndim == len(info.shape) and a.shape[1:] == info.shape[1:])
+    if not shape_ok:
+        raise GraphError(f"shape {a.shape} does not match the declared {info.shape}"
+                         + ("" if batch_free else " (this graph mixes the batch axis, so it is fixed)"), where=where)
+    return a
+
+
+def run_graph(g: Graph, inputs: Mapping[str, np.ndarray], *, keep_intermediates: bool = False) -> dict[str, np.ndarray]:
+    """Execute `g` on integer `inputs` (by input name) and return its outputs by name.
+
+    Inputs are checked against their declared types (integer values in range; float inputs only
+    for a leading `Quantise`) and may differ from the declared shape on axis 0 when every op is
+    batch-independent. Each node's result is checked to lie in its declared type's range (so an
+    accumulator overflow is an error, never a silent wrap) and stored in that type's container.
+    With `keep_intermediates`, every activation tensor is returned, graph inputs included.
+    """
+    missing = [t for t in g.inputs if t not in inputs]
+    if missing:
+        raise GraphError(f"missing input(s) {missing}; the graph takes {list(g.inputs)}")
+    ops = [op_for(n) for n in g.nodes]
+    batch_free = all(op.batch_free() for op in ops)
+    env: dict[str, np.ndarray] = dict(g.constants)
+    for t in g.inputs:
+        env[t] = _check_input(t, g.tensors[t], inputs[t], batch_free)
+    last_use: dict[str, int] = {}
+    for i, n in enumerate(g.nodes):
+        for t in n.inputs:
+            last_use[t] = i
+    keep = set(g.outputs) | set(g.constants)
+    for i, (node, op) in enumerate(zip(g.nodes, ops)):
+        args = [env[t] if t else None for t in node.inputs]
+        y = np.asarray(op.run(*args))
+        (out,) = node.outputs
+        info = g.tensors[out]
+        if y.size and not info.is_float and (int(y.min()) < info.lo or int(y.max()) > info.hi):
+            raise GraphError(f"result [{y.min()}, {y.max()}] outside its type {info.describe()} "
+                             f"[{info.lo}, {info.hi}] (accumulator overflow?)", where=node.where())
+        env[out] = y.astype(info.dtype, copy=False)
+        if not keep_intermediates:
+            for t in node.inputs:
+                if t and last_use.get(t) == i and t not in keep:
+                    del env[t]
+    if keep_intermediates:
+        return {t: env[t] for t in g.activations()}
+    return {t: env[t] for t in g.outputs}

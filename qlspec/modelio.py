@@ -1,0 +1,59 @@
+"""What `qlspec convert` and `qlspec infer` read and write: models (graph folder or .onnx),
+input .npz files and output .npz files."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from qlspec.errors import GraphError
+from qlspec.graph.io import GRAPH_FILE, load_graph
+from qlspec.graph.ir import Graph
+from qlspec.graph.passes import optimise
+from qlspec.onnx_import import import_onnx
+
+
+def load_model(path: Path) -> Graph:
+    """A graph folder written by `save_graph`, or an .onnx file (imported, then optimised)."""
+    path = Path(path)
+    if path.is_dir():
+        return load_graph(path)
+    if path.suffix.lower() == ".onnx" or (path.is_file() and not (path.parent / GRAPH_FILE).exists()):
+        return optimise(import_onnx(path))
+    raise GraphError(f"expected a graph folder (with {GRAPH_FILE}) or an .onnx file", where=str(path))
+
+
+def read_inputs(npz_path: Path, g: Graph) -> dict[str, np.ndarray]:
+    """The arrays of an .npz for `g`'s inputs: by name when every input name is a key, else by
+    order (the n first arrays for the n inputs; the shared QuantLab/Deeploy cases name them
+    arr_0, arr_1, ... or input_0, ..., and kernel tests store extra arrays, such as the weights,
+    after the inputs, which are ignored). Values are checked by `run_graph`."""
+    npz_path = Path(npz_path)
+    try:
+        with np.load(npz_path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise GraphError("no such file", where=str(npz_path)) from None
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise GraphError(f"not a readable .npz file ({e})", where=str(npz_path)) from None
+    if all(t in arrays for t in g.inputs):
+        return {t: arrays[t] for t in g.inputs}
+    if len(arrays) < len(g.inputs):
+        raise GraphError(f"holds {len(arrays)} array(s) {list(arrays)} but the graph takes {len(g.inputs)} "
+                         f"input(s) {list(g.inputs)}", where=str(npz_path))
+    return dict(zip(g.inputs, arrays.values()))
+
+
+def write_outputs(path: Path, outputs: Mapping[str, np.ndarray]) -> Path:
+    """Write `outputs` to an .npz (keys = output names), atomically (temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **{k: np.asarray(v) for k, v in outputs.items()})
+    os.replace(tmp, path)
+    return path

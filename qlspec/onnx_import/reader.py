@@ -1,0 +1,132 @@
+"""Reading an ONNX file safely: loading, typed attribute access, integers stored in float32."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import AttributeProto, numpy_helper
+
+from qlspec.errors import OnnxImportError
+
+_ATTR_KIND = {
+    AttributeProto.FLOAT: "FLOAT", AttributeProto.INT: "INT", AttributeProto.STRING: "STRING",
+    AttributeProto.TENSOR: "TENSOR", AttributeProto.FLOATS: "FLOATS", AttributeProto.INTS: "INTS",
+}
+
+
+def load_model(path: Path) -> onnx.ModelProto:
+    """Parse the file; a missing, truncated or non-ONNX file is an `OnnxImportError`."""
+    where = path.name
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise OnnxImportError(f"cannot read the file ({e.strerror})", where=str(path)) from None
+    try:
+        model = onnx.load_model_from_string(data)
+    except (DecodeError, RuntimeError, ValueError) as e:
+        raise OnnxImportError(f"not a valid ONNX file (truncated or corrupt: {e})", where=where) from None
+    if not model.HasField("graph") or not model.graph.node:
+        raise OnnxImportError("the file holds no graph (empty, truncated or not ONNX)", where=where)
+    return model
+
+
+def integral(values: np.ndarray, what: str) -> np.ndarray:
+    """Integers stored in a float (or integer) tensor, as int64; anything non-integral is an error."""
+    a = np.asarray(values)
+    if a.dtype.kind in "iub":
+        return a.astype(np.int64)
+    if a.dtype.kind != "f":
+        raise ValueError(f"{what} has dtype {a.dtype}, expected numbers")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{what} holds inf or NaN")
+    r = np.round(a)
+    if not np.array_equal(r, a):
+        bad = a[r != a].ravel()[0]
+        raise ValueError(f"{what} holds a non-integer value ({bad}); QuantLab integer graphs store integers")
+    if np.abs(r).max(initial=0) >= 2.0 ** 63:
+        raise ValueError(f"{what} exceeds int64")
+    return r.astype(np.int64)
+
+
+def narrow(a: np.ndarray) -> np.ndarray:
+    """Smallest signed container of 8, 16, 32 or 64 bits holding every value."""
+    lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
+    for dt in (np.int8, np.int16, np.int32, np.int64):
+        if np.iinfo(dt).min <= lo and hi <= np.iinfo(dt).max:
+            return a.astype(dt)
+    raise ValueError("values exceed int64")
+
+
+class Attributes:
+    """Typed access to one node's attributes. Every read names the attribute; whatever is left
+    unread when `finish()` is called is an unsupported attribute."""
+
+    ANNOTATIONS = frozenset({"weight_bits", "bias_bits", "out_bits", "mult_bits", "add_bits"})  # DORY's, informative
+
+    def __init__(self, node: onnx.NodeProto, fail) -> None:
+        self.node = node
+        self.fail = fail
+        self.by_name = {a.name: a for a in node.attribute}
+        self.read: set[str] = set()
+
+    def has(self, name: str) -> bool:
+        return name in self.by_name
+
+    def _get(self, name: str, kinds: tuple[int, ...]):
+        self.read.add(name)
+        a = self.by_name.get(name)
+        if a is None:
+            return None
+        if a.type not in kinds:
+            want = " or ".join(_ATTR_KIND[k] for k in kinds)
+            self.fail(f"attribute {name!r} must be {want} (got {_ATTR_KIND.get(a.type, a.type)})")
+        return a
+
+    def int(self, name: str, default: int | None = None) -> int:
+        a = self._get(name, (AttributeProto.INT,))
+        if a is None:
+            if default is None:
+                self.fail(f"missing attribute {name!r}")
+            return default
+        return int(a.i)
+
+    def ints(self, name: str, default: tuple[int, ...] | None = None) -> tuple[int, ...] | None:
+        a = self._get(name, (AttributeProto.INTS,))
+        return default if a is None else tuple(int(v) for v in a.ints)
+
+    def float(self, name: str, default: float | None = None) -> float | None:
+        a = self._get(name, (AttributeProto.FLOAT, AttributeProto.INT))
+        if a is None:
+            return default
+        return float(a.f) if a.type == AttributeProto.FLOAT else float(a.i)
+
+    def string(self, name: str, default: str) -> str:
+        a = self._get(name, (AttributeProto.STRING,))
+        return default if a is None else a.s.decode()
+
+    def integer(self, name: str, default: int | None = None) -> int:
+        """An integer however it is spelled: INT, FLOAT or a one-element TENSOR (QuantLib writes
+        RequantShift's div/signed/n_levels as TENSOR in some versions and INT in others)."""
+        a = self._get(name, (AttributeProto.INT, AttributeProto.FLOAT, AttributeProto.TENSOR))
+        if a is None:
+            if default is None:
+                self.fail(f"missing attribute {name!r}")
+            return default
+        if a.type == AttributeProto.INT:
+            return int(a.i)
+        value = np.array(a.f) if a.type == AttributeProto.FLOAT else numpy_helper.to_array(a.t)
+        if value.size != 1:
+            self.fail(f"attribute {name!r} must hold one value (got shape {value.shape})")
+        try:
+            return int(integral(value.reshape(()), f"attribute {name!r}"))
+        except ValueError as e:
+            self.fail(str(e))
+
+    def finish(self, supported: str | None = None) -> None:
+        extra = sorted(set(self.by_name) - self.read - self.ANNOTATIONS)
+        if extra:
+            known = sorted(self.read)
+            self.fail(f"unsupported attribute(s) {extra} (supported: {', '.join(known) if known else 'none'})")
