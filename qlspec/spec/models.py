@@ -119,24 +119,35 @@ Data = Annotated[SyntheticData, Field(discriminator="kind")]
 
 
 class Optimizer(SpecModel):
-    """Optimiser of float training."""
+    """Optimiser and learning-rate schedule of float training."""
 
-    name: Literal["sgd", "adam"] = Field("sgd", description="'sgd' (with momentum) or 'adam'.")
+    name: Literal["sgd", "adam", "adamw"] = Field("sgd", description="'sgd' (with momentum), 'adam' or 'adamw'.")
     lr: float = Field(0.05, gt=0, le=10, description="Peak learning rate.")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (ignored by adam).")
     nesterov: bool = Field(True, description="Nesterov momentum (sgd only).")
     weight_decay: float = Field(5e-4, ge=0, le=1, description="L2 weight decay.")
+    schedule: Literal["cosine", "step"] = Field(
+        "cosine", description="'cosine' decay to 0, or 'step': x0.2 at 60% and 85% of the steps (3DDFA's decay)."
+    )
+    warmup_epochs: float = Field(0.0, ge=0, description="Linear warm-up from lr/10, in epochs.")
 
 
 class Loss(SpecModel):
-    """Training loss: a parameter term plus a landmark term."""
+    """Training loss: param_weight * MSE of the normalised parameters + landmark_weight * landmark term."""
 
-    kind: Literal["wpdc", "pdc", "vdc"] = Field(
-        "wpdc",
-        description="Parameter term: 'wpdc' weighted parameter distance, 'pdc' plain MSE on normalised "
-        "parameters, 'vdc' vertex (landmark) distance only.",
+    param_weight: float = Field(1.0, ge=0, description="Weight of the normalised-parameter MSE (3DDFA's PDC).")
+    landmark_weight: float = Field(10.0, ge=0, description="Weight of the 68-landmark term.")
+    landmark: Literal["nme", "vdc"] = Field(
+        "nme",
+        description="Landmark term: 'nme' the normalised mean error itself; 'vdc' 3DDFA's vertex distance "
+        "(mean squared 3D distance / box size squared).",
     )
-    landmark_weight: float = Field(1.0, ge=0, description="Weight of the 68-landmark term (pixels^2 scaled).")
+
+    @model_validator(mode="after")
+    def _something_to_learn(self) -> Self:
+        if self.param_weight == 0 and self.landmark_weight == 0:
+            raise ValueError("param_weight and landmark_weight are both 0: nothing to learn")
+        return self
 
 
 class Training(SpecModel):

@@ -131,6 +131,7 @@ class Pipeline:
         statuses: list[StageStatus] = []
         keys: dict[str, str] = {}
         will_run: set[str] = set()
+        skipped: set[str] = set()
         unavailable: str | None = None
         past_until = False
         for stage in self.stages:
@@ -146,8 +147,9 @@ class Pipeline:
             if past_until:
                 statuses.append(StageStatus(stage, "skipped", key, (f"after --until {until}",)))
                 continue
-            skip = stage.enabled(self.spec)
+            skip = stage.enabled(self.spec) or next((f"upstream {up} skipped" for up in stage.after if up in skipped), None)
             if skip:
+                skipped.add(stage.name)
                 statuses.append(StageStatus(stage, "skipped", key, (skip,)))
             else:
                 reasons = self._stale_reasons(stage, key, will_run, forced=stage.name in force)

@@ -24,7 +24,7 @@ STAGES: tuple[StageDef, ...] = (
         summary="train the float network (rung FP)",
         reads=("network", "training", "preprocess", "postprocess"),
         after=("data",),
-        code=("nets", "training", "metrics", "face", "report.py"),
+        code=("nets", "training", "metrics", "face", "evaluation.py", "report.py"),
         run="qlspec.stages.train:run",
         resumable=True,
         files=("network.pretrained",),
@@ -32,9 +32,12 @@ STAGES: tuple[StageDef, ...] = (
     StageDef(
         name="quantise",
         summary="PACT quantisation-aware training or PTQ calibration (rung FQ)",
-        reads=("quantisation",),
+        reads=("quantisation", "training", "network"),
         after=("data", "train"),
-        code=("quant",),
+        code=("quant", "training", "evaluation.py", "nets"),
+        run="qlspec.stages.quantise:run",
+        resumable=True,
+        enabled=lambda spec: "quantisation.algorithm is none" if spec.quantisation.algorithm == "none" else None,
     ),
     StageDef(
         name="export",

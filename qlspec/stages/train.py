@@ -1,7 +1,8 @@
 """Stage `train`: train the float 3DDFA network (rung FP, and the MEAN baseline).
 
-Outputs: model.pt (state dict of `MobileNetV1`), history.json (per-epoch loss and validation NME),
-predictions.npz (validation parameters and landmarks), rungs.json (rows MEAN and FP).
+Outputs: model.pt (state dict of `MobileNetV1`), network.json (its constructor arguments),
+history.json (per-epoch loss and validation NME), outputs.npz (the network's normalised outputs
+on the validation split, which the next rung is compared with), rungs.json (rows MEAN and FP).
 Checkpoints go to the stage's partial folder after every epoch, so an interrupted run resumes there
 when `apply` is run again with the same spec; they are dropped once the stage completes.
 """
@@ -14,23 +15,23 @@ import shutil
 import numpy as np
 import torch
 
-from qlspec.data.faceset import FaceSet
-from qlspec.face.params import ParamStats
-from qlspec.metrics.nme import mean_predictor_nme, nme_report
+from qlspec.evaluation import landmarks_from_outputs, load_split, load_stats, network_outputs, nme_row, rung_row
+from qlspec.face.morphable import synthetic_face_model
+from qlspec.metrics.nme import mean_predictor_nme
 from qlspec.nets.checkpoint import load_3ddfa_checkpoint
 from qlspec.nets.mobilenet_v1 import MobileNetV1
-from qlspec.report import row, write_rungs
+from qlspec.report import write_rungs
 from qlspec.stages.engine import StageContext
-from qlspec.training.trainer import predict, train
+from qlspec.training.loss import LossConfig
+from qlspec.training.trainer import train
 
 
 def run(ctx: StageContext) -> None:
     spec = ctx.spec
     cfg = spec.training
     torch.set_num_threads(cfg.threads)
-    data = ctx.inputs["data"]
-    train_set, val_set = FaceSet.load(data / "train.npz"), FaceSet.load(data / "val.npz")
-    stats = ParamStats.load(data / "param_stats.npz")
+    train_set, val_set = load_split(ctx.inputs["data"], "train"), load_split(ctx.inputs["data"], "val")
+    stats = load_stats(ctx.inputs["data"])
     torch.manual_seed(cfg.seed)
     net = MobileNetV1(width=spec.network.width, num_params=62)
     if spec.network.pretrained is not None:
@@ -40,18 +41,18 @@ def run(ctx: StageContext) -> None:
         net, train_set, val_set, stats=stats, epochs=cfg.epochs, batch_size=cfg.batch_size,
         optimizer=cfg.optimizer.name, lr=cfg.optimizer.lr, momentum=cfg.optimizer.momentum,
         nesterov=cfg.optimizer.nesterov, weight_decay=cfg.optimizer.weight_decay,
-        loss_kind=cfg.loss.kind, landmark_weight=cfg.loss.landmark_weight,
+        schedule=cfg.optimizer.schedule, warmup_epochs=cfg.optimizer.warmup_epochs,
+        loss_cfg=LossConfig(param_weight=cfg.loss.param_weight, landmark_weight=cfg.loss.landmark_weight,
+                            landmark=cfg.loss.landmark),
         ckpt_dir=ctx.out / "checkpoints", seed=cfg.seed, progress=ctx.progress,
     )
     torch.save(net.state_dict(), ctx.out / "model.pt")
+    (ctx.out / "network.json").write_text(json.dumps({"arch": spec.network.arch, "width": spec.network.width}) + "\n")
     (ctx.out / "history.json").write_text(json.dumps(result.history, indent=2) + "\n")
-    params, landmarks = predict(net, val_set, stats, batch_size=256)
-    np.savez(ctx.out / "predictions.npz", params=params, landmarks=landmarks)
-    fp = nme_report(landmarks, val_set.landmarks, val_set.yaw_deg)
-    baseline = mean_predictor_nme(stats, val_set)
-    write_rungs(ctx.out, [
-        row("MEAN", nme=baseline["mean"], n=len(val_set), by_yaw=baseline["bins"]),
-        row("FP", nme=fp["mean"], n=len(val_set), by_yaw=fp["bins"]),
-    ])
+    z = network_outputs(net, val_set)
+    np.savez(ctx.out / "outputs.npz", z=z)
+    fp = nme_row("FP", landmarks_from_outputs(z, stats), val_set, seconds=round(result.seconds, 1))
+    baseline = mean_predictor_nme(stats.mean, val_set.landmarks, val_set.yaw_deg, synthetic_face_model())
+    write_rungs(ctx.out, [rung_row("MEAN", baseline), fp])
     shutil.rmtree(ctx.out / "checkpoints", ignore_errors=True)
-    ctx.log(f"  FP NME {fp['mean']:.2f}% (mean-parameter predictor {baseline['mean']:.2f}%)")
+    ctx.log(f"  FP NME {fp['nme']:.2f}% (mean-parameter predictor {100 * baseline.mean:.2f}%)")

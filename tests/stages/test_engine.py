@@ -142,3 +142,20 @@ def test_secrets_are_digested_in_records(spec_file, tmp_path):
     run_all(p)
     text = (tmp_path / "build" / "demo" / "deploy" / "stage.json").read_text()
     assert "hunter2" not in text and "<secret sha256:" in text
+
+
+def test_a_disabled_stage_skips_its_consumers(spec_file, tmp_path):
+    path = spec_file("name: demo\n")
+    rec = Recorder()
+    stages = (
+        StageDef("data", "d", reads=("data",), after=(), code=(), run=rec.stage("data")),
+        StageDef("quantise", "q", reads=(), after=("data",), code=(), run=rec.stage("quantise"),
+                 enabled=lambda spec: "quantisation.algorithm is none"),
+        StageDef("export", "e", reads=(), after=("quantise",), code=(), run=rec.stage("export")),
+    )
+    p = Pipeline(stages, load_spec(path).spec, path, tmp_path / "build")
+    run_all(p)
+    assert rec.runs == ["data"]
+    st = states(p)
+    assert st["quantise"] == ("skipped", ("quantisation.algorithm is none",))
+    assert st["export"] == ("skipped", ("upstream quantise skipped",))

@@ -1,0 +1,60 @@
+"""What every rung of the ladder is measured with: network outputs -> landmarks -> NME row.
+
+All rungs are evaluated on the same validation images: the first `verify.samples` of the `val`
+split for the integer rungs, the whole split for FP and FQ (both are reported with their `n`).
+NME is reported in percent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from qlspec.data.faceset import FaceSet
+from qlspec.face.morphable import synthetic_face_model
+from qlspec.face.params import ParamStats
+from qlspec.metrics.nme import NMEReport, nme_report
+from qlspec.nets.mobilenet_v1 import preprocess
+from qlspec.report import row
+
+
+def load_split(data_dir: Path, split: str) -> FaceSet:
+    """The `split` ('train' or 'val') written by the data stage."""
+    return FaceSet.load(data_dir / f"{split}.npz")
+
+
+def load_stats(data_dir: Path) -> ParamStats:
+    return ParamStats.load(data_dir / "param_stats.npz")
+
+
+def landmarks_from_outputs(z: np.ndarray, stats: ParamStats) -> np.ndarray:
+    """Normalised network outputs ``(N, 62)`` -> landmarks ``(N, 2, 68)`` in crop pixels."""
+    params = stats.denormalise(np.asarray(z, np.float64))
+    return synthetic_face_model().landmarks(params)[:, :2].astype(np.float32)
+
+
+@torch.no_grad()
+def network_outputs(net: torch.nn.Module, faces: FaceSet, batch_size: int = 256) -> np.ndarray:
+    """The network's raw (normalised) outputs ``(N, 62)`` float32 on `faces`, in eval mode."""
+    net.eval()
+    outs = [net(preprocess(faces.images[s:s + batch_size])).float().numpy() for s in range(0, len(faces), batch_size)]
+    return np.concatenate(outs).astype(np.float32)
+
+
+def nme_row(rung: str, landmarks: np.ndarray, faces: FaceSet, **extra: Any) -> dict[str, Any]:
+    """A report row for `rung` whose predictions are `landmarks` on `faces` (NME in %, per yaw bin)."""
+    return rung_row(rung, nme_report(landmarks, faces.landmarks, faces.yaw_deg), **extra)
+
+
+def rung_row(rung: str, report: NMEReport, **extra: Any) -> dict[str, Any]:
+    """A report row from an NME report (NME in %, per yaw bin)."""
+    return row(rung, nme=round(100 * report.mean, 4), n=len(report.per_image), by_yaw=yaw_bins_percent(report), **extra)
+
+
+def yaw_bins_percent(report: NMEReport) -> dict[str, float | None]:
+    bins = {b.label: (None if b.n == 0 else round(100 * b.nme, 4)) for b in report.bins}
+    bins["mean of bins"] = round(100 * report.mean_of_bins, 4)
+    return bins

@@ -1,0 +1,114 @@
+"""Stage `quantise`: the float network becomes a fake-quantised one (rung FQ).
+
+`quantisation.algorithm`:
+- 'pact': float-to-fake conversion, then quantisation-aware training with QuantLib's controllers
+  (quantisation starts at `schedule.start_epoch`, clipping bounds freeze at
+  `schedule.freeze_clip_at`), from the trained float weights (QAFT) or from scratch;
+- 'ptq': float-to-fake conversion with batch-norm folded, bounds calibrated on `ptq.samples`
+  training images, no gradient step.
+
+Outputs: fq_state.pt (state dict of the fake-quantised net), quant_config.json (the `QuantConfig`),
+network.json (the float network's constructor arguments), outputs.npz (normalised outputs on the
+validation split), history.json (QAT only), rungs.json (row FQ, compared with FP).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import fx
+
+from qlspec.evaluation import landmarks_from_outputs, load_split, load_stats, network_outputs, nme_row
+from qlspec.nets.mobilenet_v1 import MobileNetV1, preprocess
+from qlspec.quant import PACTController, QuantConfig, calibrate, float_to_fake, pact_param_groups
+from qlspec.report import write_rungs
+from qlspec.spec.models import AppSpec
+from qlspec.stages.engine import StageContext
+from qlspec.training.loss import LossConfig
+from qlspec.training.trainer import train
+
+EXAMPLE_BATCH = 8
+
+
+def quant_config(spec: AppSpec) -> QuantConfig:
+    """The spec's quantisation section as the PACT library's configuration."""
+    q = spec.quantisation
+    return QuantConfig(
+        weight_bits=q.bits.weights,
+        act_bits=q.bits.activations,
+        weight_granularity=q.weights.granularity,
+        weight_init=q.weights.init,
+        act_init=q.activations.init,
+        act_clip=q.activations.clip,
+        percentile=q.activations.percentile if q.algorithm == "pact" else q.ptq.percentile,
+        fold_bn=q.algorithm == "ptq" and q.ptq.fold_bn,
+    )
+
+
+def load_fake_quantised(folder: Path) -> fx.GraphModule:
+    """Rebuild the fake-quantised net a quantise stage wrote to `folder` (eval mode)."""
+    cfg = QuantConfig(**json.loads((folder / "quant_config.json").read_text()))
+    width = json.loads((folder / "network.json").read_text())["width"]
+    example = torch.zeros(EXAMPLE_BATCH, 3, 120, 120)
+    fq = float_to_fake(MobileNetV1(width=width), cfg, example)
+    fq.load_state_dict(torch.load(folder / "fq_state.pt", map_location="cpu", weights_only=True))
+    return fq.eval()
+
+
+def run(ctx: StageContext) -> None:
+    spec = ctx.spec
+    q, t = spec.quantisation, spec.training
+    torch.set_num_threads(t.threads)
+    data, float_dir = ctx.inputs["data"], ctx.inputs["train"]
+    train_set, val_set = load_split(data, "train"), load_split(data, "val")
+    stats = load_stats(data)
+    torch.manual_seed(t.seed)
+    net = MobileNetV1(width=spec.network.width)
+    if q.algorithm == "ptq" or q.schedule.from_float:
+        net.load_state_dict(torch.load(float_dir / "model.pt", map_location="cpu", weights_only=True))
+    net.eval()
+    cfg = quant_config(spec)
+    fq = float_to_fake(net, cfg, preprocess(train_set.images[:EXAMPLE_BATCH]))
+    if q.algorithm == "pact":
+        _qat(ctx, fq, train_set, val_set, stats)
+    else:
+        n = min(q.ptq.samples, len(train_set))
+        batches = [preprocess(train_set.images[s:min(s + 64, n)]) for s in range(0, n, 64)]
+        calibrate(fq, batches, method=q.ptq.calibration, percentile=q.ptq.percentile)
+        ctx.log(f"  calibrated {q.ptq.calibration} bounds on {n} training images")
+    torch.save(fq.state_dict(), ctx.out / "fq_state.pt")
+    (ctx.out / "quant_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+    (ctx.out / "network.json").write_text(json.dumps({"arch": spec.network.arch, "width": spec.network.width}) + "\n")
+    z = network_outputs(fq, val_set)
+    np.savez(ctx.out / "outputs.npz", z=z)
+    z_fp = np.load(float_dir / "outputs.npz")["z"]
+    fq_row = nme_row("FQ", landmarks_from_outputs(z, stats), val_set, algorithm=q.algorithm,
+                     max_abs_diff=float(np.abs(z - z_fp).max()),
+                     bits={"weights": q.bits.weights, "activations": q.bits.activations})
+    write_rungs(ctx.out, [fq_row])
+    ctx.log(f"  FQ ({q.algorithm} w{q.bits.weights}a{q.bits.activations}) NME {fq_row['nme']:.2f}%")
+
+
+def _qat(ctx: StageContext, fq: fx.GraphModule, train_set, val_set, stats) -> None:
+    spec = ctx.spec
+    s, t = spec.quantisation.schedule, spec.training
+    calibration = None
+    if spec.quantisation.activations.init != "const":
+        calibration = [preprocess(train_set.images[i:i + 64]) for i in range(0, min(256, len(train_set)), 64)]
+    controller = PACTController(fq, start_epoch=s.start_epoch, freeze_clip_at=s.freeze_clip_at,
+                                calibration_batches=calibration)
+    result = train(
+        fq, train_set, val_set, stats=stats, epochs=s.epochs, batch_size=t.batch_size,
+        optimizer=t.optimizer.name, lr=s.lr, momentum=t.optimizer.momentum, nesterov=t.optimizer.nesterov,
+        weight_decay=t.optimizer.weight_decay, schedule="cosine",
+        loss_cfg=LossConfig(param_weight=t.loss.param_weight, landmark_weight=t.loss.landmark_weight, landmark=t.loss.landmark),
+        params_for_optimiser=pact_param_groups(fq, s.lr, weight_decay=t.optimizer.weight_decay),
+        on_epoch_start=controller, ckpt_dir=ctx.out / "checkpoints", seed=t.seed, progress=ctx.progress,
+    )
+    (ctx.out / "history.json").write_text(json.dumps(result.history, indent=2) + "\n")
+    shutil.rmtree(ctx.out / "checkpoints", ignore_errors=True)

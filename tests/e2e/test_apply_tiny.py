@@ -1,0 +1,93 @@
+"""`qlspec apply` / `plan` on a tiny real spec: real data and training stages, seconds not minutes."""
+
+from __future__ import annotations
+
+from qlspec.stages.registry import STAGES
+
+BUILT = [s.name for s in STAGES[: next(i for i, s in enumerate(STAGES) if s.run is None)]]
+UNBUILT = [s.name for s in STAGES if s.name not in BUILT]
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+TINY = """\
+apiVersion: qlspec/v1
+name: tiny
+extends: [boards/rpi4.yaml, networks/3ddfa-mb05.yaml]
+network: {width: 0.25}
+data: {kind: synthetic, train: 96, val: 32, seed: 3}
+training: {epochs: EPOCHS, batch_size: 32, threads: 2}
+quantisation: {algorithm: pact, schedule: {epochs: 1, freeze_clip_at: null, lr: 0.001}}
+verify: {samples: 16}
+"""
+
+
+def qlspec(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "qlspec", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    (root / "app.yaml").write_text(TINY.replace("EPOCHS", "1"))
+    r = qlspec("apply", "app.yaml", "--no-progress", cwd=root)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return root, r
+
+
+def test_apply_runs_every_built_stage_and_stops_at_the_first_unbuilt_one(built):
+    root, r = built
+    for stage in BUILT:
+        assert f"{stage:<9} done" in r.stdout
+    assert f"{UNBUILT[0]:<9} not available yet" in r.stdout
+    for stage in BUILT:
+        record = json.loads((root / "build" / "tiny" / stage / "stage.json").read_text())
+        assert record["schema"] == 1 and record["stage"] == stage and record["outputs"]
+    assert not (root / "build" / "tiny" / "train" / "checkpoints").exists()
+
+
+def test_report_has_a_row_per_rung_done(built):
+    root, _ = built
+    report = json.loads((root / "build" / "tiny" / "report.json").read_text())
+    rungs = {row["rung"]: row for row in report["rows"]}
+    assert {"MEAN", "FP"} <= set(rungs)
+    if "quantise" in BUILT:
+        assert rungs["FQ"]["max_abs_diff"] > 0  # fake quantisation changes the outputs
+    for row in rungs.values():
+        assert row["nme"] > 0
+        assert set(row) >= {"rung", "nme", "max_abs_diff", "mismatches", "n"}
+    md = (root / "build" / "tiny" / "report.md").read_text()
+    assert "| FP |" in md and "| MEAN |" in md
+
+
+def test_second_apply_is_a_fast_no_op(built):
+    root, _ = built
+    before = (root / "build" / "tiny" / "train" / "model.pt").stat().st_mtime_ns
+    started = time.perf_counter()
+    r = qlspec("apply", "app.yaml", "--no-progress", cwd=root)
+    assert r.returncode == 0
+    assert time.perf_counter() - started < 30
+    for stage in BUILT:
+        assert f"{stage:<9} up to date" in r.stdout
+    assert (root / "build" / "tiny" / "train" / "model.pt").stat().st_mtime_ns == before
+
+
+def test_editing_epochs_makes_train_and_everything_after_stale(built):
+    root, _ = built
+    edited = root / "edited.yaml"
+    edited.write_text(TINY.replace("EPOCHS", "2"))
+    (root / "build-edited").mkdir(exist_ok=True)
+    r = qlspec("plan", "edited.yaml", cwd=root)
+    assert r.returncode == 0
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("data      up to date")
+    assert lines[1].startswith("train     will run") and "training.epochs modified: 1 -> 2" in lines[1]
+    for line, stage in zip(lines[2:], BUILT[2:]):
+        assert line.startswith(f"{stage:<9} will run")
+    assert all("not available yet" in line for line in lines[len(BUILT):])
+    assert qlspec("plan", "edited.yaml", "--check", cwd=root).returncode == 1
+    assert qlspec("plan", "app.yaml", "--check", cwd=root).returncode == 0
