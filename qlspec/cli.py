@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
@@ -92,23 +93,35 @@ def apply(spec: SpecArg, build_dir: BuildDir = Path("build"), until: Until = Non
     from qlspec import pipeline as api
 
     pipe = api.open_pipeline(spec, build_dir)
-    started: dict[str, float] = {}
-
-    def on_status(status, event: str) -> None:
-        name = status.stage.name
-        if event == "start":
-            started[name] = time.perf_counter()
-            out.print(f"[bold]{name:<9}[/bold] running: {status.stage.summary} [dim]({escape('; '.join(status.reasons))})[/dim]")
-        elif event == "done":
-            out.print(f"[bold]{name:<9}[/bold] [green]done[/green] in {time.perf_counter() - started[name]:.1f} s")
-        else:
-            _print_status(status)
-
-    final = api.apply(pipe, until=until, force=force, progress=progress, on_status=on_status, log=out.print)
+    final = api.apply(pipe, until=until, force=force, progress=progress, on_status=_stage_printer(), log=out.print)
     out.print(f"report: {pipe.build_dir / 'report.md'}")
     pending = [s.stage.name for s in final if s.state == "not available yet"]
     if pending:
         out.print(f"[dim]not available yet in qlspec {__version__}: {', '.join(pending)}[/dim]")
+
+
+@app.command()
+def compare(spec: SpecArg, build_dir: BuildDir = Path("build"),
+            algorithm: Annotated[list[str], typer.Option("--algorithm", help="ptq or pact (repeatable); default: the spec's compare.algorithms, else both.")] = [],
+            bits: Annotated[list[int], typer.Option("--bits", help="Bit-width for weights and activations (repeatable); default: the spec's compare.bits.")] = [],
+            progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True) -> None:
+    """PTQ vs PACT QAT from the same float network at each bit-width: a table and a chart."""
+    from qlspec import pipeline as api
+    from qlspec.spec.models import Compare
+    from qlspec.stages.engine import Pipeline
+
+    pipe = api.open_pipeline(spec, build_dir)
+    current = pipe.spec.compare
+    chosen = {"algorithms": algorithm or current.algorithms or ["ptq", "pact"], "bits": bits or current.bits}
+    try:
+        section = Compare.model_validate(chosen)
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise QlspecError(f"{'.'.join(map(str, first['loc']))}: {first['msg']} (got {first.get('input')!r})", where="qlspec compare") from None
+    pipe = Pipeline(pipe.stages, pipe.spec.model_copy(update={"compare": section}), pipe.spec_path, pipe.build_root)
+    api.apply(pipe, only="compare", progress=progress, on_status=_stage_printer(), log=out.print)
+    out.print((pipe.build_dir / "compare" / "compare.md").read_text(), markup=False)
+    out.print(f"chart: {pipe.build_dir / 'compare' / 'compare.png'}")
 
 
 @app.command()
@@ -176,6 +189,23 @@ def infer(model: Annotated[Path, typer.Argument(help="A qlspec graph folder or a
     for name, value in results.items():
         out.print(f"{name}: {value.dtype} {tuple(value.shape)}")
     out.print(f"wrote {output}")
+
+
+def _stage_printer():
+    """An `on_status` callback printing one line per stage event, with timings."""
+    started: dict[str, float] = {}
+
+    def on_status(status, event: str) -> None:
+        name = status.stage.name
+        if event == "start":
+            started[name] = time.perf_counter()
+            out.print(f"[bold]{name:<9}[/bold] running: {status.stage.summary} [dim]({escape('; '.join(status.reasons))})[/dim]")
+        elif event == "done":
+            out.print(f"[bold]{name:<9}[/bold] [green]done[/green] in {time.perf_counter() - started[name]:.1f} s")
+        else:
+            _print_status(status)
+
+    return on_status
 
 
 def _print_status(status) -> None:

@@ -17,7 +17,7 @@ def open_pipeline(spec_path: Path, build_root: Path = Path("build")) -> Pipeline
     return Pipeline(STAGES, loaded.spec, spec_path, build_root)
 
 
-def apply(pipeline: Pipeline, *, until: str | None = None, force: Iterable[str] = (), progress: bool = True,
+def apply(pipeline: Pipeline, *, until: str | None = None, only: str | None = None, force: Iterable[str] = (), progress: bool = True,
           on_status: Callable[[StageStatus, str], None] = lambda status, event: None,
           log: Callable[[str], None] = print) -> list[StageStatus]:
     """Run every stale stage in order up to `until`, then write the report; returns the final plan.
@@ -25,7 +25,7 @@ def apply(pipeline: Pipeline, *, until: str | None = None, force: Iterable[str] 
     `on_status(status, event)` is told each stage's fate: event is 'start', 'done', or 'pass'
     (up to date, skipped, not available yet). A failing stage raises; what was built before it stays.
     """
-    for status in pipeline.plan(force=force, until=until):
+    for status in pipeline.plan(force=force, until=until, only=only):
         if status.state == "will run":
             on_status(status, "start")
             pipeline.run_stage(status, progress=progress, log=log)
@@ -34,7 +34,7 @@ def apply(pipeline: Pipeline, *, until: str | None = None, force: Iterable[str] 
             on_status(status, "pass")
         if status.state == "not available yet":
             break
-    final = pipeline.plan(until=until)
+    final = pipeline.plan(until=until, only=only)
     write_final_report(pipeline, final)
     return final
 
@@ -42,5 +42,9 @@ def apply(pipeline: Pipeline, *, until: str | None = None, force: Iterable[str] 
 def write_final_report(pipeline: Pipeline, statuses: list[StageStatus]) -> None:
     """report.json / report.md from the rungs of the stages that are up to date."""
     current = [pipeline.build_dir / s.stage.name for s in statuses if s.state == "up to date"]
+    sections = {}
+    if pipeline.build_dir / "compare" in current:
+        table = (pipeline.build_dir / "compare" / "compare.md").read_text()
+        sections["PTQ vs PACT QAT"] = table + "\n![PTQ vs QAT](compare/compare.png)\n"
     pipeline.build_dir.mkdir(parents=True, exist_ok=True)
-    write_report(pipeline.build_dir, pipeline.spec.name, gather(current), {s.stage.name: s.state for s in statuses})
+    write_report(pipeline.build_dir, pipeline.spec.name, gather(current), {s.stage.name: s.state for s in statuses}, sections)

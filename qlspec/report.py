@@ -44,13 +44,16 @@ def gather(stage_dirs: Iterable[Path]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: LADDER.index(r["rung"]))
 
 
-def write_report(build_dir: Path, name: str, rows: list[dict[str, Any]], stages: Mapping[str, str]) -> None:
-    """report.json and report.md in `build_dir`; `stages` maps each stage to its state."""
+def write_report(build_dir: Path, name: str, rows: list[dict[str, Any]], stages: Mapping[str, str],
+                 sections: Mapping[str, str] = {}) -> None:
+    """report.json and report.md in `build_dir`; `stages` maps each stage to its state; `sections`
+    are further markdown sections (title -> body) appended to report.md."""
     write_json_atomic(build_dir / "report.json", {"name": name, "rows": rows, "stages": dict(stages)})
-    write_text_atomic(build_dir / "report.md", render_markdown(name, rows, stages))
+    write_text_atomic(build_dir / "report.md", render_markdown(name, rows, stages, sections))
 
 
-def render_markdown(name: str, rows: list[dict[str, Any]], stages: Mapping[str, str]) -> str:
+def render_markdown(name: str, rows: list[dict[str, Any]], stages: Mapping[str, str],
+                    sections: Mapping[str, str] = {}) -> str:
     lines = [f"# {name}: verification report", "", "| rung | NME % | max abs diff | mismatches | n |", "|---|---|---|---|---|"]
     for r in rows:
         lines.append("| " + " | ".join(_cell(r.get(c)) for c in COLUMNS) + " |")
@@ -58,6 +61,8 @@ def render_markdown(name: str, rows: list[dict[str, Any]], stages: Mapping[str, 
               "MEAN: a predictor that always outputs the mean training parameters (baseline).",
               "max abs diff, mismatches: against the rung above.", "", "## Stages", ""]
     lines += [f"- {stage}: {state}" for stage, state in stages.items()]
+    for title, body in sections.items():
+        lines += ["", f"## {title}", "", body.rstrip()]
     return "\n".join(lines) + "\n"
 
 

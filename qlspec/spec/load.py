@@ -152,11 +152,19 @@ def _resolve(path: Path, chain: tuple[Path, ...]) -> tuple[Source, list[Path]]:
         where = own.values.get(("extends", i)) or own.values[("extends",)]
         fragment = _find_fragment(str(name), path.parent, where)
         frag_source, frag_used = _resolve(fragment, chain + (real,))
-        frag_source.data.pop("extends", None)
-        frag_source.data.pop("name", None)  # a fragment never names the application
+        for key in ("extends", "name"):  # a fragment never names the application
+            _drop(frag_source, key)
         merged = _merge(merged, frag_source)
         fragments += frag_used + [fragment]
     return _merge(merged, own), fragments
+
+
+def _drop(source: Source, key: str) -> None:
+    """Remove a top-level key and the positions of everything under it."""
+    source.data.pop(key, None)
+    for table in (source.keys, source.values):
+        for path in [p for p in table if p[0] == key]:
+            del table[path]
 
 
 def _find_fragment(name: str, base: Path, where: Position) -> Path:

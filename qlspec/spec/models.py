@@ -227,6 +227,17 @@ class Quantisation(SpecModel):
     ptq: Ptq = Field(default_factory=Ptq, description="Calibration (algorithm 'ptq').")
 
 
+class Compare(SpecModel):
+    """PTQ against PACT QAT from the same float network, at several bit-widths (stage `compare`)."""
+
+    algorithms: list[Literal["ptq", "pact"]] = Field(
+        default_factory=list, description="Algorithms to compare; empty: no comparison (the stage is skipped)."
+    )
+    bits: list[QuantBits] = Field(
+        default_factory=lambda: [8, 4], min_length=1, description="Bit-widths, each used for weights and activations."
+    )
+
+
 class Export(SpecModel):
     """Fake-to-true integerisation and the QuantLab-format ONNX file."""
 
@@ -288,6 +299,7 @@ class AppSpec(SpecModel):
     data: Data = Field(default_factory=SyntheticData, description="Training and validation data.")
     training: Training = Field(default_factory=Training, description="Float training.")
     quantisation: Quantisation = Field(default_factory=Quantisation, description="Quantisation algorithm and bit-widths.")
+    compare: Compare = Field(default_factory=Compare, description="PTQ-vs-QAT comparison.")
     export: Export = Field(default_factory=Export, description="Integerisation and ONNX export.")
     postprocess: Postprocess = Field(default_factory=Postprocess, description="Network output -> result.")
     target: Target = Field(default_factory=Target, description="Board and backend.")

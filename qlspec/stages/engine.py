@@ -123,11 +123,16 @@ class Pipeline:
     def code_digest(self, stage: StageDef) -> str:
         return digest_sources(PACKAGE_DIR / c for c in stage.code + (f"stages/{stage.name}.py",))
 
-    def plan(self, *, force: Iterable[str] = (), until: str | None = None) -> list[StageStatus]:
-        """Each stage's state and the reasons for it, in pipeline order."""
+    def plan(self, *, force: Iterable[str] = (), until: str | None = None, only: str | None = None) -> list[StageStatus]:
+        """Each stage's state and the reasons for it, in pipeline order.
+
+        until: stages after this one are skipped. only: stages that this one does not need
+        (it and what it consumes, transitively) are skipped.
+        """
         force = set(force)
-        for name in force | ({until} if until else set()):
+        for name in force | {n for n in (until, only) if n}:
             self.stage(name)
+        needed = self.upstream_of(only) if only else None
         statuses: list[StageStatus] = []
         keys: dict[str, str] = {}
         will_run: set[str] = set()
@@ -147,6 +152,9 @@ class Pipeline:
             if past_until:
                 statuses.append(StageStatus(stage, "skipped", key, (f"after --until {until}",)))
                 continue
+            if needed is not None and stage.name not in needed:
+                statuses.append(StageStatus(stage, "skipped", key, (f"not needed for {only}",)))
+                continue
             skip = stage.enabled(self.spec) or next((f"upstream {up} skipped" for up in stage.after if up in skipped), None)
             if skip:
                 skipped.add(stage.name)
@@ -159,6 +167,16 @@ class Pipeline:
             if until == stage.name:
                 past_until = True
         return statuses
+
+    def upstream_of(self, name: str) -> set[str]:
+        """`name` and every stage it consumes, transitively."""
+        out, todo = set(), [name]
+        while todo:
+            current = todo.pop()
+            if current not in out:
+                out.add(current)
+                todo += list(self.stage(current).after)
+        return out
 
     def _key(self, stage: StageDef, keys: Mapping[str, str]) -> str:
         return digest_json({

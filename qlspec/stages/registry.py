@@ -1,6 +1,7 @@
 """The fixed stage graph: what each stage reads from the spec, consumes and is made of.
 
     data -> train -> quantise -> export -> convert -> build -> verify -> deploy
+                   +-> compare (PTQ vs QAT; only when compare.algorithms is set)
 
 A stage whose `run` is None is not built yet: `plan` and `apply` report it and everything after it as
 "not available yet" and stop there with exit status 0.
@@ -38,6 +39,16 @@ STAGES: tuple[StageDef, ...] = (
         run="qlspec.stages.quantise:run",
         resumable=True,
         enabled=lambda spec: "quantisation.algorithm is none" if spec.quantisation.algorithm == "none" else None,
+    ),
+    StageDef(
+        name="compare",
+        summary="PTQ vs PACT QAT at each bit-width, from the same float network",
+        reads=("compare", "quantisation", "training", "network"),
+        after=("data", "train"),
+        code=("quant", "training", "evaluation.py", "nets", "plots.py", "stages/quantise.py"),
+        run="qlspec.stages.compare:run",
+        resumable=True,
+        enabled=lambda spec: None if spec.compare.algorithms else "compare.algorithms is empty",
     ),
     StageDef(
         name="export",

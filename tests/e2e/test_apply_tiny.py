@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from qlspec.stages.registry import STAGES
 
-BUILT = [s.name for s in STAGES[: next(i for i, s in enumerate(STAGES) if s.run is None)]]
-UNBUILT = [s.name for s in STAGES if s.name not in BUILT]
+BUILT = [s.name for s in STAGES[: next(i for i, s in enumerate(STAGES) if s.run is None)] if s.name != "compare"]
+UNBUILT = [s.name for s in STAGES if s.run is None]
 
 import json
 import subprocess
@@ -83,11 +83,37 @@ def test_editing_epochs_makes_train_and_everything_after_stale(built):
     (root / "build-edited").mkdir(exist_ok=True)
     r = qlspec("plan", "edited.yaml", cwd=root)
     assert r.returncode == 0
-    lines = r.stdout.splitlines()
-    assert lines[0].startswith("data      up to date")
-    assert lines[1].startswith("train     will run") and "training.epochs modified: 1 -> 2" in lines[1]
-    for line, stage in zip(lines[2:], BUILT[2:]):
-        assert line.startswith(f"{stage:<9} will run")
-    assert all("not available yet" in line for line in lines[len(BUILT):])
+    lines = {line.split()[0]: line for line in r.stdout.splitlines()}
+    assert "data      up to date" in lines["data"]
+    assert lines["train"].startswith("train     will run") and "training.epochs modified: 1 -> 2" in lines["train"]
+    for stage in BUILT[2:]:
+        assert lines[stage].startswith(f"{stage:<9} will run")
+    assert "compare   skipped  (compare.algorithms is empty)" in lines["compare"]
+    for stage in UNBUILT:
+        assert "not available yet" in lines[stage]
     assert qlspec("plan", "edited.yaml", "--check", cwd=root).returncode == 1
     assert qlspec("plan", "app.yaml", "--check", cwd=root).returncode == 0
+
+
+def test_compare_runs_ptq_and_pact_from_the_same_float_model(built):
+    root, _ = built
+    train_record = (root / "build" / "tiny" / "train" / "stage.json").read_text()
+    r = qlspec("compare", "app.yaml", "--bits", "8", "--bits", "4", "--no-progress", cwd=root)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "train     up to date" in r.stdout and "compare   done" in r.stdout
+    assert "export" not in r.stdout.split("| algorithm")[0] or "skipped" in r.stdout
+    result = json.loads((root / "build" / "tiny" / "compare" / "compare.json").read_text())
+    got = {(row["algorithm"], row["bits"]) for row in result["rows"]}
+    assert got == {("ptq", 8), ("pact", 8), ("ptq", 4), ("pact", 4)}
+    assert all(row["nme"] > 0 and row["seconds"] > 0 for row in result["rows"])
+    assert (root / "build" / "tiny" / "compare" / "compare.png").stat().st_size > 1000
+    assert "| PTQ | 4/4 |" in r.stdout and "| PACT QAT | 8/8 |" in r.stdout
+    assert (root / "build" / "tiny" / "train" / "stage.json").read_text() == train_record  # float model reused
+    again = qlspec("compare", "app.yaml", "--bits", "8", "--bits", "4", "--no-progress", cwd=root)
+    assert "compare   up to date" in again.stdout
+
+
+def test_compare_rejects_bad_bits(built):
+    root, _ = built
+    r = qlspec("compare", "app.yaml", "--bits", "5", cwd=root)
+    assert r.returncode == 2 and "qlspec compare: bits.0:" in r.stderr
