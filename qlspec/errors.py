@@ -54,3 +54,8 @@ class StageError(QlspecError):
 
 class CheckpointError(QlspecError):
     """A checkpoint file is corrupt or does not match the network (missing or unexpected keys)."""
+
+
+class ExportError(QlspecError):
+    """A fake-quantised network cannot be integerised or written (unsupported layer, unstarted
+    quantiser, a constant that float32 cannot hold exactly); `where` names the fx node."""

@@ -1,0 +1,82 @@
+"""Stage `export`: fake-to-true integerisation (rung TQ) and the QuantLab-format ONNX files.
+
+Reads the fake-quantised net of the `quantise` stage and the validation split of the `data` stage.
+Outputs:
+
+- ``deeploy/`` and ``dory/``: both flavours, whatever ``export.flavour`` says (it names the primary
+  one, which the convert stage reads), each with network.onnx, inputs.npz / outputs.npz (the first
+  `VECTORS` validation images: the file's own test vector), metadata.json, and for DORY its
+  config_network.json (`qlspec.export.files`);
+- ``tq_outputs.npz``: ``output`` (int64 integer outputs of the TQ network on the first
+  ``verify.samples`` validation images), ``z`` (the same times output eps: normalised parameters);
+- ``export.json``: primary flavour, output eps, self-check results;
+- ``rungs.json``: row TQ against FQ on those images: NME (%), ``max_abs_diff`` = max |TQ*eps - FQ|
+  (output units), ``mismatches`` = outputs with ``TQ != round(FQ/eps)``, and ``diff_histogram``
+  (``{TQ - round(FQ/eps): count}``).
+
+Before finishing, each exported file is run by qlspec's importer and reference engine on its test
+vector; any difference from TQ is a bug and stops the stage.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from qlspec.errors import StageError
+from qlspec.evaluation import landmarks_from_outputs, load_split, load_stats, nme_row
+from qlspec.export import fake_to_true, histogram, run_engine, write_flavour
+from qlspec.nets.mobilenet_v1 import preprocess
+from qlspec.report import write_rungs
+from qlspec.stages.engine import StageContext, digest_json
+
+VECTORS = 4
+BATCH = 64
+
+
+def run(ctx: StageContext) -> None:
+    from qlspec.stages.quantise import load_fake_quantised  # the quantise stage's loader
+
+    spec = ctx.spec
+    torch.set_num_threads(spec.training.threads)
+    fq = load_fake_quantised(ctx.inputs["quantise"]).eval()
+    faces = load_split(ctx.inputs["data"], "val")
+    faces = faces.subset(slice(0, min(spec.verify.samples, len(faces))))
+    stats = load_stats(ctx.inputs["data"])
+    x = preprocess(faces.images)
+
+    inet = fake_to_true(fq, requant_bits=spec.export.requant_bits, input_shape=(1, *x.shape[1:]))
+    tq = inet.module().eval()
+    q = inet.quantise_input(x)
+    with torch.no_grad():
+        out = torch.cat([tq(q[s:s + BATCH]) for s in range(0, len(q), BATCH)]).numpy()
+        y = torch.cat([fq(x[s:s + BATCH]) for s in range(0, len(x), BATCH)]).double().numpy()
+    eps = np.broadcast_to(inet.output_eps, out.shape[1:]).astype(np.float64)
+    z = out * eps
+    diff = out - np.round(y / eps)
+    np.savez(ctx.out / "tq_outputs.npz", output=out, z=z.astype(np.float32))
+
+    spec_hash = digest_json(spec.model_dump(mode="json"))
+    n = min(VECTORS, len(q))
+    checks = {}
+    for flavour in ("deeploy", "dory"):
+        path = write_flavour(inet, ctx.out / flavour, flavour, q[:n].numpy(), out[:n], spec_hash=spec_hash)
+        got = run_engine(path, q[:n].numpy(), input_bits=inet.input.bits, input_signed=inet.input.signed)
+        bad = int((got != out[:n]).sum())
+        if bad:
+            raise StageError(f"the reference engine differs from TQ on {bad} of {out[:n].size} outputs", where=str(path))
+        checks[flavour] = {"engine_vs_tq_mismatches": bad, "n": n}
+
+    row = nme_row("TQ", landmarks_from_outputs(z, stats), faces,
+                  max_abs_diff=float(np.abs(z - y).max()), mismatches=int((diff != 0).sum()),
+                  diff_histogram=histogram(diff), outputs=int(diff.size), output_lsb_max_diff=int(np.abs(diff).max()))
+    write_rungs(ctx.out, [row])
+    (ctx.out / "export.json").write_text(json.dumps({
+        "primary": spec.export.flavour, "requant_bits": inet.requant_bits, "spec_hash": spec_hash,
+        "input_eps": inet.input_eps, "output_eps": inet.output_eps.tolist(), "layers": len(inet.layers),
+        "self_check": checks,
+    }, indent=1) + "\n")
+    ctx.log(f"  TQ NME {row['nme']:.2f}%, {row['mismatches']} of {diff.size} outputs differ from round(FQ/eps) "
+            f"(max {row['output_lsb_max_diff']} LSB); both flavours written, engine == TQ on {n} images")
