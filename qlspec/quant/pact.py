@@ -45,6 +45,9 @@ ActKind = Literal["identity", "relu", "relu6"]
 InitMethod = Literal["max", "std", "const", "percentile", "mse"]
 
 
+FLOOR_TOLERANCE = 2.0**-10  # in LSBs; float32 evaluation errors of x/eps stay far below it
+
+
 class PACTQuantFunc(torch.autograd.Function):
     """``y = clip(floor_or_round(x/eps), q_lo, q_hi) * eps`` with PACT's straight-through estimator.
 
@@ -52,6 +55,12 @@ class PACTQuantFunc(torch.autograd.Function):
     bounds, broadcastable to x: shape ``(1,)`` or per-channel ``(C,1,...)``; they receive the STE
     gradients, reduced to their own shape); ``q_lo``, ``q_hi`` (integers, ``q_lo*eps == clip_lo``
     and ``q_hi*eps == clip_hi`` up to float rounding); ``floor`` (True: floor, False: round).
+
+    Flooring counts values within `FLOOR_TOLERANCE` of an LSB below a level as on that level:
+    ``floor(x/eps + FLOOR_TOLERANCE)``. A value that is exactly ``k*eps`` in real arithmetic (the
+    mean of integer codes after pooling, an identity requantisation) often lands just below ``k``
+    once evaluated in float32, and flooring would then drop a whole level that the integer network,
+    which computes it exactly, keeps.
     """
 
     @staticmethod
@@ -59,7 +68,7 @@ class PACTQuantFunc(torch.autograd.Function):
         below = x < clip_lo
         above = x >= clip_hi
         v = x / eps
-        q = (torch.floor(v) if floor else torch.round(v)).clamp(q_lo, q_hi)
+        q = (torch.floor(v + FLOOR_TOLERANCE) if floor else torch.round(v)).clamp(q_lo, q_hi)
         q = torch.where(above, torch.full_like(q, q_hi), q)
         q = torch.where(below, torch.full_like(q, q_lo), q)
         ctx.save_for_backward(below, above)
