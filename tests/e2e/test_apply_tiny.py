@@ -117,3 +117,17 @@ def test_compare_rejects_bad_bits(built):
     root, _ = built
     r = qlspec("compare", "app.yaml", "--bits", "5", cwd=root)
     assert r.returncode == 2 and "qlspec compare: bits.0:" in r.stderr
+
+
+def test_integer_rungs_are_bit_exact_and_the_report_keeps_them_after_compare(built):
+    root, _ = built
+    qlspec("compare", "app.yaml", "--bits", "8", "--no-progress", cwd=root)
+    report = json.loads((root / "build" / "tiny" / "report.json").read_text())
+    rungs = {row["rung"]: row for row in report["rows"]}
+    if "convert" not in BUILT:
+        return
+    assert rungs["ONNX"]["mismatches"] == 0 and rungs["GRAPH"]["mismatches"] == 0
+    assert rungs["ONNX"]["n"] == rungs["TQ"]["n"] == 16
+    assert rungs["ONNX"]["nme"] == rungs["TQ"]["nme"] == rungs["GRAPH"]["nme"]
+    summary = (root / "build" / "tiny" / "convert" / "summary.txt").read_text()
+    assert "ConvRequant" in summary and "peak activation memory" in summary
