@@ -1,0 +1,1 @@
+"""Task metrics (accuracy measures) of the benchmark applications."""

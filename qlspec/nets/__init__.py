@@ -1,0 +1,1 @@
+"""Network architectures (PyTorch modules) of the benchmark applications."""

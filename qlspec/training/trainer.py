@@ -1,0 +1,322 @@
+"""The training loop: epochs of shuffled mini-batches, per-epoch validation NME, checkpoints, resume.
+
+`train` is used for float training and, unchanged, for quantisation-aware training: it never
+looks at module types. A QAT caller passes the fake-quantised net, its controllers'
+per-epoch step as `on_epoch_start` (and `on_validation_start`), and its own parameter groups as
+`params_for_optimiser` (e.g. clipping bounds without weight decay). All state that must survive an
+interruption has to live in the net's ``state_dict`` (parameters and buffers) or be a pure
+function of the epoch number, since that is what the checkpoint restores.
+
+Semantics:
+
+- Epoch ``e`` (0-based) shuffles the training set with a ``torch.Generator`` seeded from
+  ``(seed, e)`` and runs ``len(train_set) // batch_size`` steps (the incomplete last batch is
+  dropped, so BatchNorm never sees a batch of one).
+- Learning rate per step ``t`` of ``T`` in total: linear warm-up from ``lr / 10`` over
+  ``warmup_epochs``, then ``"cosine"``: ``lr * (1 + cos(pi * u)) / 2`` with ``u`` the fraction of
+  post-warm-up steps done (ends at 0), or ``"step"``: ``lr * 0.2**k`` with ``k`` the number of
+  milestones (60 % and 85 % of the steps) passed, as 3DDFA's ``0.2`` decay. A parameter group
+  may carry an ``lr_scale`` key (default 1): its learning rate is the schedule's times that.
+- After every epoch, ``ckpt_dir/last.pt`` is replaced atomically (temp file + rename) by a dict:
+  ``format``, ``settings`` (the hyper-parameters that must match to resume), ``epoch`` (epochs
+  done), ``model`` and ``optimiser`` state dicts, ``torch_rng`` and ``history``. If ``last.pt``
+  exists when `train` starts, training resumes after its epoch; settings that differ raise
+  `CheckpointError`. A finished run returns at once with the stored history.
+- Determinism: the global torch RNG is seeded with `seed` at the start and restored on resume; the
+  result is bit-identical to an uninterrupted run on the same machine and thread count.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from qlspec.data.faceset import FaceSet
+from qlspec.errors import CheckpointError
+from qlspec.face.morphable import FaceModel, synthetic_face_model
+from qlspec.face.params import ParamStats
+from qlspec.metrics.nme import NMEReport, nme_report
+from qlspec.nets.mobilenet_v1 import preprocess
+from qlspec.training.loss import FaceLoss, LossConfig
+
+__all__ = ["TrainResult", "train", "predict", "evaluate", "CHECKPOINT_NAME"]
+
+CHECKPOINT_NAME = "last.pt"
+_FORMAT = "qlspec-train/1"
+
+EpochHook = Callable[[int, nn.Module], None]
+
+
+@dataclass
+class TrainResult:
+    """What `train` did.
+
+    Attributes:
+        history: one dict per epoch done (all epochs, including those before a resume) with
+            ``epoch`` (1-based), ``lr`` (at the epoch's last step), ``loss``, ``param_loss``,
+            ``landmark_loss`` (training means), ``val_nme``, ``val_nme_mean_of_bins`` (fractions),
+            ``val_bins`` (list of {yaw, n, nme}) and ``seconds`` (wall time of the epoch).
+        val: NME report of the final weights on the validation set.
+        resumed_from: epochs already done in the checkpoint found at start (0 if none).
+        seconds: wall time of this call.
+        checkpoint: path of the last checkpoint.
+    """
+
+    history: list[dict[str, Any]]
+    val: NMEReport
+    resumed_from: int
+    seconds: float
+    checkpoint: Path
+
+
+def _lr_at(step: int, total: int, lr: float, warmup: int, schedule: str) -> float:
+    if step < warmup:
+        return lr * (0.1 + 0.9 * step / warmup)
+    u = (step - warmup) / max(1, total - warmup)
+    if schedule == "cosine":
+        return lr * 0.5 * (1.0 + math.cos(math.pi * u))
+    return lr * 0.2 ** sum(u >= m for m in (0.6, 0.85))
+
+
+def _make_optimiser(params: Iterable[Any], name: str, lr: float, momentum: float, nesterov: bool, weight_decay: float) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"optimizer must be one of sgd, adam, adamw (got {name!r})")
+
+
+def _device(net: nn.Module) -> torch.device:
+    for p in net.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+@torch.no_grad()
+def predict(
+    net: nn.Module, faceset: FaceSet, stats: ParamStats, batch_size: int = 256, face_model: FaceModel | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run `net` in eval mode over `faceset`: de-normalised params float32 ``(N, 62)`` and
+    landmarks float32 ``(N, 2, 68)`` in crop pixels (the `FaceSet` convention).
+
+    The net is left in eval mode.
+    """
+    face_model = face_model or synthetic_face_model()
+    net.eval()
+    dev = _device(net)
+    outs = []
+    for s in range(0, len(faceset), batch_size):
+        x = preprocess(faceset.images[s : s + batch_size]).to(dev)
+        outs.append(net(x).float().cpu().numpy())
+    z = np.concatenate(outs) if outs else np.zeros((0, stats.mean.shape[0]), np.float32)
+    params = stats.denormalise(z.astype(np.float64))
+    landmarks = face_model.landmarks(params)[:, :2]
+    return params.astype(np.float32), landmarks.astype(np.float32)
+
+
+def evaluate(
+    net: nn.Module, faceset: FaceSet, stats: ParamStats, batch_size: int = 256, face_model: FaceModel | None = None
+) -> NMEReport:
+    """NME report of `net` on `faceset` (predicted vs stored landmarks, binned on the stored yaw)."""
+    _, lmk = predict(net, faceset, stats, batch_size, face_model)
+    return nme_report(lmk, faceset.landmarks, faceset.yaw_deg)
+
+
+def train(
+    net: nn.Module,
+    train_set: FaceSet,
+    val_set: FaceSet,
+    *,
+    stats: ParamStats,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    momentum: float = 0.9,
+    nesterov: bool = True,
+    weight_decay: float = 5e-4,
+    loss_cfg: LossConfig = LossConfig(),
+    ckpt_dir: Path,
+    seed: int = 0,
+    progress: bool = False,
+    on_epoch_start: EpochHook | None = None,
+    params_for_optimiser: Iterable[Any] | None = None,
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd",
+    schedule: Literal["cosine", "step"] = "cosine",
+    warmup_epochs: float = 0.0,
+    on_validation_start: EpochHook | None = None,
+    face_model: FaceModel | None = None,
+    val_batch_size: int = 256,
+) -> TrainResult:
+    """Train `net` in place on `train_set`, validating on `val_set` after each epoch (module docstring).
+
+    `on_epoch_start(epoch, net)` runs before epoch ``epoch`` (0-based) trains, also after a resume;
+    `on_validation_start(epoch, net)` before its validation. An exception raised by either leaves
+    the checkpoint of the last finished epoch in place. `face_model` (default: the synthetic
+    model) turns parameters into landmarks for the loss and the NME. Returns a `TrainResult`; the
+    net ends in eval mode with the final (not the best) weights.
+    """
+    if epochs < 0 or batch_size < 2 or len(train_set) < batch_size:
+        raise ValueError(f"need epochs >= 0 and 2 <= batch_size <= len(train_set) (got {epochs}, {batch_size}, {len(train_set)})")
+    face_model = face_model or synthetic_face_model()
+    t_start = time.perf_counter()
+    ckpt_dir = Path(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = ckpt_dir / CHECKPOINT_NAME
+    dev = _device(net)
+
+    steps_per_epoch = len(train_set) // batch_size
+    total_steps = steps_per_epoch * epochs
+    warmup_steps = int(round(warmup_epochs * steps_per_epoch))
+    settings = {
+        "epochs": epochs, "batch_size": batch_size, "lr": lr, "momentum": momentum, "nesterov": nesterov,
+        "weight_decay": weight_decay, "loss": loss_cfg.as_dict(), "seed": seed, "optimizer": optimizer,
+        "schedule": schedule, "warmup_epochs": warmup_epochs, "n_train": len(train_set), "n_val": len(val_set),
+    }
+
+    opt = _make_optimiser(
+        params_for_optimiser if params_for_optimiser is not None else net.parameters(),
+        optimizer, lr, momentum, nesterov, weight_decay,
+    )
+    loss_fn = FaceLoss(face_model, stats, loss_cfg)
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    torch.manual_seed(seed)
+    if ckpt_path.exists():
+        start_epoch, history = _resume(ckpt_path, net, opt, settings)
+    resumed_from = start_epoch
+
+    targets = torch.as_tensor(stats.normalise(train_set.params.astype(np.float32)), dtype=torch.float32)
+    bar = _Bar(progress, epochs, steps_per_epoch, batch_size) if start_epoch < epochs else None
+    val: NMEReport | None = None
+    try:
+        for epoch in range(start_epoch, epochs):
+            t_epoch = time.perf_counter()
+            if on_epoch_start is not None:
+                on_epoch_start(epoch, net)
+            net.train()
+            gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+            order = torch.randperm(len(train_set), generator=gen)[: steps_per_epoch * batch_size]
+            sums = torch.zeros(3, dtype=torch.float64)
+            if bar is not None:
+                bar.start_epoch(epoch)
+            for i in range(steps_per_epoch):
+                step = epoch * steps_per_epoch + i
+                cur_lr = _lr_at(step, total_steps, lr, warmup_steps, schedule)
+                for g in opt.param_groups:
+                    g["lr"] = cur_lr * g.get("lr_scale", 1.0)
+                idx = order[i * batch_size : (i + 1) * batch_size]
+                x = preprocess(train_set.images[idx.numpy()]).to(dev)
+                y = targets[idx].to(dev)
+                loss, parts = loss_fn(net(x), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sums += torch.tensor([loss.item(), parts["param"].item(), parts["landmark"].item()], dtype=torch.float64)
+                if bar is not None:
+                    bar.step(sums[0].item() / (i + 1))
+            if on_validation_start is not None:
+                on_validation_start(epoch, net)
+            val = evaluate(net, val_set, stats, val_batch_size, face_model)
+            means = (sums / max(1, steps_per_epoch)).tolist()
+            history.append({
+                "epoch": epoch + 1, "lr": cur_lr if steps_per_epoch else lr,
+                "loss": means[0], "param_loss": means[1], "landmark_loss": means[2],
+                "val_nme": val.mean, "val_nme_mean_of_bins": val.mean_of_bins,
+                "val_bins": val.as_dict()["bins"], "seconds": time.perf_counter() - t_epoch,
+            })
+            if bar is not None:
+                bar.end_epoch(val.mean)
+            _save(ckpt_path, {
+                "format": _FORMAT, "settings": settings, "epoch": epoch + 1, "model": net.state_dict(),
+                "optimiser": opt.state_dict(), "torch_rng": torch.get_rng_state(), "history": history,
+            })
+    finally:
+        if bar is not None:
+            bar.stop()
+
+    if val is None:  # nothing trained in this call: evaluate the restored weights
+        val = evaluate(net, val_set, stats, val_batch_size, face_model)
+    return TrainResult(history, val, resumed_from, time.perf_counter() - t_start, ckpt_path)
+
+
+def _save(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _resume(path: Path, net: nn.Module, opt: torch.optim.Optimizer, settings: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
+    try:
+        state = torch.load(path, map_location=_device(net), weights_only=True)
+    except Exception as exc:  # a torn or foreign file: say which, keep the traceback chained
+        raise CheckpointError(f"cannot read checkpoint: {exc}", where=str(path)) from exc
+    if not isinstance(state, dict) or state.get("format") != _FORMAT:
+        raise CheckpointError(f"not a {_FORMAT} checkpoint", where=str(path))
+    if state["settings"] != settings:
+        diff = sorted(k for k in settings if state["settings"].get(k) != settings[k])
+        raise CheckpointError(
+            f"checkpoint was written with other training settings ({', '.join(diff)}); "
+            "delete it to start again", where=str(path),
+        )
+    missing, unexpected = net.load_state_dict(state["model"], strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"checkpoint does not fit the network: missing {missing}, unexpected {unexpected}", where=str(path))
+    opt.load_state_dict(state["optimiser"])
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["epoch"]), list(state["history"])
+
+
+class _Bar:
+    """A rich progress bar over all steps: epoch, step count, images/s, ETA, running loss, last val NME."""
+
+    def __init__(self, enabled: bool, epochs: int, steps: int, batch_size: int) -> None:
+        self.enabled = enabled
+        if not enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.epochs, self.steps, self.batch_size = epochs, steps, batch_size
+        self.progress = Progress(
+            TextColumn("train epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:>5.0f} img/s"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}  val NME {task.fields[nme]}"),
+        )
+        self.task = self.progress.add_task("train", total=epochs * steps, epoch=0, epochs=epochs, rate=0.0, loss=float("nan"), nme="-")
+        self.progress.start()
+        self.t0 = time.perf_counter()
+        self.done = 0
+
+    def start_epoch(self, epoch: int) -> None:
+        if self.enabled:
+            self.progress.update(self.task, completed=epoch * self.steps, epoch=epoch + 1)
+            self.t0, self.done = time.perf_counter(), 0
+
+    def step(self, loss: float) -> None:
+        if self.enabled:
+            self.done += 1
+            rate = self.done * self.batch_size / max(1e-9, time.perf_counter() - self.t0)
+            self.progress.update(self.task, advance=1, loss=loss, rate=rate)
+
+    def end_epoch(self, nme: float) -> None:
+        if self.enabled:
+            self.progress.update(self.task, nme=f"{100 * nme:.2f}%")
+
+    def stop(self) -> None:
+        if self.enabled:
+            self.progress.stop()
