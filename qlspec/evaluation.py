@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from qlspec.data.faceset import FaceSet
-from qlspec.face.morphable import synthetic_face_model
+from qlspec.face.morphable import FaceModel, synthetic_face_model
 from qlspec.face.params import ParamStats
 from qlspec.metrics.nme import NMEReport, nme_report
 from qlspec.nets.mobilenet_v1 import preprocess
@@ -30,10 +30,10 @@ def load_stats(data_dir: Path) -> ParamStats:
     return ParamStats.load(data_dir / "param_stats.npz")
 
 
-def landmarks_from_outputs(z: np.ndarray, stats: ParamStats) -> np.ndarray:
+def landmarks_from_outputs(z: np.ndarray, stats: ParamStats, face_model: FaceModel | None = None) -> np.ndarray:
     """Normalised network outputs ``(N, 62)`` -> landmarks ``(N, 2, 68)`` in crop pixels."""
     params = stats.denormalise(np.asarray(z, np.float64))
-    return synthetic_face_model().landmarks(params)[:, :2].astype(np.float32)
+    return (face_model or synthetic_face_model()).landmarks(params)[:, :2].astype(np.float32)
 
 
 @torch.no_grad()

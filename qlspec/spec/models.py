@@ -27,6 +27,19 @@ Name = Annotated[
 ]
 
 
+def existing_path(value: Path | None, info: ValidationInfo, *, need_file: bool) -> Path | None:
+    """A path field resolved against the spec file's folder (validation context `base_dir`); it must exist."""
+    if value is None:
+        return None
+    base = (info.context or {}).get("base_dir")
+    path = value.expanduser()
+    if base is not None and not path.is_absolute():
+        path = Path(base) / path
+    if not (path.is_file() if need_file else path.exists()):
+        raise ValueError(f"file not found: {path}" if need_file else f"not found: {path}")
+    return path.resolve()
+
+
 class SpecModel(BaseModel):
     """Base of every spec section: unknown keys are errors, values are immutable once loaded."""
 
@@ -95,15 +108,7 @@ class Network(SpecModel):
     @field_validator("pretrained")
     @classmethod
     def _file_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        if value is None:
-            return None
-        base = (info.context or {}).get("base_dir")
-        path = value.expanduser()
-        if base is not None and not path.is_absolute():
-            path = Path(base) / path
-        if not path.is_file():
-            raise ValueError(f"file not found: {path}")
-        return path.resolve()
+        return existing_path(value, info, need_file=True)
 
 
 class SyntheticData(SpecModel):
@@ -115,7 +120,32 @@ class SyntheticData(SpecModel):
     seed: int = Field(0, ge=0, description="Seed of the renderer; the same seed gives the same bytes.")
 
 
-Data = Annotated[SyntheticData, Field(discriminator="kind")]
+class Real3DDFAData(SpecModel):
+    """3DDFA's real data: 300W-LP for training, AFLW2000-3D for validation, with the user's own BFM.
+
+    Nothing is shipped or downloaded: every path is the user's own copy (relative to the spec file).
+    """
+
+    kind: Literal["300w-lp"] = Field(description="Train on 300W-LP, validate on AFLW2000-3D.")
+    root: Path = Field(description="300W-LP folder: images with same-name .mat files (Pose_Para, Shape_Para, Exp_Para, pt2d).")
+    val_root: Path = Field(description="AFLW2000-3D folder: images with same-name .mat files (pt3d_68, Pose_Para).")
+    bfm: Path = Field(description="The user's basis: 3DDFA_V2's bfm_noneck_v3.pkl, or a folder with the 68-point "
+                      "text basis (u_base.txt, w_shp_base.txt, w_exp_base.txt). Academic licence: never shipped.")
+    param_stats: Path | None = Field(
+        None, description="3DDFA's param_mean_std_62d_120x120.pkl (needed with pretrained 3DDFA_V2 weights); "
+        "null: computed from the training parameters.")
+    landmarks: Literal["pt2d", "model"] = Field(
+        "pt2d", description="Training landmarks: the annotated pt2d, or the basis's landmarks of the parameters.")
+    train_limit: int | None = Field(None, ge=16, description="Use only the first N training images (sorted); null: all.")
+    val_limit: int | None = Field(None, ge=8, description="Use only the first N validation images (sorted); null: all.")
+
+    @field_validator("root", "val_root", "bfm", "param_stats")
+    @classmethod
+    def _exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return existing_path(value, info, need_file=info.field_name == "param_stats")
+
+
+Data = Annotated[SyntheticData | Real3DDFAData, Field(discriminator="kind")]
 
 
 class Optimizer(SpecModel):
@@ -313,6 +343,6 @@ class AppSpec(SpecModel):
 
     @model_validator(mode="after")
     def _samples_within_validation_set(self) -> Self:
-        if self.verify.samples > self.data.val:
+        if isinstance(self.data, SyntheticData) and self.verify.samples > self.data.val:
             raise ValueError(f"verify.samples ({self.verify.samples}) must be <= data.val ({self.data.val})")
         return self

@@ -19,6 +19,7 @@ import numpy as np
 
 from qlspec.engine.run import run_graph
 from qlspec.evaluation import landmarks_from_outputs, load_split, load_stats, nme_row
+from qlspec.face.store import load_face_model
 from qlspec.graph.io import save_graph
 from qlspec.graph.passes import optimise
 from qlspec.graph.summary import summarise
@@ -60,6 +61,7 @@ def run(ctx: StageContext) -> None:
     faces = load_split(ctx.inputs["data"], "val")
     faces = faces.subset(slice(0, min(spec.verify.samples, len(faces))))
     stats = load_stats(ctx.inputs["data"])
+    face_model = load_face_model(ctx.inputs["data"])
     q = integer_inputs(faces.images, meta["input"])
     eps = np.asarray(meta["output"]["eps"], np.float64)
     tq = np.load(ctx.inputs["export"] / "tq_outputs.npz")["output"]
@@ -72,7 +74,7 @@ def run(ctx: StageContext) -> None:
     for rung, g in (("ONNX", parsed), ("GRAPH", graph)):
         out = engine(g)
         outputs[rung] = out
-        rows.append(nme_row(rung, landmarks_from_outputs(out * eps, stats), faces,
+        rows.append(nme_row(rung, landmarks_from_outputs(out * eps, stats, face_model), faces,
                             max_abs_diff=float(np.abs((out - previous) * eps).max()),
                             mismatches=int((out != previous).sum()), outputs=int(out.size), flavour=spec.export.flavour))
         previous = out

@@ -1,9 +1,11 @@
-"""Stage `data`: render (or later, read) the training and validation images.
+"""Stage `data`: render the synthetic faces, or read the user's 300W-LP and AFLW2000-3D copies.
 
 Outputs: train.npz and val.npz (`FaceSet`: BGR uint8 crops, 62 parameters, 68 landmarks, yaw),
-param_stats.npz (mean and std of the training parameters, used to normalise the regression target),
-summary.json (counts and timings). The two splits come from independent seeds derived from
-`data.seed`, so no validation image is a training image.
+param_stats.npz (mean and std of the parameters, the regression target's normalisation),
+summary.json (counts and timings), and for real data face_model.npz (the 68-point rows of the
+user's basis, so every later rung decodes parameters with it) and rois.npz (each crop's box in its
+source image). Synthetic splits come from independent seeds derived from `data.seed`, so no
+validation image is a training image.
 """
 
 from __future__ import annotations
@@ -13,9 +15,14 @@ import time
 
 import numpy as np
 
+from qlspec.data.real import read_300wlp, read_aflw2000
 from qlspec.data.synthetic import render_synthetic
+from qlspec.errors import StageError
+from qlspec.face.bfm import load_bfm, param_stats_from_pkl
 from qlspec.face.params import ParamStats
+from qlspec.face.store import save_face_model
 from qlspec.progress import progress_bar
+from qlspec.spec.models import Real3DDFAData, SyntheticData
 from qlspec.stages.engine import StageContext
 
 
@@ -27,6 +34,14 @@ def split_seeds(seed: int) -> tuple[int, int]:
 
 def run(ctx: StageContext) -> None:
     cfg = ctx.spec.data
+    if isinstance(cfg, SyntheticData):
+        summary = _synthetic(ctx, cfg)
+    else:
+        summary = _real(ctx, cfg)
+    (ctx.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def _synthetic(ctx: StageContext, cfg: SyntheticData) -> dict:
     train_seed, val_seed = split_seeds(cfg.seed)
     timings = {}
     for split, n, seed in (("train", cfg.train, train_seed), ("val", cfg.val, val_seed)):
@@ -37,6 +52,22 @@ def run(ctx: StageContext) -> None:
         timings[split] = round(time.perf_counter() - started, 2)
         if split == "train":
             ParamStats.from_params(faces.params).save(ctx.out / "param_stats.npz")
-    summary = {"kind": cfg.kind, "train": cfg.train, "val": cfg.val, "seeds": [train_seed, val_seed], "render_seconds": timings}
-    (ctx.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     ctx.log(f"  rendered {cfg.train} + {cfg.val} images in {sum(timings.values()):.1f} s")
+    return {"kind": cfg.kind, "train": cfg.train, "val": cfg.val, "seeds": [train_seed, val_seed], "seconds": timings}
+
+
+def _real(ctx: StageContext, cfg: Real3DDFAData) -> dict:
+    started = time.perf_counter()
+    basis = load_bfm(cfg.bfm)
+    train = read_300wlp(cfg.root, bfm_basis=basis, limit=cfg.train_limit, size=ctx.spec.preprocess.size, landmarks=cfg.landmarks)
+    val = read_aflw2000(cfg.val_root, limit=cfg.val_limit, size=ctx.spec.preprocess.size)
+    if not np.isfinite(train.faces.params).all():
+        raise StageError("300W-LP parameters contain NaN or infinity", where=str(cfg.root))
+    stats = param_stats_from_pkl(cfg.param_stats) if cfg.param_stats else ParamStats.from_params(train.faces.params)
+    train.faces.save(ctx.out / "train.npz")
+    val.faces.save(ctx.out / "val.npz")
+    stats.save(ctx.out / "param_stats.npz")
+    save_face_model(basis, ctx.out)
+    np.savez(ctx.out / "rois.npz", train=train.rois, val=val.rois)
+    ctx.log(f"  read {len(train.faces)} 300W-LP + {len(val.faces)} AFLW2000-3D faces")
+    return {"kind": cfg.kind, "train": len(train.faces), "val": len(val.faces), "seconds": round(time.perf_counter() - started, 2)}

@@ -188,11 +188,22 @@ class Pipeline:
         })
 
     def file_digests(self, stage: StageDef) -> dict[str, str | None]:
-        """sha256 of each file the stage's spec fields name (None where the field is null)."""
+        """Digest of each file or folder the stage's spec fields name (None where absent or null).
+
+        A file: sha256 of its bytes. A folder (a data set of many GB): sha256 of its listing, every
+        file's relative path, size and modification time, so adding, removing or rewriting a file counts.
+        """
         out: dict[str, str | None] = {}
         for path in stage.files:
             value = self.resolved.get(path)
-            out[path] = None if value is None else digest_file(Path(value))
+            if value is None:
+                out[path] = None
+            elif Path(value).is_dir():
+                listing = [(str(f.relative_to(value)), f.stat().st_size, f.stat().st_mtime_ns)
+                           for f in sorted(Path(value).rglob("*")) if f.is_file()]
+                out[path] = digest_json(listing)
+            else:
+                out[path] = digest_file(Path(value))
         return out
 
     def _stale_reasons(self, stage: StageDef, key: str, will_run: set[str], *, forced: bool) -> list[str]:

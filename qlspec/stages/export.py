@@ -31,6 +31,7 @@ import torch
 from qlspec.errors import StageError
 from qlspec.evaluation import landmarks_from_outputs, load_split, load_stats, nme_row
 from qlspec.export import fake_to_true, histogram, run_engine, run_onnxruntime, write_flavour
+from qlspec.face.store import load_face_model
 from qlspec.nets.mobilenet_v1 import preprocess
 from qlspec.report import write_rungs
 from qlspec.stages.engine import StageContext, digest_json
@@ -76,7 +77,7 @@ def run(ctx: StageContext) -> None:
     checks["dory"]["onnxruntime_vs_tq_mismatches"] = int((np.rint(ort).astype(np.int64) != out).sum())
     checks["dory"]["onnxruntime_outputs"] = int(out.size)
 
-    row = nme_row("TQ", landmarks_from_outputs(z, stats), faces,
+    row = nme_row("TQ", landmarks_from_outputs(z, stats, load_face_model(ctx.inputs["data"])), faces,
                   max_abs_diff=float(np.abs(z - y).max()), mismatches=int((diff != 0).sum()),
                   diff_histogram=histogram(diff), outputs=int(diff.size), output_lsb_max_diff=int(np.abs(diff).max()))
     write_rungs(ctx.out, [row])

@@ -24,6 +24,7 @@ import torch
 from torch import fx
 
 from qlspec.evaluation import landmarks_from_outputs, load_split, load_stats, network_outputs, nme_row
+from qlspec.face.store import load_face_model
 from qlspec.nets.mobilenet_v1 import MobileNetV1, preprocess
 from qlspec.quant import PACTController, QuantConfig, calibrate, float_to_fake, pact_param_groups
 from qlspec.report import write_rungs
@@ -87,7 +88,7 @@ def run(ctx: StageContext) -> None:
     z = network_outputs(fq, val_set)
     np.savez(ctx.out / "outputs.npz", z=z)
     z_fp = np.load(float_dir / "outputs.npz")["z"]
-    fq_row = nme_row("FQ", landmarks_from_outputs(z, stats), val_set, algorithm=q.algorithm,
+    fq_row = nme_row("FQ", landmarks_from_outputs(z, stats, load_face_model(ctx.inputs["data"])), val_set, algorithm=q.algorithm,
                      max_abs_diff=float(np.abs(z - z_fp).max()),
                      bits={"weights": q.bits.weights, "activations": q.bits.activations})
     write_rungs(ctx.out, [fq_row])
@@ -109,6 +110,7 @@ def _qat(ctx: StageContext, fq: fx.GraphModule, train_set, val_set, stats) -> No
         loss_cfg=LossConfig(param_weight=t.loss.param_weight, landmark_weight=t.loss.landmark_weight, landmark=t.loss.landmark),
         params_for_optimiser=pact_param_groups(fq, s.lr, weight_decay=t.optimizer.weight_decay),
         on_epoch_start=controller, ckpt_dir=ctx.out / "checkpoints", seed=t.seed, progress=ctx.progress,
+        face_model=load_face_model(ctx.inputs["data"]),
     )
     (ctx.out / "history.json").write_text(json.dumps(result.history, indent=2) + "\n")
     shutil.rmtree(ctx.out / "checkpoints", ignore_errors=True)

@@ -19,6 +19,7 @@ STAGES: tuple[StageDef, ...] = (
         after=(),
         code=("data", "face"),
         run="qlspec.stages.data:run",
+        files=("data.root", "data.val_root", "data.bfm", "data.param_stats"),
     ),
     StageDef(
         name="train",

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from qlspec.evaluation import landmarks_from_outputs, load_split, load_stats, network_outputs, nme_row, rung_row
-from qlspec.face.morphable import synthetic_face_model
+from qlspec.face.store import load_face_model
 from qlspec.metrics.nme import mean_predictor_nme
 from qlspec.nets.checkpoint import load_3ddfa_checkpoint
 from qlspec.nets.mobilenet_v1 import MobileNetV1
@@ -32,6 +32,7 @@ def run(ctx: StageContext) -> None:
     torch.set_num_threads(cfg.threads)
     train_set, val_set = load_split(ctx.inputs["data"], "train"), load_split(ctx.inputs["data"], "val")
     stats = load_stats(ctx.inputs["data"])
+    face_model = load_face_model(ctx.inputs["data"])
     torch.manual_seed(cfg.seed)
     net = MobileNetV1(width=spec.network.width, num_params=62)
     if spec.network.pretrained is not None:
@@ -44,15 +45,15 @@ def run(ctx: StageContext) -> None:
         schedule=cfg.optimizer.schedule, warmup_epochs=cfg.optimizer.warmup_epochs,
         loss_cfg=LossConfig(param_weight=cfg.loss.param_weight, landmark_weight=cfg.loss.landmark_weight,
                             landmark=cfg.loss.landmark),
-        ckpt_dir=ctx.out / "checkpoints", seed=cfg.seed, progress=ctx.progress,
+        ckpt_dir=ctx.out / "checkpoints", seed=cfg.seed, progress=ctx.progress, face_model=face_model,
     )
     torch.save(net.state_dict(), ctx.out / "model.pt")
     (ctx.out / "network.json").write_text(json.dumps({"arch": spec.network.arch, "width": spec.network.width}) + "\n")
     (ctx.out / "history.json").write_text(json.dumps(result.history, indent=2) + "\n")
     z = network_outputs(net, val_set)
     np.savez(ctx.out / "outputs.npz", z=z)
-    fp = nme_row("FP", landmarks_from_outputs(z, stats), val_set, seconds=round(result.seconds, 1))
-    baseline = mean_predictor_nme(stats.mean, val_set.landmarks, val_set.yaw_deg, synthetic_face_model())
+    fp = nme_row("FP", landmarks_from_outputs(z, stats, face_model), val_set, seconds=round(result.seconds, 1))
+    baseline = mean_predictor_nme(stats.mean, val_set.landmarks, val_set.yaw_deg, face_model)
     write_rungs(ctx.out, [rung_row("MEAN", baseline), fp])
     shutil.rmtree(ctx.out / "checkpoints", ignore_errors=True)
     ctx.log(f"  FP NME {fp['nme']:.2f}% (mean-parameter predictor {100 * baseline.mean:.2f}%)")
