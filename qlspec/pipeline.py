@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from qlspec.report import gather, write_report
+from qlspec.report_pictures import pictures
 from qlspec.spec.load import load_spec
 from qlspec.stages.engine import Pipeline, StageStatus
 from qlspec.stages.registry import STAGES
@@ -40,10 +41,11 @@ def apply(pipeline: Pipeline, *, until: str | None = None, only: str | None = No
 
 def write_final_report(pipeline: Pipeline, statuses: list[StageStatus]) -> None:
     """report.json / report.md from the rungs of the stages that are up to date."""
-    current = [pipeline.build_dir / s.stage.name for s in statuses if s.state == "up to date"]
-    sections = {}
-    if pipeline.build_dir / "compare" in current:
+    current = {s.stage.name for s in statuses if s.state == "up to date"}
+    rows = gather(pipeline.build_dir / name for name in current)
+    pipeline.build_dir.mkdir(parents=True, exist_ok=True)
+    sections = dict(pictures(pipeline.build_dir, rows, current))
+    if "compare" in current:
         table = (pipeline.build_dir / "compare" / "compare.md").read_text()
         sections["PTQ vs PACT QAT"] = table + "\n![PTQ vs QAT](compare/compare.png)\n"
-    pipeline.build_dir.mkdir(parents=True, exist_ok=True)
-    write_report(pipeline.build_dir, pipeline.spec.name, gather(current), {s.stage.name: s.state for s in statuses}, sections)
+    write_report(pipeline.build_dir, pipeline.spec.name, rows, {s.stage.name: s.state for s in statuses}, sections)

@@ -12,7 +12,9 @@ Outputs:
 - ``export.json``: primary flavour, output eps, self-check results;
 - ``rungs.json``: row TQ against FQ on those images: NME (%), ``max_abs_diff`` = max |TQ*eps - FQ|
   (output units), ``mismatches`` = outputs with ``TQ != round(FQ/eps)``, and ``diff_histogram``
-  (``{TQ - round(FQ/eps): count}``).
+  (``{TQ - round(FQ/eps): count}``), and ``per_layer``: every requantiser fed FQ's own input codes
+  on the first `LAYERWISE_IMAGES` images (`qlspec.export.layerwise`), where F2T's promise of at most
+  1 LSB is checked; end to end, one such flip before the last linear layer moves an output by a weight.
 
 Before finishing, each exported file is run by qlspec's importer and reference engine on its test
 vector; any difference from TQ is a bug and stops the stage. The DORY file (standard ops once its
@@ -31,12 +33,14 @@ import torch
 from qlspec.errors import StageError
 from qlspec.evaluation import landmarks_from_outputs, load_split, load_stats, nme_row
 from qlspec.export import fake_to_true, histogram, run_engine, run_onnxruntime, write_flavour
+from qlspec.export.layerwise import layerwise_summary
 from qlspec.face.store import load_face_model
 from qlspec.nets.mobilenet_v1 import preprocess
 from qlspec.report import write_rungs
 from qlspec.stages.engine import StageContext, digest_json
 
 VECTORS = 4
+LAYERWISE_IMAGES = 64
 BATCH = 64
 
 
@@ -77,14 +81,17 @@ def run(ctx: StageContext) -> None:
     checks["dory"]["onnxruntime_vs_tq_mismatches"] = int((np.rint(ort).astype(np.int64) != out).sum())
     checks["dory"]["onnxruntime_outputs"] = int(out.size)
 
+    per_layer = layerwise_summary(fq, inet, x[:LAYERWISE_IMAGES])
     row = nme_row("TQ", landmarks_from_outputs(z, stats, load_face_model(ctx.inputs["data"])), faces,
                   max_abs_diff=float(np.abs(z - y).max()), mismatches=int((diff != 0).sum()),
-                  diff_histogram=histogram(diff), outputs=int(diff.size), output_lsb_max_diff=int(np.abs(diff).max()))
+                  diff_histogram=histogram(diff), outputs=int(diff.size), output_lsb_max_diff=int(np.abs(diff).max()),
+                  per_layer={**per_layer, "images": min(LAYERWISE_IMAGES, len(x))})
     write_rungs(ctx.out, [row])
     (ctx.out / "export.json").write_text(json.dumps({
         "primary": spec.export.flavour, "requant_bits": inet.requant_bits, "spec_hash": spec_hash,
         "input_eps": inet.input_eps, "output_eps": inet.output_eps.tolist(), "layers": len(inet.layers),
         "self_check": checks,
     }, indent=1) + "\n")
-    ctx.log(f"  TQ NME {row['nme']:.2f}%, {row['mismatches']} of {diff.size} outputs differ from round(FQ/eps) "
-            f"(max {row['output_lsb_max_diff']} LSB); both flavours written, engine == TQ on {n} images")
+    ctx.log(f"  TQ NME {row['nme']:.2f}%; per requantiser {per_layer['differing']} of {per_layer['values']} values differ "
+            f"from FQ (max {per_layer['max_lsb']} LSB); end to end {row['mismatches']} of {diff.size} outputs differ from "
+            f"round(FQ/eps) (max {row['output_lsb_max_diff']} LSB); engine == TQ on both flavours")

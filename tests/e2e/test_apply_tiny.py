@@ -131,3 +131,16 @@ def test_integer_rungs_are_bit_exact_and_the_report_keeps_them_after_compare(bui
     assert rungs["ONNX"]["nme"] == rungs["TQ"]["nme"] == rungs["GRAPH"]["nme"]
     summary = (root / "build" / "tiny" / "convert" / "summary.txt").read_text()
     assert "ConvRequant" in summary and "peak activation memory" in summary
+
+
+def test_report_shows_yaw_bins_and_pictures(built):
+    root, _ = built
+    build = root / "build" / "tiny"
+    md = (build / "report.md").read_text()
+    assert "## NME per yaw bin (%)" in md and "![NME per yaw bin](nme_by_yaw.png)" in md
+    assert "![landmark overlays](landmarks.png)" in md
+    fp_line = next(line for line in md.splitlines() if line.startswith("| FP | 32 |"))
+    assert len(fp_line.split("|")) == 9  # rung, n, three bins, mean of bins, all
+    for png in ("nme_by_yaw.png", "landmarks.png"):
+        data = (build / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000

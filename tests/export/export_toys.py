@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from qlspec.export.layerwise import fq_codes, layerwise_diffs  # noqa: F401  (re-exported for the tests)
 from qlspec.quant import PACTController, QuantConfig, calibrate, float_to_fake, pact_param_groups
 
 SIZE = 16
@@ -102,35 +103,3 @@ def fake_quantised(mode: str = "ptq", bits: int = 8, granularity: str = "per-cha
     ctrl.freeze_clip_at = 1
     ctrl.step(1)
     return fq.eval()
-
-
-def fq_codes(fq: nn.Module, inet, x: Tensor) -> tuple[dict[str, Tensor], Tensor]:
-    """The fake-quantised net's integer codes (output / eps) at every quantiser F2T made a RequantShift,
-    by IntegerNet tensor name, and its output."""
-    got, hooks = {}, []
-    for layer in inet.layers:
-        if layer.op == "RequantShift":
-            m = fq.get_submodule(layer.source)
-            eps = float(m.get_eps())
-            hooks.append(m.register_forward_hook(
-                lambda mod, i, o, n=layer.output.name, e=eps: got.__setitem__(n, torch.round(o.double() / e).long())))
-    with torch.no_grad():
-        y = fq(x)
-    for h in hooks:
-        h.remove()
-    return got, y
-
-
-@torch.no_grad()
-def layerwise_diffs(fq: nn.Module, inet, x: Tensor) -> dict[str, Tensor]:
-    """{quantiser: TQ codes - FQ codes} where each TQ requantiser gets FQ's own input codes."""
-    codes, _ = fq_codes(fq, inet, x)
-    env = {inet.input.name: inet.quantise_input(x).double(), **{k: v.double() for k, v in codes.items()}}
-    diffs = {}
-    for layer, m in zip(inet.layers, inet.module().layers):
-        y = m(env[layer.input])
-        if layer.op == "RequantShift":
-            diffs[layer.source] = y.long() - codes[layer.output.name]
-        else:
-            env.setdefault(layer.output.name, y)
-    return diffs

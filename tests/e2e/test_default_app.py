@@ -1,0 +1,75 @@
+"""The README's default application, end to end, as a user runs it (slow: about 15 minutes on 2 cores).
+
+What it checks is what the issues promise a user: float training clearly beats the mean-parameter
+predictor, 8-bit PACT stays close to float, every integer rung after TQ is bit-exact, a second apply
+is a no-op, and at 4 bits PACT QAT beats PTQ calibration from the same float model.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = ROOT / "examples" / "3ddfa-synthetic" / "app.yaml"
+
+FP_VS_BASELINE = 0.6      # FP NME must be below 60% of the mean predictor's
+FQ_MARGIN_POINTS = 1.0    # 8-bit PACT NME within 1 NME point of FP
+
+
+def qlspec(*args):
+    return subprocess.run([sys.executable, "-m", "qlspec", *map(str, args)], capture_output=True, text=True, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory):
+    root = tmp_path_factory.mktemp("default-app")
+    r = qlspec("apply", APP, "--build-dir", root, "--no-progress")
+    assert r.returncode == 0, r.stdout + r.stderr
+    return root / "3ddfa-synthetic"
+
+
+def rungs(build):
+    return {row["rung"]: row for row in json.loads((build / "report.json").read_text())["rows"]}
+
+
+def test_float_training_beats_the_mean_predictor(build):
+    r = rungs(build)
+    assert r["FP"]["nme"] < FP_VS_BASELINE * r["MEAN"]["nme"], (r["FP"]["nme"], r["MEAN"]["nme"])
+
+
+def test_pact_w8a8_stays_close_to_float(build):
+    r = rungs(build)
+    assert r["FQ"]["algorithm"] == "pact" and r["FQ"]["bits"] == {"weights": 8, "activations": 8}
+    assert r["FQ"]["nme"] <= r["FP"]["nme"] + FQ_MARGIN_POINTS
+
+
+def test_integer_rungs(build):
+    r = rungs(build)
+    assert abs(r["TQ"]["nme"] - r["FQ"]["nme"]) < 0.5
+    assert r["ONNX"]["mismatches"] == 0 and r["GRAPH"]["mismatches"] == 0
+    assert r["ONNX"]["n"] == r["GRAPH"]["n"] == r["TQ"]["n"] == 1000
+    for flavour in ("deeploy", "dory"):
+        assert (build / "export" / flavour / "network.onnx").is_file()
+
+
+def test_second_apply_is_a_no_op_in_seconds(build):
+    started = time.perf_counter()
+    r = qlspec("apply", APP, "--build-dir", build.parent, "--no-progress")
+    assert r.returncode == 0
+    assert time.perf_counter() - started < 60
+    assert "running" not in r.stdout
+
+
+def test_pact_beats_ptq_at_4_bits(build):
+    r = qlspec("compare", APP, "--build-dir", build.parent, "--bits", "4", "--no-progress")
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = {row["algorithm"]: row for row in json.loads((build / "compare" / "compare.json").read_text())["rows"]}
+    assert rows["pact"]["nme"] < rows["ptq"]["nme"], rows
