@@ -82,6 +82,7 @@ class StageStatus:
     state: State
     key: str | None
     reasons: tuple[str, ...] = ()
+    basis: Mapping[str, Any] | None = None  # what the key digests; the record stores exactly this
 
 
 @dataclass
@@ -147,23 +148,24 @@ class Pipeline:
                 unavailable = stage.name
                 statuses.append(StageStatus(stage, "not available yet", None, ("built by a later release",)))
                 continue
-            key = self._key(stage, keys)
+            basis = self._basis(stage, keys)
+            key = digest_json(basis)
             keys[stage.name] = key
             if past_until:
-                statuses.append(StageStatus(stage, "skipped", key, (f"after --until {until}",)))
+                statuses.append(StageStatus(stage, "skipped", key, (f"after --until {until}",), basis))
                 continue
             if needed is not None and stage.name not in needed:
-                statuses.append(StageStatus(stage, "skipped", key, (f"not needed for {only}",)))
+                statuses.append(StageStatus(stage, "skipped", key, (f"not needed for {only}",), basis))
                 continue
             skip = stage.enabled(self.spec) or next((f"upstream {up} skipped" for up in stage.after if up in skipped), None)
             if skip:
                 skipped.add(stage.name)
-                statuses.append(StageStatus(stage, "skipped", key, (skip,)))
+                statuses.append(StageStatus(stage, "skipped", key, (skip,), basis))
             else:
-                reasons = self._stale_reasons(stage, key, will_run, forced=stage.name in force)
+                reasons = self._stale_reasons(stage, key, basis, will_run, forced=stage.name in force)
                 if reasons:
                     will_run.add(stage.name)
-                statuses.append(StageStatus(stage, "will run" if reasons else "up to date", key, tuple(reasons)))
+                statuses.append(StageStatus(stage, "will run" if reasons else "up to date", key, tuple(reasons), basis))
             if until == stage.name:
                 past_until = True
         return statuses
@@ -178,14 +180,15 @@ class Pipeline:
                 todo += list(self.stage(current).after)
         return out
 
-    def _key(self, stage: StageDef, keys: Mapping[str, str]) -> str:
-        return digest_json({
+    def _basis(self, stage: StageDef, keys: Mapping[str, str]) -> dict[str, Any]:
+        """Everything a stage's key is the digest of."""
+        return {
             "stage": stage.name,
             "code": self.code_digest(stage),
             "spec": self.spec_slice(stage),
             "inputs": {up: keys[up] for up in stage.after},
             "files": self.file_digests(stage),
-        })
+        }
 
     def file_digests(self, stage: StageDef) -> dict[str, str | None]:
         """Digest of each file or folder the stage's spec fields name (None where absent or null).
@@ -206,7 +209,8 @@ class Pipeline:
                 out[path] = digest_file(Path(value))
         return out
 
-    def _stale_reasons(self, stage: StageDef, key: str, will_run: set[str], *, forced: bool) -> list[str]:
+    def _stale_reasons(self, stage: StageDef, key: str, basis: Mapping[str, Any], will_run: set[str], *,
+                       forced: bool) -> list[str]:
         reasons = [f"forced (--force {stage.name})"] if forced else []
         record = self.read_record(stage.name)
         if record is None:
@@ -217,11 +221,11 @@ class Pipeline:
                 reasons.append(f"outputs missing or modified: {', '.join(missing[:3])}")
             # an upstream that reruns with the same key may still produce other bytes (training)
             return reasons + [f"upstream {up} will run" for up in stage.after if up in will_run]
-        reasons += diff_slices(record.get("spec", {}), self.spec_slice(stage))
-        if record.get("code") != self.code_digest(stage):
+        reasons += diff_slices(record.get("spec", {}), basis["spec"])
+        if record.get("code") != basis["code"]:
             reasons.append("code changed")
         recorded_files = record.get("files", {})
-        for path, digest in self.file_digests(stage).items():
+        for path, digest in basis["files"].items():
             if recorded_files.get(path) != digest:
                 reasons.append(f"file named by {path} changed")
         for up in stage.after:
@@ -253,8 +257,8 @@ class Pipeline:
 
     def run_stage(self, status: StageStatus, *, progress: bool, log: Callable[[str], None]) -> None:
         """Run one stage into its partial folder, record it, then move it into place."""
-        stage, key = status.stage, status.key
-        assert stage.run is not None and key is not None
+        stage, key, basis = status.stage, status.key, status.basis
+        assert stage.run is not None and key is not None and basis is not None
         partial = self.build_dir / ".partial" / f"{stage.name}-{key[:16]}"
         if partial.exists() and not stage.resumable:
             shutil.rmtree(partial)
@@ -270,10 +274,10 @@ class Pipeline:
             "schema": RECORD_SCHEMA,
             "stage": stage.name,
             "key": key,
-            "code": self.code_digest(stage),
-            "spec": self.spec_slice(stage),
-            "files": self.file_digests(stage),
-            "inputs": {up: self._recorded_key(up) for up in stage.after},
+            "code": basis["code"],      # as planned: the code that ran, even if files change meanwhile
+            "spec": basis["spec"],
+            "files": basis["files"],
+            "inputs": basis["inputs"],
             "outputs": digest_outputs(partial),
             "seconds": round(time.time() - started, 3),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

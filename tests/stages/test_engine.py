@@ -159,3 +159,18 @@ def test_a_disabled_stage_skips_its_consumers(spec_file, tmp_path):
     st = states(p)
     assert st["quantise"] == ("skipped", ("quantisation.algorithm is none",))
     assert st["export"] == ("skipped", ("upstream quantise skipped",))
+
+
+def test_code_edited_while_a_stage_runs_leaves_it_stale(spec_file, tmp_path, monkeypatch):
+    path = spec_file("name: demo\n")
+    version = {"code": "v1"}
+
+    def body(ctx):
+        version["code"] = "v2"  # someone edits the stage's source while it trains
+
+    stage = StageDef("train", "t", reads=("training",), after=(), code=(), run=body)
+    monkeypatch.setattr(Pipeline, "code_digest", lambda self, s: version["code"])
+    p = Pipeline((stage,), load_spec(path).spec, path, tmp_path / "build")
+    run_all(p)
+    assert json.loads((tmp_path / "build" / "demo" / "train" / "stage.json").read_text())["code"] == "v1"
+    assert states(p)["train"] == ("will run", ("code changed",))
