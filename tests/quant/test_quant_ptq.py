@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 from quant_toys import TinyMobileNet, blob_data
-from torch import nn
 
 from qlspec.quant import QuantConfig, calibrate, float_to_fake
 from qlspec.quant.controllers import clip_parameters, weight_quantisers
