@@ -160,14 +160,18 @@ def new(extra: Annotated[Optional[list[str]], typer.Argument(help="Template valu
 @app.command()
 def convert(model: Annotated[Path, typer.Argument(help="A QuantLab-exported ONNX file (Deeploy or DORY flavour).")],
             output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the qlspec graph (graph.json + constants.npz).")],
-            no_optimise: Annotated[bool, typer.Option("--no-optimise", help="Write the graph as parsed, without passes.")] = False) -> None:
+            no_optimise: Annotated[bool, typer.Option("--no-optimise", help="Write the graph as parsed, without passes.")] = False,
+            input_bits: Annotated[Optional[int], typer.Option("--input-bits", help="Bits of the integer input (default: from a side JSON beside the file, else 32).")] = None,
+            input_signed: Annotated[bool, typer.Option("--input-signed/--input-unsigned", help="Signedness of the integer input, with --input-bits.")] = True) -> None:
     """Convert QuantLab ONNX into the qlspec integer graph, optimise it, and print a summary."""
     from qlspec.graph.io import save_graph
     from qlspec.graph.passes import optimise
     from qlspec.graph.summary import summarise
+    from qlspec.modelio import first_input, side_input_types
     from qlspec.onnx_import import import_onnx
 
-    graph = import_onnx(model)
+    types = {first_input(model): (input_bits, input_signed)} if input_bits is not None else side_input_types(model)
+    graph = import_onnx(model, input_types=types)
     if not no_optimise:
         graph = optimise(graph)
     save_graph(graph, output)

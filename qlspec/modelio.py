@@ -3,12 +3,14 @@ input .npz files and output .npz files."""
 
 from __future__ import annotations
 
+import json
 import os
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from qlspec.errors import GraphError
 from qlspec.graph.io import GRAPH_FILE, load_graph
@@ -17,14 +19,52 @@ from qlspec.graph.passes import optimise
 from qlspec.onnx_import import import_onnx
 
 
-def load_model(path: Path) -> Graph:
-    """A graph folder written by `save_graph`, or an .onnx file (imported, then optimised)."""
+def load_model(path: Path, input_types: Mapping[str, tuple[int, bool]] | None = None) -> Graph:
+    """A graph folder written by `save_graph`, or an .onnx file (imported, then optimised).
+
+    The input precision of an .onnx file is `input_types` ({name: (bits, signed)}), else what a side
+    JSON beside it declares (`side_input_types`), else the importer's default (32-bit signed).
+    """
     path = Path(path)
     if path.is_dir():
         return load_graph(path)
     if path.suffix.lower() == ".onnx" or (path.is_file() and not (path.parent / GRAPH_FILE).exists()):
-        return optimise(import_onnx(path))
+        return optimise(import_onnx(path, input_types=input_types or side_input_types(path)))
     raise GraphError(f"expected a graph folder (with {GRAPH_FILE}) or an .onnx file", where=str(path))
+
+
+def side_input_types(onnx_path: Path) -> dict[str, tuple[int, bool]] | None:
+    """Input precision declared next to an ONNX file, which the graph itself does not carry.
+
+    Read from qlspec's export metadata.json (``input: {name, bits, signed}``), or from a QuantLab DORY
+    side JSON (``config_*.json`` with ``input_bits`` and ``input_signed``, for the graph's first
+    input). None when neither is there.
+    """
+    folder = Path(onnx_path).parent
+    meta = folder / "metadata.json"
+    if meta.is_file():
+        data = _json(meta).get("input", {})
+        if {"name", "bits", "signed"} <= set(data):
+            return {data["name"]: (int(data["bits"]), bool(data["signed"]))}
+    for config in sorted(folder.glob("config_*.json")):
+        data = _json(config)
+        if "input_bits" in data and "input_signed" in data:
+            return {first_input(onnx_path): (int(data["input_bits"]), bool(data["input_signed"]))}
+    return None
+
+
+def _json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise GraphError(f"unreadable side JSON ({e.__class__.__name__})", where=str(path)) from None
+    return data if isinstance(data, dict) else {}
+
+
+def first_input(onnx_path: Path) -> str:
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    initialisers = {t.name for t in graph.initializer}
+    return next(i.name for i in graph.input if i.name not in initialisers)
 
 
 def read_inputs(npz_path: Path, g: Graph) -> dict[str, np.ndarray]:

@@ -79,3 +79,20 @@ def test_plan_on_a_bad_spec_exits_2(spec_file):
     r = qlspec("plan", spec_file("name: x\ndata: {kind: imagenet}\n"))
     assert r.returncode == 2
     assert "app.yaml:2:7: data" in r.stderr
+
+
+def test_convert_takes_the_input_precision_from_a_side_json_or_the_flags(tmp_path, repo_root):
+    shared = repo_root.parent / "shared" / "quantlab-exports" / "deeploy" / "Models_miniMobileNet" / "network.onnx"
+    if not shared.is_file():
+        import pytest
+
+        pytest.skip(f"shared QuantLab exports not found at {shared.parent}")
+    model = tmp_path / "network.onnx"
+    model.write_bytes(shared.read_bytes())
+    r = qlspec("convert", model, "-o", tmp_path / "g0")
+    assert r.returncode == 0 and "inputs input i32[1x3x8x8]" in r.stdout  # nothing says otherwise
+    r = qlspec("convert", model, "-o", tmp_path / "g1", "--input-bits", "8")
+    assert r.returncode == 0 and "inputs input i8[1x3x8x8]" in r.stdout
+    (tmp_path / "config_network.json").write_text(json.dumps({"input_bits": 8, "input_signed": False}))
+    r = qlspec("convert", model, "-o", tmp_path / "g2")
+    assert r.returncode == 0 and "inputs input u8[1x3x8x8]" in r.stdout, r.stdout
