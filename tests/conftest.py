@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,6 +31,10 @@ def spec_file(tmp_path: Path):
     return make
 
 
-@pytest.fixture(autouse=True)
-def _quiet_threads(monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"))
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny nets gain nothing from threads, and OpenMP threads on a busy machine can be 50x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

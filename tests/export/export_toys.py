@@ -51,6 +51,11 @@ class Mini(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
+# (mode, weight/act bits, weight granularity, pooling) cases shared by the F2T and ONNX export tests
+CASES = [(mode, bits, gran, pool) for mode in ("ptq", "qat") for bits in (8, 4)
+         for gran in ("per-channel", "per-layer") for pool in (("global", "window") if bits == 8 and gran == "per-channel" else ("global",))]
+
+
 def images(n: int, seed: int) -> tuple[Tensor, Tensor]:
     """(x, pixels): smooth random uint8 BGR-like images, fed as (p - 127.5)/128 like 3DDFA."""
     g = torch.Generator().manual_seed(seed)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from export_toys import SIZE, fake_quantised, images, layerwise_diffs
+from export_toys import CASES, SIZE, fake_quantised, images, layerwise_diffs
 
 from qlspec.export import ExportError, fake_to_true, histogram
 from qlspec.export.f2t import fit_float32
@@ -15,16 +15,9 @@ from qlspec.spec.models import Export
 
 D = Export().requant_bits  # the spec's default
 
-CASES = [(mode, bits, gran, pool) for mode in ("ptq", "qat") for bits in (8, 4)
-         for gran in ("per-channel", "per-layer") for pool in (("global", "window") if bits == 8 and gran == "per-channel" else ("global",))]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 _CACHE: dict = {}

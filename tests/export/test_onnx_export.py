@@ -9,24 +9,17 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from export_toys import SIZE, fake_quantised, images, layerwise_diffs
+from export_toys import CASES, SIZE, fake_quantised, images, layerwise_diffs
 from onnx import AttributeProto, helper, numpy_helper
 
 from qlspec import __version__
 from qlspec.export import fake_to_true, run_engine, run_onnxruntime, to_onnx, write_flavour
 from qlspec.export import deeploy, dory
 
-CASES = [(mode, bits, gran, pool) for mode in ("ptq", "qat") for bits in (8, 4)
-         for gran in ("per-channel", "per-layer") for pool in (("global", "window") if bits == 8 and gran == "per-channel" else ("global",))]
 D = 24
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 _CACHE: dict = {}

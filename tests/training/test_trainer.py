@@ -16,13 +16,7 @@ class Stop(Exception):
     pass
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny nets gain nothing from threads, and OpenMP threads on a busy machine can be 50x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
