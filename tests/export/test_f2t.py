@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
-from export_toys import CASES, SIZE, fake_quantised, images, layerwise_diffs
+from export_toys import CASES, SIZE, fake_quantised, images, layerwise_diffs, output_gap_and_bound, unexplained_flips
 
 from qlspec.export import ExportError, fake_to_true, histogram
 from qlspec.export.f2t import fit_float32
@@ -38,25 +40,47 @@ def test_each_requantiser_is_within_one_lsb_of_fq_given_the_same_input(mode, bit
     diffs = layerwise_diffs(fq, inet, x)
     for source, d in diffs.items():
         assert int(d.abs().max()) <= 1, f"{source}: {histogram(d.numpy())}"
-    flips = sum(int((d != 0).sum()) for d in diffs.values())
-    total = sum(d.numel() for d in diffs.values())
-    assert flips <= 1e-3 * total
 
 
 @pytest.mark.parametrize("mode,bits,gran,pool", CASES)
-def test_tq_output_matches_fq_within_one_output_lsb_on_most_outputs(mode, bits, gran, pool):
+def test_every_requantiser_flip_is_float32_rounding(mode, bits, gran, pool):
+    """How many values flip depends on the CPU; that each flip sits within float32's derived error
+    band of a level does not (see `unexplained_flips`)."""
+    fq, inet = integerised(mode, bits, gran, pool)
+    x, _ = images(64, 11)
+    for source, (flips, unexplained) in unexplained_flips(fq, inet, x).items():
+        assert unexplained == 0, f"{source}: {unexplained} of {flips} flips are not float32 rounding"
+
+
+def test_flip_check_catches_an_add_off_by_a_quarter_lsb():
+    fq, inet = integerised("ptq", 8, "per-channel", "global")
+    i, rq = next((i, l) for i, l in enumerate(inet.layers) if l.op == "RequantShift")
+    add = rq.consts["add"] + rq.attrs["div"] // 4
+    broken = dataclasses.replace(inet, layers=inet.layers[:i] + (dataclasses.replace(rq, consts={**rq.consts, "add": add}),) + inet.layers[i + 1:])
+    flips = unexplained_flips(fq, broken, images(16, 11)[0])
+    assert flips[rq.source][1] > 0
+
+
+@pytest.mark.parametrize("mode,bits,gran,pool", CASES)
+def test_tq_output_is_within_the_derived_bound_of_fq(mode, bits, gran, pool):
+    """TQ's output departs from FQ's only by what upstream flips and float32 rounding can explain.
+
+    A fraction of agreeing outputs is no invariant: which requantiser input lands a hair from a level
+    depends on float rounding, hence on the CPU. The bound of `output_gap_and_bound` is derived, so it
+    holds everywhere; where no Gemm input flipped it is half an LSB plus float32's worst case."""
     fq, inet = integerised(mode, bits, gran, pool)
     x, _ = images(64, 12)
-    out = inet.run(x).numpy()
-    with torch.no_grad():
-        y = fq(x).double().numpy()
-    eps = inet.output_eps
-    diff = out - np.round(y / eps)
-    # where no intermediate activation flipped, TQ is round(FQ/eps) (the bias is rounded once);
-    # a flip upstream moves an output by the weight it meets, hence a tolerance on the count only
-    assert np.mean(np.abs(diff) <= 1) >= 0.97, histogram(diff)
-    exact = np.abs(out * eps - y) <= eps * (0.5 + 1e-3)
-    assert exact.mean() >= 0.97
+    gap, bound, _ = output_gap_and_bound(fq, inet, x)
+    assert np.all(np.abs(gap) <= bound), histogram(gap - np.clip(gap, -bound, bound))
+
+
+def test_output_bound_catches_a_wrong_bias():
+    fq, inet = integerised("ptq", 8, "per-channel", "global")
+    gemm = inet.layers[-1]
+    broken = dataclasses.replace(inet, layers=inet.layers[:-1] + (dataclasses.replace(
+        gemm, consts={**gemm.consts, "bias": gemm.consts["bias"] + 3}),))
+    gap, bound, _ = output_gap_and_bound(fq, broken, images(8, 12)[0])
+    assert np.any(np.abs(gap) > bound)
 
 
 def test_input_quantiser_maps_pixels_to_pixel_minus_128():

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from export_toys import CASES, SIZE, fake_quantised, images, layerwise_diffs
+from export_toys import CASES, SIZE, fake_quantised, float32_magnitude, images, layerwise_diffs, output_gap_and_bound
 from onnx import AttributeProto, helper, numpy_helper
 
 from qlspec import __version__
@@ -17,6 +17,7 @@ from qlspec.export import fake_to_true, run_engine, run_onnxruntime, to_onnx, wr
 from qlspec.export import deeploy, dory
 
 D = 24
+SMALL_D = 10  # every x*mul + add of the toys stays below 2^24 (checked by each test that relies on it)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -148,13 +149,18 @@ def test_dory_annotated_file_fails_checker_and_stripped_graph_passes():
     onnx.checker.check_model(dory.strip_annotations(m), full_check=True)
 
 
-def test_dory_runs_in_onnxruntime_with_few_mismatches():
-    inet = integerised("qat", 8, "per-channel", "window")
+@pytest.mark.parametrize("mode,bits,gran,pool", CASES)
+def test_dory_in_onnxruntime_is_exact_where_float32_is(mode, bits, gran, pool):
+    """onnxruntime evaluates the DORY spelling in float32: exact while every value stays below 2^24.
+
+    At D = 24 the products x*mul do not (float32 rounds them and a value a hair from a level may
+    flip, depending on the CPU), so the claim is tested where it is a theorem: at a small D, with the
+    magnitude bound checked first."""
+    inet = fake_to_true(fake_quantised(mode, bits, gran, pool), requant_bits=SMALL_D, input_shape=(1, 3, SIZE, SIZE))
     q, out = vectors(inet, 32)
+    assert float32_magnitude(inet, torch.from_numpy(q)) < 2**24
     got = run_onnxruntime(to_onnx(inet, "dory"), q)
-    mismatches = int((got != out).sum())
-    # float32 arithmetic: exact here (small accumulators), but only a count is promised
-    assert mismatches <= 0.02 * out.size, mismatches
+    assert np.array_equal(got, out)
 
 
 # -- side files -------------------------------------------------------------------------------------
@@ -207,13 +213,14 @@ def test_mobilenet_v1_quarter_width_end_to_end(tmp_path):
         y = fq(x).double().numpy()
     for source, d in layerwise_diffs(fq, inet, x[:2]).items():
         assert int(d.abs().max()) <= 1, source
-    # end to end, 27 layers of 1-LSB flips add up at D = 24 (mul keeps ~15 significant bits);
-    # with D = 30 (mul rounded to float32's 24 bits) TQ follows FQ almost everywhere
+    # end to end, 27 layers of flips add up; what they can move the output by is derived, not counted
     fine = fake_to_true(fq, requant_bits=30, input_shape=(1, 3, 120, 120))
-    diff = fine.run(x).numpy() - np.round(y / fine.output_eps)
-    assert np.mean(diff == 0) >= 0.9
+    gap, bound, _ = output_gap_and_bound(fq, fine, x)
+    assert np.all(np.abs(gap) <= bound)
     for flavour in ("deeploy", "dory"):
         path = write_flavour(inet, tmp_path / flavour, flavour, q[:2].numpy(), out[:2])
         assert np.array_equal(run_engine(path, q[:2].numpy()), out[:2])
-    got = run_onnxruntime(onnx.load(str(tmp_path / "dory" / "network.onnx")), q.numpy())
-    assert int((got != out).sum()) <= 0.05 * out.size
+    small = fake_to_true(fq, requant_bits=SMALL_D, input_shape=(1, 3, 120, 120))
+    assert float32_magnitude(small, q) < 2**24
+    got = run_onnxruntime(to_onnx(small, "dory"), q.numpy())
+    assert np.array_equal(got, small.module()(q).numpy())
