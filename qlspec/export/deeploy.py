@@ -1,39 +1,57 @@
 """Deeploy flavour: QuantLib's ``RequantShift(x, mul, add)`` custom node (``requant_node=True``).
 
-Each requantisation is one node ``RequantShift(x, mul, add)`` with TENSOR attributes, as QuantLib's
-``symbolic()`` writes them: ``div`` (scalar float32 ``2**D``), ``n_levels_out`` (``[n]``) and
-``signed`` (``[1.0]`` / ``[0.0]``). Its meaning in Deeploy (whose kernels add ``div/2``) and in
-qlspec's importer: ``y = clip(floor((x*mul + add + div/2) / div), lo, hi)``. F2T's floor-form `add`
-is therefore written as ``add - div/2`` (and ``mul * k`` after an average pool of k values). The
+Each `RequantShift` of the graph is one node ``RequantShift(x, mul, add)`` with TENSOR attributes,
+as QuantLib's ``symbolic()`` writes them: ``div`` (scalar float32 ``2**D``), ``n_levels_out``
+(``[n]``) and ``signed`` (``[1.0]`` / ``[0.0]``). Its meaning in Deeploy (whose kernels add
+``div/2``), in the IR and in qlspec's importer is the same:
+``y = clip(floor((x*mul + add + div/2) / div), lo, hi)``, so `mul` and `add` are written as the graph
+holds them (``mul * k`` after an average pool of k values, see `qlspec.export.onnx_graph`). The
 opset imports declare ``""`` v10 and ``PACTOps`` v1; the RequantShift nodes are in domain
 ``PACTOps`` by default (as a raw PyTorch export has them; QuantLab's onnxruntime-optimised files
-leave them in ``""``, pass ``node_domain=""`` for that spelling).
+leave them in ``""``: pass ``node_domain=""`` for that spelling).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from qlspec.export.integer_net import IntegerNet, Layer
-from qlspec.export.onnx_graph import OnnxBuilder, build_model, requant_shape
+from qlspec.errors import ExportError
+from qlspec.export.onnx_graph import COMMON, OnnxBuilder, build_model, pool_k
+from qlspec.graph.ir import Graph, Node, levels_range
 
 CUSTOM_DOMAIN = "PACTOps"
 
 
-def to_onnx(net: IntegerNet, *, node_domain: str = CUSTOM_DOMAIN) -> onnx.ModelProto:
-    """The Deeploy-flavour ONNX model of `net`."""
+def levels_of(n: Node) -> tuple[int, bool]:
+    """(n_levels, signed) of a requantiser's output range, which must be QuantLib's for some n."""
+    lo, hi = int(n.attr("lo")), int(n.attr("hi"))
+    signed = lo < 0
+    levels = hi - lo + 1
+    if levels_range(levels, signed) != (lo, hi):
+        raise ExportError(f"output range [{lo}, {hi}] is no QuantLib level range ([0, n-1] or [-n/2, n/2-1])", where=n.where())
+    return levels, signed
 
-    def requant(b: OnnxBuilder, layer: Layer, x: str, y: str, ndim: int) -> None:
-        a = layer.attrs
-        div = int(a["div"])
-        src = layer.source
-        mul = b.const(f"{src}.mul", requant_shape(layer.consts["mul"] * int(a["mean_k"]), ndim))
-        add = b.const(f"{src}.add", requant_shape(layer.consts["add"] - div // 2, ndim))
-        b.node("RequantShift", [x, mul, add], [y], domain=node_domain,
-               div=helper.make_tensor("div", TensorProto.FLOAT, [], [float(div)]),
-               n_levels_out=helper.make_tensor("n_levels_out", TensorProto.FLOAT, [1], [float(a["n_levels"])]),
-               signed=helper.make_tensor("signed", TensorProto.FLOAT, [1], [1.0 if a["signed"] else 0.0]))
 
-    return build_model(net, requant, opsets={CUSTOM_DOMAIN: 1}, graph_name="qlspec_deeploy")
+def requant_shift_rule(node_domain: str = CUSTOM_DOMAIN):
+    def rule(b: OnnxBuilder, n: Node) -> None:
+        x, mul, add = n.inputs
+        k = pool_k(b.g, x)
+        levels, signed = levels_of(n)
+        b.node("RequantShift", [x, b.const(f"{mul}*{k}" if k > 1 else mul, b.g.constants[mul].astype(np.int64) * k), b.const(add)],
+               list(n.outputs), name=n.name, domain=node_domain,
+               div=helper.make_tensor("div", TensorProto.FLOAT, [], [float(n.attr("div"))]),
+               n_levels_out=helper.make_tensor("n_levels_out", TensorProto.FLOAT, [1], [float(levels)]),
+               signed=helper.make_tensor("signed", TensorProto.FLOAT, [1], [1.0 if signed else 0.0]))
 
+    return rule
+
+
+RULES = {**COMMON, "RequantShift": requant_shift_rule()}
+
+
+def to_onnx(g: Graph, *, node_domain: str = CUSTOM_DOMAIN) -> onnx.ModelProto:
+    """The Deeploy-flavour ONNX model of the integer graph `g`."""
+    rules = RULES if node_domain == CUSTOM_DOMAIN else {**RULES, "RequantShift": requant_shift_rule(node_domain)}
+    return build_model(g, rules, flavour="deeploy", opsets={CUSTOM_DOMAIN: 1})

@@ -1,4 +1,5 @@
-"""Fake-to-true (F2T): a PACT fake-quantised network -> `IntegerNet` (QuantLib's IntegerizePACTNetPass).
+"""Fake-to-true (F2T): a PACT fake-quantised network -> the qlspec integer `Graph` (QuantLib's
+IntegerizePACTNetPass), the one IR that the exporters, the converter and every backend share.
 
 `fake_to_true(fq, requant_bits=D, input_shape=...)` walks the torch.fx graph of `fq` (a chain: the
 PACT library rejects residual adds and concatenations) and tracks, for every value, either
@@ -9,25 +10,30 @@ PACT library rejects residual adds and concatenations) and tracks, for every val
   BatchNorm folded in (``scale *= g``, ``offset = g*(offset - mean) + beta``, ``g = w/sqrt(var+eps)``),
   or an average pool's window sum (``scale = eps_in / k``).
 
-An activation quantiser (``eps_out``, levels ``[lo, hi]``) on an accumulator becomes
-``RequantShift``: ``q = clip(floor((a*mul + add) / 2**D), lo, hi)`` with
+The graph's input is the float image tensor ``image``; its first node is the input quantiser
+(`Quantise`, rounding as the fake quantiser: floor for PACT activations), whose output ``input`` is
+what an exported file takes. An activation quantiser (``eps_out``, levels ``[lo, hi]``) on an
+accumulator becomes ``RequantShift``: ``q = clip(floor((a*mul + add + div/2) / div), lo, hi)``,
+``div = 2**D``, with
 
     mul = round(scale / eps_out * 2**D)
-    add = round((offset / eps_out + (0.5 if act.rounding else FLOOR_TOLERANCE)) * 2**D)
+    add = round((offset / eps_out + (0.5 if act.rounding else FLOOR_TOLERANCE)) * 2**D) - 2**(D-1)
 
 which is QuantLib's ``bn_act_to_requant_fun`` (plus the fake quantiser's flooring tolerance,
-`qlspec.quant.pact.FLOOR_TOLERANCE`, so that TQ floors exactly where FQ does) with the conv bias merged into the BN (its
-InsertBNBetweenBiasedConvAndActsPass + MergeConvBNPass), so a biased conv from PTQ's BN folding
-and a conv -> BN -> act from QAT take the same path. `add` is kept in the floor form (see
-`integer_net`). A quantiser on a grid tensor is the same with ``scale = eps_in``, ``offset = 0``,
-and is dropped when ``eps_in == eps_out`` (QuantLib's ``skip_identity_rqs``). Intermediate
-conv/linear layers therefore carry no bias; the network's last linear layer, whose accumulator is
-the output, keeps ``bias_int = round(bias / (eps_w*eps_in))`` (``get_bias_int``), and then
-``output_eps = eps_w * eps_in`` per output.
+`qlspec.quant.pact.FLOOR_TOLERANCE`, so that TQ floors exactly where FQ does) with the conv bias
+merged into the BN (its InsertBNBetweenBiasedConvAndActsPass + MergeConvBNPass), so a biased conv
+from PTQ's BN folding and a conv -> BN -> act from QAT take the same path. A quantiser on a grid
+tensor is the same with ``scale = eps_in``, ``offset = 0``, and is dropped when ``eps_in == eps_out``
+(QuantLib's ``skip_identity_rqs``). Intermediate convolutions therefore carry no bias and
+intermediate linears a zero bias (QuantLib's ``integerize_pact_linear_fun`` keeps one "to avoid
+MatMul"); the network's last linear layer, whose accumulator is the output ``output``, keeps
+``bias_int = round(bias / (eps_w*eps_in))`` (``get_bias_int``), and then
+``output_eps = eps_w * eps_in`` per output. An average pool is a `SumPool`/`GlobalSumPool` (window
+sums) and its requantiser's ``mul`` applies to the sum.
 
 QuantLab exports store every constant in float32, so F2T rounds each `mul` and `add` to the nearest
-integer that float32 holds exactly (in both requant spellings: `add` and ``add - 2**(D-1)``, and
-``mul * k`` after a pool of k values): the TQ module and the exported files then hold the same
+integer that float32 holds exactly (in both requant spellings: ``add`` and ``add + 2**(D-1)``, and
+``mul * k`` after a pool of k values): the graph and the exported files then hold the same
 integers. This moves a constant by at most ``2**-24`` of its magnitude (nothing for usual values).
 A Flatten between an average pool and its quantiser is moved after the requantisation (per-tensor
 `mul`/`add`, so the result is the same), because the exported graphs need a pool to feed its
@@ -37,8 +43,9 @@ requantiser directly.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -46,8 +53,10 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from qlspec.errors import ExportError
-from qlspec.export.integer_net import IntegerNet, Layer, TensorSpec
+from qlspec.engine.ops.quantise import Quantise
+from qlspec.engine.run import run_graph
+from qlspec.errors import ExportError, GraphError
+from qlspec.graph.ir import Graph, Node, TensorInfo, make_graph, narrow
 from qlspec.quant.f2f import trace_fake
 from qlspec.quant.pact import FLOOR_TOLERANCE, PACT_ACTIVATIONS, PACTConv2d, PACTLinear, _PACTActivation
 
@@ -61,23 +70,84 @@ _SHAPE_METHODS = {"view", "reshape", "flatten"}
 _ALIAS_METHODS = {"contiguous"}
 _IGNORED_METHODS = {"size", "dim"}
 
+IMAGE, INPUT, OUTPUT = "image", "input", "output"
+POOLS = ("SumPool", "GlobalSumPool")
+
+
+@dataclass(frozen=True, eq=False)
+class Integerised:
+    """What F2T gives: the integer `graph` and what the graph itself does not say about real values.
+
+    `graph`: input ``image`` (float32, the normalised image), first node `Quantise` -> ``input``,
+    last tensor ``output``. `eps`: per integer tensor, its eps (real value = eps * integer; shape
+    ``()`` or ``(C,)`` on axis 1); for a pool's window sum, eps of the *sum* (``eps_in / k``).
+    `sources`: per node, the fx node / module of the fake-quantised net it comes from (requantisers:
+    the activation quantiser). `requant_bits`: D of ``div = 2**D``.
+    """
+
+    graph: Graph
+    eps: Mapping[str, np.ndarray]
+    sources: Mapping[str, str]
+    requant_bits: int
+
+    @cached_property
+    def input_quantiser(self) -> Node:
+        (node,) = [n for n in self.graph.nodes if n.op == "Quantise"]
+        return node
+
+    @property
+    def input_eps(self) -> float:
+        return float(self.input_quantiser.attr("eps"))
+
+    @property
+    def input_info(self) -> TensorInfo:
+        return self.graph.info(INPUT)
+
+    @property
+    def output_eps(self) -> np.ndarray:
+        """eps of the integer output: real output = output_eps * integer output (per channel on axis 1)."""
+        return np.asarray(self.eps[OUTPUT])
+
+    def quantise_input(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
+        """The integer input (int64) for float images `x`: the graph's own `Quantise` node."""
+        return Quantise.from_node(self.input_quantiser).run(_numpy(x))
+
+    def run(self, x: torch.Tensor | np.ndarray, *, batch: int = 64) -> np.ndarray:
+        """Rung TQ: the integer output (int64) of the graph, run by the reference engine, for float images `x`."""
+        x = _numpy(x)
+        return np.concatenate([run_graph(self.graph, {IMAGE: x[s:s + batch]})[OUTPUT] for s in range(0, len(x), batch)]
+                              ).astype(np.int64)
+
+    def integer_graph(self) -> Graph:
+        """The graph without its input quantiser: input ``input`` (integer), what an exported file holds."""
+        q = self.input_quantiser
+        nodes = [n for n in self.graph.nodes if n is not q]
+        return make_graph(self.graph.name, {INPUT: self.input_info}, nodes, self.graph.constants, self.graph.outputs)
+
+
+def _numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
 
 @dataclass(frozen=True)
 class _Val:
     """What F2T knows about an fx value (see the module docstring)."""
 
     kind: str  # "float" (the raw input), "grid", "acc"
-    t: TensorSpec | None = None
-    scale: np.ndarray | None = None
+    name: str = ""  # the graph tensor holding it
+    shape: tuple[int, ...] = ()
+    lo: int = 0
+    hi: int = 0
+    eps: np.ndarray | None = None  # grid tensors
+    scale: np.ndarray | None = None  # accumulators
     offset: np.ndarray | None = None
-    linear: int | None = None  # index of the conv/linear layer whose untouched accumulator this is
+    linear: int | None = None  # index of the conv/linear node whose untouched accumulator this is
     pool_k: int = 1
-    deferred: tuple[TensorSpec, ...] = ()  # Flatten(s) to apply after the pool's requantisation
-    source: str = ""
+    deferred: tuple[tuple[str, tuple[int, ...]], ...] = ()  # (fx name, shape) of Flatten(s) after the pool's requantiser
 
 
-def fake_to_true(fq: nn.Module, *, requant_bits: int = 30, input_shape: Sequence[int]) -> IntegerNet:
-    """The true-quantised `IntegerNet` of the fake-quantised `fq` (not modified).
+def fake_to_true(fq: nn.Module, *, requant_bits: int = 30, input_shape: Sequence[int]) -> Integerised:
+    """The integer graph of the fake-quantised `fq` (not modified).
 
     `requant_bits`: D of the requantisation divisor ``div = 2**D``. `input_shape`: the network input's
     shape, e.g. ``(1, 3, 120, 120)`` (average-pool window sizes and tensor shapes come from it).
@@ -96,7 +166,7 @@ def fake_to_true(fq: nn.Module, *, requant_bits: int = 30, input_shape: Sequence
             ShapeProp(gm).propagate(torch.zeros(shape))
     finally:
         gm.train(was_training)
-    return _Walker(gm, requant_bits).run()
+    return _Walker(gm, requant_bits, shape).run()
 
 
 def _check_started(gm: nn.Module) -> None:
@@ -118,6 +188,19 @@ def _scalar_or_channels(a: np.ndarray) -> np.ndarray:
     return a.reshape(()) if a.size == 1 else a
 
 
+def _per_channel(values: np.ndarray, ndim: int) -> np.ndarray:
+    """A requantiser constant shaped for the IR's broadcasting: ``()`` per tensor, ``(C,1,1)`` per
+    channel of NCHW, ``(C,)`` per column of (N, C) (QuantLib stores them the same way)."""
+    v = np.asarray(values)
+    if v.ndim == 0 or v.size == 1:
+        return v.reshape(())
+    return v.reshape((-1,) + (1,) * (ndim - 2))
+
+
+def _pair(x) -> tuple[int, int]:
+    return tuple(x) if isinstance(x, (tuple, list)) else (x, x)
+
+
 def fit_float32(v: np.ndarray, *, half: int = 0, k: int = 1) -> np.ndarray:
     """Integers `v` rounded (each to a multiple of a power of two g, as little as possible) so that
     ``v*k`` and ``v*k - half`` are exactly representable in float32; raises if `half` is not a
@@ -137,14 +220,17 @@ def fit_float32(v: np.ndarray, *, half: int = 0, k: int = 1) -> np.ndarray:
 
 
 class _Walker:
-    def __init__(self, gm: fx.GraphModule, requant_bits: int) -> None:
+    def __init__(self, gm: fx.GraphModule, requant_bits: int, input_shape: tuple[int, ...]) -> None:
         self.gm = gm
         self.D = requant_bits
         self.div = 2**requant_bits
-        self.layers: list[Layer] = []
+        self.image_shape = input_shape
+        self.nodes: list[Node] = []
+        self.constants: dict[str, np.ndarray] = {}
+        self.eps: dict[str, np.ndarray] = {}
+        self.sources: dict[str, str] = {}
         self.vals: dict[fx.Node, _Val] = {}
-        self.input: TensorSpec | None = None
-        self.input_rounding = "floor"
+        self.quantised = False
 
     # -- helpers ---------------------------------------------------------------------------------
     def fail(self, node: fx.Node, message: str) -> None:
@@ -156,9 +242,17 @@ class _Walker:
             self.fail(node, "no shape known (the node does not produce one tensor)")
         return tuple(int(s) for s in meta.shape)
 
-    def emit(self, layer: Layer) -> TensorSpec:
-        self.layers.append(layer)
-        return layer.output
+    def const(self, name: str, value: np.ndarray) -> str:
+        self.constants[name] = narrow(np.asarray(value, np.int64))
+        return name
+
+    def emit(self, op: str, name: str, inputs: list[str], source: str, eps: np.ndarray | None, **attrs) -> str:
+        """Add one node whose single output tensor is named like the node."""
+        self.nodes.append(Node.make(op, name, inputs, [name], **attrs))
+        self.sources[name] = source
+        if eps is not None:
+            self.eps[name] = np.asarray(eps, np.float64)
+        return name
 
     def source_val(self, node: fx.Node) -> _Val:
         srcs = [a for a in node.args if isinstance(a, fx.Node) and a in self.vals]
@@ -167,13 +261,13 @@ class _Walker:
         return self.vals[srcs[0]]
 
     # -- the walk --------------------------------------------------------------------------------
-    def run(self) -> IntegerNet:
+    def run(self) -> Integerised:
         out = None
         for node in self.gm.graph.nodes:
             if node.op == "placeholder":
                 if self.vals:
                     self.fail(node, "the network must take exactly one input tensor")
-                self.vals[node] = _Val("float", source=node.name)
+                self.vals[node] = _Val("float", IMAGE, self.image_shape)
             elif node.op == "output":
                 arg = node.args[0]
                 if not isinstance(arg, fx.Node):
@@ -191,18 +285,28 @@ class _Walker:
                 self.reshape(node, self.source_val(node))
             else:
                 self.fail(node, f"unsupported operation {node.op} {getattr(node.target, '__name__', node.target)!r} in an integer network")
-        if self.input is None:
+        if not self.quantised:
             raise ExportError("the network has no input quantiser", where="export")
-        layers = tuple(self.layers)
-        if out is not None and layers and out is not layers[-1].output:
+        if out is None or not self.nodes or out != self.nodes[-1].outputs[0]:
             raise ExportError("the network output is not its last layer's result", where="export")
-        return IntegerNet(self.input, self.input_rounding, layers, self.D)
+        return self.build(out)
+
+    def build(self, out: str) -> Integerised:
+        last = self.nodes[-1]
+        self.nodes[-1] = Node(last.op, last.name, last.inputs, (OUTPUT,), last.attrs)
+        self.eps[OUTPUT] = self.eps.pop(out)
+        image = TensorInfo(self.image_shape, 32, True, is_float=True)
+        try:
+            g = make_graph("qlspec", {IMAGE: image}, self.nodes, self.constants, [OUTPUT])
+        except GraphError as e:
+            raise ExportError(f"F2T built an inconsistent graph: {e}", where="export") from None
+        return Integerised(g, dict(self.eps), dict(self.sources), self.D)
 
     def module(self, node: fx.Node, m: nn.Module) -> None:
         v = self.source_val(node)
         if isinstance(m, _PACTActivation):
             if v.kind == "float":
-                self.input_quantiser(node, m)
+                self.input_quantiser(node, m, v)
             else:
                 self.activation(node, m, v)
         elif isinstance(m, (PACTConv2d, PACTLinear)):
@@ -221,40 +325,48 @@ class _Walker:
             self.fail(node, f"{type(m).__name__} has no integer form (supported: PACT quantisers and convolutions/linears, "
                             "BatchNorm, average and max pooling, flatten)")
 
-    def input_quantiser(self, node: fx.Node, m: _PACTActivation) -> None:
-        if self.input is not None:
+    def input_quantiser(self, node: fx.Node, m: _PACTActivation, v: _Val) -> None:
+        if self.quantised:
             self.fail(node, "a second quantiser on the float input")
+        eps = _scalar_or_channels(_f64(m.get_eps()))
+        if eps.ndim:
+            self.fail(node, "the input quantiser must have one eps for the whole tensor")
         lo, hi = m.int_range
-        self.input = TensorSpec("input", self.shape(node), _scalar_or_channels(_f64(m.get_eps())), lo, hi, m.signed, m.n_levels)
-        self.input_rounding = "round" if m.rounding else "floor"
-        self.vals[node] = _Val("grid", self.input, source=node.name)
+        self.nodes.append(Node.make("Quantise", _src(node), [IMAGE], [INPUT], eps=float(eps), lo=lo, hi=hi,
+                                    rounding="round" if m.rounding else "floor"))
+        self.sources[_src(node)] = _src(node)
+        self.eps[INPUT] = eps
+        self.quantised = True
+        self.vals[node] = _Val("grid", INPUT, self.shape(node), lo, hi, eps=eps)
 
     def linear(self, node: fx.Node, m: PACTConv2d | PACTLinear, v: _Val) -> None:
         if v.kind != "grid":
             self.fail(node, "the input of a convolution/linear must be a quantiser's output (insert an activation quantiser)")
-        if v.t.eps.ndim:
+        if v.eps.ndim:
             self.fail(node, "per-channel input eps is not supported")
         w = m.weight_int.detach().cpu().numpy().astype(np.int64)
         eps_w = _f64(m.get_eps_w()).reshape(-1)
-        scale = _scalar_or_channels(eps_w * float(v.t.eps))
+        scale = _scalar_or_channels(eps_w * float(v.eps))
         offset = _f64(m.bias) if m.bias is not None else np.zeros(())
-        qmax = max(abs(v.t.lo), abs(v.t.hi))
+        qmax = max(abs(v.lo), abs(v.hi))
         bound = int(np.abs(w).reshape(w.shape[0], -1).sum(1).max()) * qmax
         if bound > INT32[1]:
             self.fail(node, f"the accumulator can reach {bound}, beyond int32")
         name = node.name
-        t = TensorSpec(name, self.shape(node), scale, -bound, bound, True)
+        weight = self.const(f"{name}.weight", w)
         if isinstance(m, PACTConv2d):
             if m.padding_mode != "zeros" or isinstance(m.padding, str):
                 self.fail(node, f"padding {m.padding!r} / mode {m.padding_mode!r}: only explicit zero padding is supported")
-            attrs = {"stride": tuple(m.stride), "padding": tuple(m.padding), "dilation": tuple(m.dilation), "groups": m.groups,
-                     "weight_levels": m.n_levels}
-            self.emit(Layer("Conv", v.t.name, t, {"weight": w}, attrs, source=_src(node)))
+            p = tuple(m.padding)
+            self.emit("Conv", name, [v.name, weight], _src(node), scale, strides=tuple(m.stride), pads=(p[0], p[1], p[0], p[1]),
+                      dilations=tuple(m.dilation), group=m.groups)
         else:
-            if len(v.t.shape) != 2:
-                self.fail(node, f"a linear layer needs a 2-D input (got shape {list(v.t.shape)})")
-            self.emit(Layer("Gemm", v.t.name, t, {"weight": w}, {"weight_levels": m.n_levels}, source=_src(node)))
-        self.vals[node] = _Val("acc", t, scale=scale, offset=_scalar_or_channels(offset), linear=len(self.layers) - 1, source=node.name)
+            if len(v.shape) != 2:
+                self.fail(node, f"a linear layer needs a 2-D input (got shape {list(v.shape)})")
+            bias = self.const(f"{name}.bias", np.zeros(w.shape[0], np.int64))
+            self.emit("Gemm", name, [v.name, weight, bias], _src(node), scale, trans_a=False, trans_b=True)
+        self.vals[node] = _Val("acc", name, self.shape(node), -bound, bound, scale=scale, offset=_scalar_or_channels(offset),
+                               linear=len(self.nodes) - 1)
 
     def batchnorm(self, node: fx.Node, bn: nn.BatchNorm2d | nn.BatchNorm1d, v: _Val) -> None:
         if v.kind != "acc":
@@ -269,40 +381,37 @@ class _Walker:
         self.vals[node] = dataclasses.replace(v, scale=scale, offset=offset, linear=None)
 
     def activation(self, node: fx.Node, act: _PACTActivation, v: _Val) -> None:
-        eps_out = float(_f64(act.get_eps()).reshape(()))
+        eps_out = _scalar_or_channels(_f64(act.get_eps()))
         lo, hi = act.int_range
         if v.kind == "grid":
-            if float(v.t.eps) == eps_out and lo <= v.t.lo and v.t.hi <= hi:
+            if eps_out.ndim == 0 and np.array_equal(v.eps, eps_out) and lo <= v.lo and v.hi <= hi:
                 self.vals[node] = v  # identity requantisation (skip_identity_rqs)
                 return
-            scale, offset = np.asarray(float(v.t.eps)), np.zeros(())
+            scale, offset = v.eps, np.zeros(())
         else:
             scale, offset = v.scale, v.offset
-        mul = np.round(scale / eps_out * self.div)
-        add = np.round((offset / eps_out + (0.5 if act.rounding else FLOOR_TOLERANCE)) * self.div)
+        if eps_out.ndim:
+            self.fail(node, "per-channel activation eps is not supported")
+        mul = np.round(scale / float(eps_out) * self.div)
+        add = np.round((offset / float(eps_out) + (0.5 if act.rounding else FLOOR_TOLERANCE)) * self.div)
         mul, add = np.broadcast_arrays(mul, add)
         mul = fit_float32(mul.astype(np.int64), k=v.pool_k)
-        add = fit_float32(add.astype(np.int64), half=self.div // 2)
-        amax = max(abs(v.t.lo), abs(v.t.hi))
+        add = fit_float32(add.astype(np.int64), half=self.div // 2) - self.div // 2
+        amax = max(abs(v.lo), abs(v.hi))
         bound = amax * int(np.abs(mul).max()) + int(np.abs(add).max()) + self.div
         if bound >= _INT64_SAFE:
             self.fail(node, f"x*mul + add can reach {bound}, beyond int64; use fewer requant_bits")
-        in_shape = v.t.shape if not v.deferred else self.unflattened_shape(v)
-        t = TensorSpec(node.name, in_shape, np.asarray(eps_out), lo, hi, act.signed, act.n_levels)
-        attrs = {"div": self.div, "n_levels": act.n_levels, "signed": act.signed, "lo": lo, "hi": hi, "mean_k": v.pool_k}
-        self.emit(Layer("RequantShift", v.t.name if not v.deferred else v.source, t, {"mul": mul, "add": add}, attrs, source=_src(node)))
-        for i, d in enumerate(v.deferred):  # the flatten(s) after the pool, now after its requantiser
-            src = t.name
-            t = dataclasses.replace(d, name=f"{node.name}_flat{i}" if i < len(v.deferred) - 1 else f"{node.name}_flat",
-                                    eps=t.eps, lo=lo, hi=hi, signed=act.signed, n_levels=act.n_levels)
-            self.emit(Layer("Flatten", src, t, source=d.name))
-        self.vals[node] = _Val("grid", t, source=node.name)
-
-    def unflattened_shape(self, v: _Val) -> tuple[int, ...]:
-        for l in self.layers:
-            if l.output.name == v.source:
-                return l.output.shape
-        raise AssertionError(v.source)
+        ndim = len(v.shape)
+        name = node.name
+        self.emit("RequantShift", name, [v.name, self.const(f"{name}.mul", _per_channel(mul, ndim)),
+                                         self.const(f"{name}.add", _per_channel(add, ndim))],
+                  _src(node), eps_out, div=self.div, lo=lo, hi=hi)
+        t = _Val("grid", name, v.shape, lo, hi, eps=eps_out)
+        for i, (fx_name, shape) in enumerate(v.deferred):  # the flatten(s) after the pool, now after its requantiser
+            flat = f"{name}_flat{i}" if i < len(v.deferred) - 1 else f"{name}_flat"
+            self.emit("Flatten", flat, [t.name], fx_name, eps_out, axis=1)
+            t = dataclasses.replace(t, name=flat, shape=shape)
+        self.vals[node] = t
 
     def avgpool(self, node: fx.Node, m: nn.Module, v: _Val) -> None:
         if v.kind != "grid":
@@ -313,72 +422,61 @@ class _Walker:
             if tuple(size) != (1, 1):
                 self.fail(node, f"AdaptiveAvgPool2d to {size}: only global pooling (output size 1) is supported")
             k = in_shape[2] * in_shape[3]
-            attrs = {"global_": True, "kernel": tuple(in_shape[2:]), "stride": (1, 1), "padding": (0, 0), "k": k}
+            self.emit("GlobalSumPool", node.name, [v.name], _src(node), v.eps / k)
         else:
-            pair = lambda x: tuple(x) if isinstance(x, (tuple, list)) else (x, x)  # noqa: E731
-            kernel, stride, pad = pair(m.kernel_size), pair(m.stride if m.stride is not None else m.kernel_size), pair(m.padding)
+            kernel, stride, pad = _pair(m.kernel_size), _pair(m.stride if m.stride is not None else m.kernel_size), _pair(m.padding)
             if m.ceil_mode or m.divisor_override is not None or (any(pad) and not m.count_include_pad):
                 self.fail(node, "average pooling must have equal windows (no ceil_mode, no divisor_override, padding counted)")
             k = kernel[0] * kernel[1]
-            attrs = {"global_": False, "kernel": kernel, "stride": stride, "padding": pad, "k": k}
-        t = TensorSpec(node.name, self.shape(node), v.t.eps, k * v.t.lo, k * v.t.hi, v.t.signed)
-        self.emit(Layer("SumPool", v.t.name, t, {}, attrs, source=_src(node)))
-        self.vals[node] = _Val("acc", t, scale=np.asarray(float(v.t.eps) / k), offset=np.zeros(()), pool_k=k, source=node.name)
+            self.emit("SumPool", node.name, [v.name], _src(node), v.eps / k, kernel_shape=kernel, strides=stride,
+                      pads=(pad[0], pad[1], pad[0], pad[1]))
+        self.vals[node] = _Val("acc", node.name, self.shape(node), k * v.lo, k * v.hi, scale=np.asarray(float(v.eps) / k),
+                               offset=np.zeros(()), pool_k=k)
 
     def maxpool(self, node: fx.Node, m: nn.MaxPool2d, v: _Val) -> None:
         if v.kind != "grid":
             self.fail(node, "max pooling needs a quantiser's output as input")
-        pair = lambda x: tuple(x) if isinstance(x, (tuple, list)) else (x, x)  # noqa: E731
-        attrs = {"kernel": pair(m.kernel_size), "stride": pair(m.stride if m.stride is not None else m.kernel_size),
-                 "padding": pair(m.padding), "dilation": pair(m.dilation), "ceil_mode": bool(m.ceil_mode)}
-        t = dataclasses.replace(v.t, name=node.name, shape=self.shape(node))
-        self.emit(Layer("MaxPool", v.t.name, t, {}, attrs, source=_src(node)))
-        self.vals[node] = dataclasses.replace(v, t=t, source=node.name)
+        p = _pair(m.padding)
+        self.emit("MaxPool", node.name, [v.name], _src(node), v.eps, kernel_shape=_pair(m.kernel_size),
+                  strides=_pair(m.stride if m.stride is not None else m.kernel_size), pads=(p[0], p[1], p[0], p[1]),
+                  dilations=_pair(m.dilation), ceil_mode=bool(m.ceil_mode))
+        self.vals[node] = dataclasses.replace(v, name=node.name, shape=self.shape(node))
 
     def reshape(self, node: fx.Node, v: _Val) -> None:
-        src_shape, shape = v.t.shape if not v.deferred else v.deferred[-1].shape, self.shape(node)
+        src_shape, shape = v.shape if not v.deferred else v.deferred[-1][1], self.shape(node)
         if shape == src_shape:
             self.vals[node] = v
             return
         if len(src_shape) < 2 or shape != (src_shape[0], int(np.prod(src_shape[1:]))):
             self.fail(node, f"reshape {list(src_shape)} -> {list(shape)}: only flattening to (N, features) is supported")
         if v.kind == "acc" and v.pool_k > 1:  # move it after the pool's requantiser
-            t = dataclasses.replace(v.t, name=node.name, shape=shape)
-            self.vals[node] = dataclasses.replace(v, deferred=v.deferred + (t,), source=v.source if v.deferred else v.t.name)
+            self.vals[node] = dataclasses.replace(v, deferred=v.deferred + ((_src(node), shape),))
             return
         spatial = int(np.prod(src_shape[2:]))
         if v.kind == "acc" and spatial != 1 and (v.scale.ndim or v.offset.ndim):
             self.fail(node, "flattening a per-channel accumulator with spatial extent before its requantisation")
-        t = dataclasses.replace(v.t, name=node.name, shape=shape)
-        self.emit(Layer("Flatten", v.t.name, t, source=_src(node)))
-        self.vals[node] = dataclasses.replace(v, t=t, linear=None if v.kind != "acc" else v.linear, source=node.name)
+        self.emit("Flatten", node.name, [v.name], _src(node), v.eps if v.kind == "grid" else v.scale, axis=1)
+        self.vals[node] = dataclasses.replace(v, name=node.name, shape=shape,
+                                              linear=None if v.kind != "acc" else v.linear)
 
-    def finish(self, node: fx.Node, v: _Val) -> TensorSpec:
+    def finish(self, node: fx.Node, v: _Val) -> str:
         if v.kind == "grid":
-            if not self.layers:
+            if not self.nodes or v.name == INPUT:
                 self.fail(node, "the network computes nothing")
-            if self.layers[-1].output.name != v.t.name:
+            if self.nodes[-1].outputs[0] != v.name:
                 self.fail(node, "the output must be the last layer's result")
-            return self.layers[-1].output
-        if v.kind != "acc" or v.linear is None or v.linear != len(self.layers) - 1:
+            return v.name
+        if v.kind != "acc" or v.linear is None or v.linear != len(self.nodes) - 1:
             self.fail(node, "the network output must be a quantiser's output or the accumulator of its last "
                             "convolution/linear (a BatchNorm or pool before the output has no integer form)")
-        layer = self.layers[v.linear]
-        m = self.gm.get_submodule(layer.source)
-        in_eps = self.tensors()[layer.input].eps
-        consts = dict(layer.consts)
-        bound = max(abs(layer.output.lo), abs(layer.output.hi))
+        layer = self.nodes[v.linear]
+        m = self.gm.get_submodule(self.sources[layer.name])
         if m.bias is not None:
-            bias = m.get_bias_int(torch.tensor(float(in_eps))).detach().cpu().numpy().astype(np.int64)
+            in_eps = float(self.eps[layer.inputs[0]])
+            bias = m.get_bias_int(torch.tensor(in_eps)).detach().cpu().numpy().astype(np.int64)
             if np.abs(bias).max(initial=0) >= 2**24:
                 self.fail(node, f"the integer bias reaches {int(np.abs(bias).max())} (bias / (eps_w*eps_in)), "
                                 "beyond float32's exact integers (2**24): the layer's input eps is too small for its bias")
-            consts["bias"] = bias
-            bound += int(np.abs(bias).max())
-        bound = min(bound, INT32[1])  # a worst case; the engine checks the values it computes
-        out = dataclasses.replace(layer.output, lo=-bound, hi=bound)
-        self.layers[-1] = dataclasses.replace(layer, output=out, consts=consts)
-        return out
-
-    def tensors(self) -> dict[str, TensorSpec]:
-        return {self.input.name: self.input, **{l.output.name: l.output for l in self.layers}}
+            name = self.const(f"{layer.name}.bias", bias)
+            self.nodes[v.linear] = Node(layer.op, layer.name, (*layer.inputs[:2], name), layer.outputs, layer.attrs)
+        return v.name

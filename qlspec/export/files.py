@@ -4,7 +4,7 @@ A flavour folder holds, like the shared QuantLab/Deeploy test cases:
 
 - ``network.onnx``: the graph (`qlspec.export.deeploy` or `qlspec.export.dory`);
 - ``inputs.npz``: ``input``, int64 ``(n, C, H, W)``: the integer input of n validation images;
-- ``outputs.npz``: ``output``, int64: what the TQ network computes for them (the test vector);
+- ``outputs.npz``: ``output``, int64: what F2T's graph (rung TQ) computes for them (the test vector);
 - ``metadata.json``: flavour, qlspec version, spec hash, ``requant_bits``, the input quantiser, and
   per ONNX tensor its eps (real value = eps * integer; per channel on axis 1 where a list), range and bits;
 - DORY only: ``config_network.json``, DORY's side JSON (`qlspec.export.dory.side_config`).
@@ -21,56 +21,63 @@ import onnx
 
 from qlspec import __version__
 from qlspec.export import deeploy, dory
-from qlspec.export.integer_net import IntegerNet
-from qlspec.export.onnx_graph import INPUT, OUTPUT
+from qlspec.export.f2t import Integerised
+from qlspec.export.onnx_graph import INPUT, OUTPUT, pool_k
+from qlspec.graph.ir import Graph
 
 Flavour = Literal["deeploy", "dory"]
 ONNX_FILE = "network.onnx"
 DORY_CONFIG = "config_network.json"
+WRITERS = {"deeploy": deeploy.to_onnx, "dory": dory.to_onnx}
 
 
-def to_onnx(net: IntegerNet, flavour: Flavour) -> onnx.ModelProto:
-    if flavour == "deeploy":
-        return deeploy.to_onnx(net)
-    if flavour == "dory":
-        return dory.to_onnx(net)
-    raise ValueError(f"unknown flavour {flavour!r}")
+def to_onnx(net: Integerised | Graph, flavour: Flavour) -> onnx.ModelProto:
+    """The flavour's ONNX model of F2T's result (or of an integer graph taking ``input``)."""
+    if flavour not in WRITERS:
+        raise ValueError(f"unknown flavour {flavour!r}")
+    return WRITERS[flavour](net.integer_graph() if isinstance(net, Integerised) else net)
 
 
-def onnx_names(net: IntegerNet) -> dict[str, str]:
-    """IntegerNet tensor name -> ONNX tensor name."""
-    names = {t: t for t in net.tensors()}
-    names[net.input.name] = INPUT
-    if net.layers:
-        names[net.output.name] = OUTPUT
-    return names
+def _describe(g: Graph, tensor: str, eps: np.ndarray) -> dict[str, Any]:
+    info = g.info(tensor)
+    return {"shape": list(info.shape), "eps": np.asarray(eps).tolist(), "lo": info.lo, "hi": info.hi,
+            "signed": info.signed, "bits": info.bits}
 
 
-def metadata(net: IntegerNet, flavour: Flavour, spec_hash: str | None) -> dict[str, Any]:
-    names = onnx_names(net)
+def metadata(net: Integerised, flavour: Flavour, spec_hash: str | None) -> dict[str, Any]:
+    """What the file does not say: per ONNX tensor, eps (real = eps * integer) and its integer type.
+
+    The eps describe the values the file holds: a pool's output is a mean there (see
+    `qlspec.export.onnx_graph`), so its eps is the sum's times k."""
+    g = net.integer_graph()
+    q = net.input_quantiser
+    tensors = {}
+    for t in g.activations():
+        if t in net.eps:
+            tensors[t] = _describe(g, t, np.asarray(net.eps[t]) * (pool_k(g, t) if t != INPUT else 1))
+    info = g.info(INPUT)
     return {
-        "format": "qlspec-export/1",
+        "format": "qlspec-export/2",
         "flavour": flavour,
         "qlspec_version": __version__,
         "spec_hash": spec_hash,
         "requant_bits": net.requant_bits,
         "div": 2**net.requant_bits,
-        "input": {"name": INPUT, "eps": float(net.input.eps), "bits": net.input.bits, "signed": bool(net.input.signed),
-                  "n_levels": net.input.n_levels, "rounding": net.input_rounding,
-                  "formula": f"clip({net.input_rounding}(x / eps), {net.input.lo}, {net.input.hi})"},
-        "output": {"name": OUTPUT, "eps": net.output_eps.tolist(), "bits": net.output.bits},
-        "tensors": {names[k]: t.describe() for k, t in net.tensors().items()},
-        "layers": [{"op": l.op, "source": l.source, "input": names[l.input], "output": names[l.output.name],
-                    **({"weight_bits": int(np.log2(l.attrs["weight_levels"]))} if "weight_levels" in l.attrs else {})}
-                   for l in net.layers],
+        "input": {"name": INPUT, "eps": net.input_eps, "bits": info.bits, "signed": bool(info.signed),
+                  "lo": int(q.attr("lo")), "hi": int(q.attr("hi")), "rounding": q.attr("rounding"),
+                  "formula": f"clip({q.attr('rounding')}(x / eps), {q.attr('lo')}, {q.attr('hi')})"},
+        "output": {"name": OUTPUT, "eps": np.asarray(net.output_eps).tolist(), "bits": g.info(OUTPUT).bits},
+        "tensors": tensors,
+        "layers": [{"op": n.op, "source": net.sources.get(n.name, ""), "inputs": list(n.inputs), "output": n.outputs[0]}
+                   for n in g.nodes],
     }
 
 
-def write_flavour(net: IntegerNet, folder: Path, flavour: Flavour, inputs: np.ndarray, outputs: np.ndarray,
+def write_flavour(net: Integerised, folder: Path, flavour: Flavour, inputs: np.ndarray, outputs: np.ndarray,
                   *, spec_hash: str | None = None) -> Path:
     """Write the flavour's folder (see the module docstring); return the ONNX path.
 
-    `inputs`: integer inputs ``(n, ...)``; `outputs`: the TQ network's integer outputs for them."""
+    `inputs`: integer inputs ``(n, ...)``; `outputs`: the graph's integer outputs for them (rung TQ)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / ONNX_FILE
     onnx.save_model(to_onnx(net, flavour), str(path))
@@ -78,7 +85,8 @@ def write_flavour(net: IntegerNet, folder: Path, flavour: Flavour, inputs: np.nd
     np.savez(folder / "outputs.npz", output=np.asarray(outputs, np.int64))
     (folder / "metadata.json").write_text(json.dumps(metadata(net, flavour, spec_hash), indent=1) + "\n")
     if flavour == "dory":
-        (folder / DORY_CONFIG).write_text(json.dumps(dory.side_config(net, ONNX_FILE), indent=1) + "\n")
+        config = dory.side_config(net.input_info, net.input_eps, net.input_quantiser.attr("rounding"), ONNX_FILE)
+        (folder / DORY_CONFIG).write_text(json.dumps(config, indent=1) + "\n")
     return path
 
 

@@ -1,22 +1,26 @@
-"""What both QuantLab ONNX flavours share: the layers other than requantisation, written as QuantLib does.
+"""Writing the qlspec `Graph` as QuantLab ONNX: one rule per IR op, the mirror of the importer's rules.
 
-Every tensor is float32 holding integers (activations, weights, biases, mul/add), opset 10, IR
-version 5, graph input ``input`` and output ``output``; the batch axis is symbolic (``N``) so the
-file runs on any number of images. Layers (see `qlspec.export.integer_net`):
+A flavour is a rule table `{op: rule}` (`COMMON` plus its own requantisation, see
+`qlspec.export.deeploy` and `qlspec.export.dory`); `build_model` applies it to every node of the
+integer graph (the graph after its input quantiser: F2T's `Integerised.integer_graph()`). Every
+tensor is float32 holding integers (activations, weights, biases, mul/add), opset 10, IR version 5,
+graph input ``input`` and output ``output``; the batch axis is symbolic (``N``) so the file runs on
+any number of images. ONNX node names are the graph's node names, initializer names its constant
+names. The rules QuantLib's export shares between flavours:
 
-- ``Conv`` -> ONNX ``Conv`` (``pads`` symmetric), no bias except on the network's last layer (F2T
-  folds intermediate biases into the requantisation, as QuantLib's MergeConvBNPass does);
-- ``Gemm`` -> ``Gemm(transB=1, alpha=1, beta=1)``, always with a bias (zeros when F2T folded it:
-  QuantLib's ``integerize_pact_linear_fun`` does the same "to avoid MatMul");
-- ``SumPool`` -> ``GlobalAveragePool`` / ``AveragePool`` (a mean: the requantiser after it
-  carries ``mul * k``, QuantLab's AlignAvgPoolPass form, so ``mean * mul*k == sum * mul``);
-- ``MaxPool`` -> ``MaxPool``; ``Flatten`` -> ``Flatten(axis=1)``;
-- ``RequantShift`` -> the flavour's spelling (`qlspec.export.deeploy` / `qlspec.export.dory`).
+- ``Conv`` -> ONNX ``Conv`` (explicit ``pads``), a bias only where the graph has one;
+- ``Gemm`` -> ``Gemm(transB=1, alpha=1, beta=1)`` with its bias (F2T gives every Gemm one, zeros
+  where it folded the bias into the requantisation, as QuantLib's ``integerize_pact_linear_fun``);
+- ``SumPool`` / ``GlobalSumPool`` -> ``AveragePool`` / ``GlobalAveragePool``: a *mean*, so the
+  requantiser after it is written with ``mul * k`` (QuantLab's AlignAvgPoolPass form:
+  ``mean * mul*k == sum * mul``), which is what the importer divides back;
+- ``MaxPool`` -> ``MaxPool``; ``Flatten`` -> ``Flatten``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,111 +28,119 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from qlspec.errors import ExportError
-from qlspec.export.integer_net import IntegerNet, Layer
+from qlspec.graph.ir import Graph, Node
 
 OPSET = 10
 IR_VERSION = 5
 INPUT, OUTPUT = "input", "output"
+POOLS = ("SumPool", "GlobalSumPool")
 
 
 @dataclass
 class OnnxBuilder:
-    """Collects nodes, float32 initializers and value infos for one model."""
+    """Collects nodes, float32 initializers and value infos for one model of graph `g`."""
 
+    g: Graph
     nodes: list[onnx.NodeProto] = field(default_factory=list)
-    initializers: list[onnx.TensorProto] = field(default_factory=list)
-    value_info: list[onnx.ValueInfoProto] = field(default_factory=list)
-    counter: int = 0
+    initializers: dict[str, onnx.TensorProto] = field(default_factory=dict)
 
-    def const(self, name: str, value: np.ndarray) -> str:
-        """A float32 initializer holding the integers `value` exactly (checked)."""
-        v = np.asarray(value)
+    def const(self, name: str, value: np.ndarray | None = None) -> str:
+        """A float32 initializer holding the integers `value` (default: the graph's constant `name`) exactly."""
+        v = np.asarray(self.g.constants[name] if value is None else value)
         f = v.astype(np.float32)
         if not np.array_equal(f.astype(np.float64), v.astype(np.float64)):
             raise ExportError(f"constant {name!r} holds integers float32 cannot represent exactly", where="export")
-        self.initializers.append(numpy_helper.from_array(f, name))
+        if name not in self.initializers:
+            self.initializers[name] = numpy_helper.from_array(f, name)
         return name
 
-    def node(self, op: str, inputs: list[str], outputs: list[str], *, domain: str = "", **attrs) -> onnx.NodeProto:
-        n = helper.make_node(op, inputs, outputs, name=f"{op}_{self.counter}", domain=domain or None, **attrs)
+    def node(self, op: str, inputs: list[str], outputs: list[str], *, name: str, domain: str = "", **attrs) -> onnx.NodeProto:
+        n = helper.make_node(op, inputs, outputs, name=name, domain=domain or None, **attrs)
         if not domain:
             n.ClearField("domain")
-        self.counter += 1
         self.nodes.append(n)
         return n
 
-    def tmp(self, base: str) -> str:
-        return f"{base}_{self.counter}"
+
+Rule = Callable[[OnnxBuilder, Node], None]
+
+
+def pool_k(g: Graph, tensor: str) -> int:
+    """k when `tensor` is the window sum of a pool of k values (written as a mean), else 1."""
+    p = g.producer(tensor)
+    if p is None or p.op not in POOLS:
+        return 1
+    if p.op == "GlobalSumPool":
+        shape = g.info(p.inputs[0]).shape
+        return int(shape[2] * shape[3])
+    return int(math.prod(p.attr("kernel_shape")))
+
+
+def _conv(b: OnnxBuilder, n: Node) -> None:
+    x, w, *bias = n.inputs
+    kh, kw = b.g.info(w).shape[2:]
+    b.node("Conv", [x, b.const(w), *(b.const(t) for t in bias if t)], list(n.outputs), name=n.name,
+           dilations=list(n.attr("dilations")), group=int(n.attr("group")), kernel_shape=[kh, kw],
+           pads=list(n.attr("pads")), strides=list(n.attr("strides")))
+
+
+def _gemm(b: OnnxBuilder, n: Node) -> None:
+    if n.attr("trans_a") or not n.attr("trans_b") or len(n.inputs) != 3:
+        raise ExportError("QuantLab files spell a linear layer as Gemm(x, W, bias) with transB=1", where=n.where())
+    x, w, bias = n.inputs
+    b.node("Gemm", [x, b.const(w), b.const(bias)], list(n.outputs), name=n.name, alpha=1.0, beta=1.0, transB=1)
+
+
+def _sum_pool(b: OnnxBuilder, n: Node) -> None:
+    pads = list(n.attr("pads"))
+    extra = {"count_include_pad": 1} if any(pads) else {}
+    b.node("AveragePool", list(n.inputs), list(n.outputs), name=n.name, kernel_shape=list(n.attr("kernel_shape")),
+           strides=list(n.attr("strides")), pads=pads, **extra)
+
+
+def _global_sum_pool(b: OnnxBuilder, n: Node) -> None:
+    b.node("GlobalAveragePool", list(n.inputs), list(n.outputs), name=n.name)
+
+
+def _max_pool(b: OnnxBuilder, n: Node) -> None:
+    b.node("MaxPool", list(n.inputs), list(n.outputs), name=n.name, kernel_shape=list(n.attr("kernel_shape")),
+           strides=list(n.attr("strides")), pads=list(n.attr("pads")), dilations=list(n.attr("dilations")),
+           ceil_mode=int(n.attr("ceil_mode")))
+
+
+def _flatten(b: OnnxBuilder, n: Node) -> None:
+    b.node("Flatten", list(n.inputs), list(n.outputs), name=n.name, axis=int(n.attr("axis")))
+
+
+COMMON: dict[str, Rule] = {
+    "Conv": _conv, "Gemm": _gemm, "SumPool": _sum_pool, "GlobalSumPool": _global_sum_pool, "MaxPool": _max_pool,
+    "Flatten": _flatten,
+}
 
 
 def shape_with_batch(shape: tuple[int, ...]) -> list[int | str]:
     return ["N", *shape[1:]]
 
 
-def build_model(net: IntegerNet, requant: Callable[[OnnxBuilder, Layer, str, str, int], None],
-                annotate: Callable[[onnx.NodeProto, Layer], None] | None = None,
-                opsets: dict[str, int] | None = None, graph_name: str = "qlspec") -> onnx.ModelProto:
-    """The ONNX model of `net`; `requant(builder, layer, x, y, ndim)` writes one RequantShift from
-    tensor x to y; `annotate(node, layer)` may add attributes to each Conv/Gemm node."""
-    b = OnnxBuilder()
-    tensors = net.tensors()
-    names = {net.input.name: INPUT}
-    last = net.layers[-1].output.name if net.layers else None
-    for i, layer in enumerate(net.layers):
-        x = names[layer.input]
-        y = OUTPUT if layer.output.name == last else layer.output.name
-        names[layer.output.name] = y
-        ndim = len(tensors[layer.input].shape)
-        src = layer.source or f"layer{i}"
-        a = layer.attrs
-        if layer.op == "Conv":
-            ins = [x, b.const(f"{src}.weight", layer.consts["weight"])]
-            if "bias" in layer.consts:
-                ins.append(b.const(f"{src}.bias", layer.consts["bias"]))
-            kh, kw = layer.consts["weight"].shape[2:]
-            n = b.node("Conv", ins, [y], dilations=list(a["dilation"]), group=int(a["groups"]), kernel_shape=[kh, kw],
-                       pads=[a["padding"][0], a["padding"][1], a["padding"][0], a["padding"][1]], strides=list(a["stride"]))
-            if annotate:
-                annotate(n, layer)
-        elif layer.op == "Gemm":
-            w = layer.consts["weight"]
-            bias = layer.consts.get("bias", np.zeros(w.shape[0], np.int64))
-            n = b.node("Gemm", [x, b.const(f"{src}.weight", w), b.const(f"{src}.bias", bias)], [y], alpha=1.0, beta=1.0, transB=1)
-            if annotate:
-                annotate(n, layer)
-        elif layer.op == "RequantShift":
-            requant(b, layer, x, y, ndim)
-        elif layer.op == "SumPool":
-            if a["global_"]:
-                b.node("GlobalAveragePool", [x], [y])
-            else:
-                pads = [a["padding"][0], a["padding"][1], a["padding"][0], a["padding"][1]]
-                kw = {"count_include_pad": 1} if any(pads) else {}
-                b.node("AveragePool", [x], [y], kernel_shape=list(a["kernel"]), strides=list(a["stride"]), pads=pads, **kw)
-        elif layer.op == "MaxPool":
-            p = a["padding"]
-            b.node("MaxPool", [x], [y], kernel_shape=list(a["kernel"]), strides=list(a["stride"]), pads=[p[0], p[1], p[0], p[1]],
-                   dilations=list(a["dilation"]), ceil_mode=int(a["ceil_mode"]))
-        elif layer.op == "Flatten":
-            b.node("Flatten", [x], [y], axis=1)
-        else:
-            raise ExportError(f"layer op {layer.op!r} has no ONNX form", where=src)
-        if y != OUTPUT:
-            b.value_info.append(helper.make_tensor_value_info(y, TensorProto.FLOAT, shape_with_batch(layer.output.shape)))
+def build_model(g: Graph, rules: Mapping[str, Rule], *, flavour: str, opsets: dict[str, int] | None = None) -> onnx.ModelProto:
+    """The ONNX model of the integer graph `g` (input ``input``, output ``output``) by `rules`."""
+    if tuple(g.inputs) != (INPUT,) or tuple(g.outputs) != (OUTPUT,):
+        raise ExportError(f"an exported graph takes {INPUT!r} and gives {OUTPUT!r} (got {list(g.inputs)} -> {list(g.outputs)})",
+                          where="export")
+    b = OnnxBuilder(g)
+    value_info = []
+    for n in g.nodes:
+        rule = rules.get(n.op)
+        if rule is None:
+            raise ExportError(f"op {n.op} has no {flavour} ONNX form (supported: {', '.join(sorted(rules))})", where=n.where())
+        rule(b, n)
+        value_info += [helper.make_tensor_value_info(t, TensorProto.FLOAT, shape_with_batch(g.info(t).shape))
+                       for t in n.outputs if t != OUTPUT]
     graph = helper.make_graph(
-        b.nodes, graph_name,
-        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, shape_with_batch(net.input.shape))],
-        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, shape_with_batch(net.output.shape))],
-        initializer=b.initializers, value_info=b.value_info,
+        b.nodes, f"qlspec_{flavour}",
+        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, shape_with_batch(g.info(INPUT).shape))],
+        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, shape_with_batch(g.info(OUTPUT).shape))],
+        initializer=list(b.initializers.values()), value_info=value_info,
     )
     imports = [helper.make_opsetid(d, v) for d, v in {"": OPSET, **(opsets or {})}.items()]
-    model = helper.make_model(graph, opset_imports=imports, producer_name="qlspec", ir_version=IR_VERSION)
-    return model
-
-
-def requant_shape(values: np.ndarray, ndim: int) -> np.ndarray:
-    """mul/add as QuantLib stores them: ``()`` per tensor, ``(C,1,1)`` per channel of NCHW, ``(C,)`` of (N, C)."""
-    v = np.asarray(values)
-    if v.ndim == 0:
-        return v
-    return v.reshape((-1,) + (1,) * (ndim - 2))
+    return helper.make_model(graph, opset_imports=imports, producer_name="qlspec", ir_version=IR_VERSION)

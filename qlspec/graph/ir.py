@@ -41,6 +41,17 @@ def bits_for_range(lo: int, hi: int) -> tuple[int, bool]:
     return max(int(hi).bit_length(), 1), False
 
 
+def narrow(a: np.ndarray) -> np.ndarray:
+    """Integers `a` in the smallest signed container of 8, 16, 32 or 64 bits that holds every value
+    (how constants are stored, whoever builds the graph: F2T or the ONNX importer)."""
+    a = np.asarray(a)
+    lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
+    for dt in (np.int8, np.int16, np.int32, np.int64):
+        if np.iinfo(dt).min <= lo and hi <= np.iinfo(dt).max:
+            return a.astype(dt)
+    raise ValueError("values exceed int64")
+
+
 def levels_range(n_levels: int, signed: bool) -> tuple[int, int]:
     """QuantLib's output range for `n_levels`: [0, n-1] unsigned, [-c, c-1] signed.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import onnx
 
-from qlspec.graph.ir import Node, levels_range
+from qlspec.graph.ir import Node, levels_range, narrow
 from qlspec.onnx_import.importer import Importer
 
 
@@ -19,7 +19,7 @@ def divide_mul(imp: Importer, node: onnx.NodeProto, mul_name: str, k: int) -> st
                        "export with QuantLab's AlignAvgPoolPass so that the mean can be requantised exactly")
     name = f"{mul_name}/{k}"
     if name not in imp.builder.constants:
-        imp.builder.add_constant(name, mul // k)
+        imp.builder.add_constant(name, narrow(mul // k))
     return name
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from qlspec.graph.ir import Node, levels_range
+from qlspec.graph.ir import Node, levels_range, narrow
 from qlspec.engine.ops.base import magnitude
 from qlspec.onnx_import.deeploy import divide_mul
 from qlspec.onnx_import.importer import Importer
@@ -77,18 +77,12 @@ def lower_requant_chain(imp: Importer, mul_node: onnx.NodeProto) -> None:
     raw_add = imp.int_value(chain[1], add_name) if add_name is not None else np.zeros((), np.int64)
     add_value = raw_add.astype(np.int64) - div // 2
     add = f"{add_name or mul_node.name + '.add'}-half"
-    imp.builder.add_constant(add, _narrow(add_value))
+    imp.builder.add_constant(add, narrow(add_value))
     mul_value = imp.builder.constants[mul]
     bound = (magnitude(imp.info(x)) * magnitude(imp.builder.tensors[mul], mul_value)
              + int(np.abs(add_value).max(initial=0)) + div) // div + 1
     imp.emit(floor_node, Node.make("RequantShift", imp.node_name(mul_node), [x, mul, add], [floor_node.output[0]],
                                    div=div, lo=-bound, hi=bound))
-
-
-def _narrow(a: np.ndarray) -> np.ndarray:
-    from qlspec.onnx_import.reader import narrow
-
-    return narrow(a)
 
 
 _ADDER_FIELDS = ("mul", "add", "shift", "rq")

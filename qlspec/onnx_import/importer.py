@@ -17,8 +17,8 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from qlspec.errors import GraphError, OnnxImportError
-from qlspec.graph.ir import Graph, GraphBuilder, Node, TensorInfo
-from qlspec.onnx_import.reader import Attributes, integral, narrow
+from qlspec.graph.ir import Graph, GraphBuilder, Node, TensorInfo, narrow
+from qlspec.onnx_import.reader import Attributes, integral
 
 # ONNX element type -> (bits, signed) of an integer graph input; float inputs carry integers too
 _ELEM_TYPES = {

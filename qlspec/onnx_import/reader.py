@@ -11,6 +11,7 @@ from onnx import AttributeProto, numpy_helper
 
 from qlspec.errors import OnnxImportError
 
+
 _ATTR_KIND = {
     AttributeProto.FLOAT: "FLOAT", AttributeProto.INT: "INT", AttributeProto.STRING: "STRING",
     AttributeProto.TENSOR: "TENSOR", AttributeProto.FLOATS: "FLOATS", AttributeProto.INTS: "INTS",
@@ -49,15 +50,6 @@ def integral(values: np.ndarray, what: str) -> np.ndarray:
     if np.abs(r).max(initial=0) >= 2.0 ** 63:
         raise ValueError(f"{what} exceeds int64")
     return r.astype(np.int64)
-
-
-def narrow(a: np.ndarray) -> np.ndarray:
-    """Smallest signed container of 8, 16, 32 or 64 bits holding every value."""
-    lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
-    for dt in (np.int8, np.int16, np.int32, np.int64):
-        if np.iinfo(dt).min <= lo and hi <= np.iinfo(dt).max:
-            return a.astype(dt)
-    raise ValueError("values exceed int64")
 
 
 class Attributes:

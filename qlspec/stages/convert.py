@@ -17,6 +17,7 @@ import json
 
 import numpy as np
 
+from qlspec.engine.ops.quantise import Quantise
 from qlspec.engine.run import run_graph
 from qlspec.evaluation import landmarks_from_outputs, load_split, load_stats, nme_row
 from qlspec.face.store import load_face_model
@@ -32,17 +33,12 @@ BATCH = 64
 
 
 def integer_inputs(images: np.ndarray, input_meta: dict) -> np.ndarray:
-    """uint8 BGR images -> the exported network's integer input, by the metadata's input quantiser.
-
-    ``clip(floor(x / eps), lo, hi)`` (or round, as declared) on x = (pixel - 127.5) / 128 in float32,
-    the arithmetic the fake-quantised network used.
-    """
+    """uint8 BGR images -> the exported network's integer input, by the metadata's input quantiser
+    (the IR's `Quantise` op, on x = (pixel - 127.5) / 128 in float32 as the fake-quantised net saw it)."""
     x = preprocess(images).numpy()
-    scaled = x / np.float32(input_meta["eps"])
-    q = np.floor(scaled) if input_meta["rounding"] == "floor" else np.rint(scaled)
-    bits, signed = input_meta["bits"], input_meta["signed"]
-    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
-    return np.clip(q, lo, hi).astype(np.int64)
+    quantise = Quantise(eps=float(input_meta["eps"]), lo=int(input_meta["lo"]), hi=int(input_meta["hi"]),
+                        rounding=input_meta["rounding"])
+    return quantise.run(x)
 
 
 def run(ctx: StageContext) -> None:

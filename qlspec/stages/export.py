@@ -1,13 +1,15 @@
 """Stage `export`: fake-to-true integerisation (rung TQ) and the QuantLab-format ONNX files.
 
 Reads the fake-quantised net of the `quantise` stage and the validation split of the `data` stage.
-Outputs:
+F2T gives the qlspec integer graph (`qlspec.export.f2t`); rung TQ is that graph, input quantiser
+included, run by the reference engine on the validation images. Outputs:
 
 - ``deeploy/`` and ``dory/``: both flavours, whatever ``export.flavour`` says (it names the primary
   one, which the convert stage reads), each with network.onnx, inputs.npz / outputs.npz (the first
   `VECTORS` validation images: the file's own test vector), metadata.json, and for DORY its
   config_network.json (`qlspec.export.files`);
-- ``tq_outputs.npz``: ``output`` (int64 integer outputs of the TQ network on the first
+- ``graph/``: F2T's graph (`qlspec.graph.io`), input quantiser included;
+- ``tq_outputs.npz``: ``output`` (int64 integer outputs of the graph on the first
   ``verify.samples`` validation images), ``z`` (the same times output eps: normalised parameters);
 - ``export.json``: primary flavour, output eps, self-check results;
 - ``rungs.json``: row TQ against FQ on those images: NME (%), ``max_abs_diff`` = max |TQ*eps - FQ|
@@ -35,6 +37,7 @@ from qlspec.evaluation import landmarks_from_outputs, load_split, load_stats, nm
 from qlspec.export import fake_to_true, histogram, run_engine, run_onnxruntime, write_flavour
 from qlspec.export.layerwise import layerwise_summary
 from qlspec.face.store import load_face_model
+from qlspec.graph.io import save_graph
 from qlspec.nets.mobilenet_v1 import preprocess
 from qlspec.report import write_rungs
 from qlspec.stages.engine import StageContext, digest_json
@@ -55,41 +58,41 @@ def run(ctx: StageContext) -> None:
     stats = load_stats(ctx.inputs["data"])
     x = preprocess(faces.images)
 
-    inet = fake_to_true(fq, requant_bits=spec.export.requant_bits, input_shape=(1, *x.shape[1:]))
-    tq = inet.module().eval()
-    q = inet.quantise_input(x)
+    net = fake_to_true(fq, requant_bits=spec.export.requant_bits, input_shape=(1, *x.shape[1:]))
+    q = net.quantise_input(x)
+    out = net.run(x, batch=BATCH)  # rung TQ: F2T's graph, run by the reference engine
     with torch.no_grad():
-        out = torch.cat([tq(q[s:s + BATCH]) for s in range(0, len(q), BATCH)]).numpy()
         y = torch.cat([fq(x[s:s + BATCH]) for s in range(0, len(x), BATCH)]).double().numpy()
-    eps = np.broadcast_to(inet.output_eps, out.shape[1:]).astype(np.float64)
+    eps = np.broadcast_to(net.output_eps, out.shape[1:]).astype(np.float64)
     z = out * eps
     diff = out - np.round(y / eps)
     np.savez(ctx.out / "tq_outputs.npz", output=out, z=z.astype(np.float32))
+    save_graph(net.graph, ctx.out / "graph")
 
     spec_hash = digest_json(spec.model_dump(mode="json"))
     n = min(VECTORS, len(q))
     checks = {}
     for flavour in ("deeploy", "dory"):
-        path = write_flavour(inet, ctx.out / flavour, flavour, q[:n].numpy(), out[:n], spec_hash=spec_hash)
-        got = run_engine(path, q[:n].numpy(), input_bits=inet.input.bits, input_signed=inet.input.signed)
+        path = write_flavour(net, ctx.out / flavour, flavour, q[:n], out[:n], spec_hash=spec_hash)
+        got = run_engine(path, q[:n], input_bits=net.input_info.bits, input_signed=net.input_info.signed)
         bad = int((got != out[:n]).sum())
         if bad:
             raise StageError(f"the reference engine differs from TQ on {bad} of {out[:n].size} outputs", where=str(path))
         checks[flavour] = {"engine_vs_tq_mismatches": bad, "n": n}
     # onnxruntime computes in float32, which cannot hold every product exactly: a count, not a claim
-    ort = run_onnxruntime(onnx.load(ctx.out / "dory" / "network.onnx"), q.numpy())
+    ort = run_onnxruntime(onnx.load(ctx.out / "dory" / "network.onnx"), q)
     checks["dory"]["onnxruntime_vs_tq_mismatches"] = int((np.rint(ort).astype(np.int64) != out).sum())
     checks["dory"]["onnxruntime_outputs"] = int(out.size)
 
-    per_layer = layerwise_summary(fq, inet, x[:LAYERWISE_IMAGES])
+    per_layer = layerwise_summary(fq, net, x[:LAYERWISE_IMAGES])
     row = nme_row("TQ", landmarks_from_outputs(z, stats, load_face_model(ctx.inputs["data"])), faces,
                   max_abs_diff=float(np.abs(z - y).max()), mismatches=int((diff != 0).sum()),
                   diff_histogram=histogram(diff), outputs=int(diff.size), output_lsb_max_diff=int(np.abs(diff).max()),
                   per_layer={**per_layer, "images": min(LAYERWISE_IMAGES, len(x))})
     write_rungs(ctx.out, [row])
     (ctx.out / "export.json").write_text(json.dumps({
-        "primary": spec.export.flavour, "requant_bits": inet.requant_bits, "spec_hash": spec_hash,
-        "input_eps": inet.input_eps, "output_eps": inet.output_eps.tolist(), "layers": len(inet.layers),
+        "primary": spec.export.flavour, "requant_bits": net.requant_bits, "spec_hash": spec_hash,
+        "input_eps": net.input_eps, "output_eps": net.output_eps.tolist(), "nodes": net.graph.op_counts(),
         "self_check": checks,
     }, indent=1) + "\n")
     ctx.log(f"  TQ NME {row['nme']:.2f}%; per requantiser {per_layer['differing']} of {per_layer['values']} values differ "

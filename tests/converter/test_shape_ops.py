@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from qlspec.engine.ops import Add, Clip, Concat, Flatten, Pad, Quantise, RequantAdd, Reshape, Transpose
+from qlspec.errors import GraphError
 from qlspec.graph.ir import TensorInfo
 
 
@@ -46,6 +48,16 @@ def test_quantise_rounds_half_to_even_in_float32():
     x = np.array([0.5, 1.5, 2.5, -0.5, -2.6, 1000.0], np.float32)
     assert Quantise(eps=1.0, lo=-128, hi=127).run(x).tolist() == [0, 2, 2, 0, -3, 127]
     assert Quantise(eps=0.25, lo=-128, hi=127).run(np.array([0.3, 0.375], np.float32)).tolist() == [1, 2]
+
+
+def test_quantise_floors_in_float32_when_asked():
+    x = np.array([0.5, 1.5, 2.999, -0.5, -2.6, 1000.0, -1000.0], np.float32)
+    assert Quantise(eps=1.0, lo=-128, hi=127, rounding="floor").run(x).tolist() == [0, 1, 2, -1, -3, 127, -128]
+    pixels = np.arange(256, dtype=np.float32)  # the default normalisation and eps 1/128: p -> p - 128, all 256 kept apart
+    got = Quantise(eps=1 / 128, lo=-128, hi=127, rounding="floor").run((pixels - np.float32(127.5)) / np.float32(128))
+    assert got.tolist() == list(range(-128, 128))
+    with pytest.raises(GraphError, match="rounding must be one of"):
+        Quantise(eps=1.0, lo=0, hi=1, rounding="ceil")
 
 
 def test_requant_add_matches_the_dory_formula():

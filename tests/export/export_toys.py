@@ -6,7 +6,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from qlspec.export.integer_net import _SumPool
+from qlspec.engine.ops import op_for
+from qlspec.engine.run import run_graph
 from qlspec.export.layerwise import fq_codes, layerwise_diffs  # noqa: F401  (re-exported for the tests)
 from qlspec.quant import PACTController, QuantConfig, calibrate, float_to_fake, pact_param_groups
 
@@ -115,8 +116,39 @@ def fake_quantised(mode: str = "ptq", bits: int = 8, granularity: str = "per-cha
 U32 = 2.0**-24  # float32's unit roundoff
 
 
+def abs_terms(g, node, x: np.ndarray) -> np.ndarray:
+    """``|W| (*) |x| + |bias|`` for a Conv or Gemm, the window sums of ``|x|`` for a pool: what every
+    partial sum of the node's accumulation is bounded by (exact integers, int64)."""
+    op = op_for(node)
+    if node.op in ("SumPool", "GlobalSumPool"):
+        return np.asarray(op.run(np.abs(x)), np.int64)
+    consts = [np.abs(g.constants[t].astype(np.int64)) for t in node.inputs[1:] if t]
+    return np.asarray(op.run(np.abs(x), *consts), np.int64)
+
+
+def fan_in(g, node) -> int:
+    """How many terms each output of a Conv, Gemm or pool adds up."""
+    if node.op == "SumPool":
+        return int(np.prod(node.attr("kernel_shape")))
+    if node.op == "GlobalSumPool":
+        return int(np.prod(g.info(node.inputs[0]).shape[2:]))
+    return int(np.prod(g.constants[node.inputs[1]].shape[1:]))
+
+
+def _fq_env(fq: nn.Module, net, x: Tensor) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], Tensor]:
+    """(FQ codes by tensor, {tensor: value} with FQ codes wherever FQ has them and the graph's ops
+    elsewhere, FQ's output)."""
+    codes, y = fq_codes(fq, net, x)
+    g = net.graph
+    env = {**g.constants, "input": net.quantise_input(x), **codes}
+    for n in g.nodes:
+        if n.op != "Quantise" and n.outputs[0] not in env:
+            env[n.outputs[0]] = np.asarray(op_for(n).run(*(env[t] if t else None for t in n.inputs)))
+    return codes, env, y
+
+
 @torch.no_grad()
-def output_gap_and_bound(fq: nn.Module, inet, x: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def output_gap_and_bound(fq: nn.Module, net, x: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(gap, bound, flipped) for a net that ends in a Gemm fed by requantised codes.
 
     gap = TQ output - FQ output/eps, in output LSBs. TQ computes ``W @ a_tq + b_int`` exactly; FQ
@@ -130,115 +162,82 @@ def output_gap_and_bound(fq: nn.Module, inet, x: Tensor) -> tuple[np.ndarray, np
     The bound holds on any CPU and any summation order; `flipped` marks the rows (images) where some
     Gemm input code differs, the only rows where the gap may exceed half an LSB plus float error.
     """
-    codes, y = fq_codes(fq, inet, x)
-    tq = inet.module()(inet.quantise_input(x), keep=True)
-    gemm = inet.layers[-1]
+    codes, y = fq_codes(fq, net, x)
+    g = net.graph
+    tq = run_graph(g, {"image": x.numpy()}, keep_intermediates=True)
+    gemm = g.producer("output")
     assert gemm.op == "Gemm", gemm.op
-    producer = {l.output.name: l for l in inet.layers}
-    src = gemm.input
+    src = gemm.inputs[0]
     while src not in codes:  # walk back through Flatten to the requantiser whose codes FQ also has
-        src = producer[src].input
-    a_tq = tq[src].flatten(1).double().numpy()
-    a_fq = codes[src].flatten(1).double().numpy()
-    w = np.abs(gemm.consts["weight"].astype(np.float64))
-    b = np.abs(gemm.consts.get("bias", np.zeros(w.shape[0], np.int64)).astype(np.float64))
-    y_lsb = y.double().numpy() / inet.output_eps
-    gap = tq[gemm.output.name].double().numpy() - y_lsb
+        src = g.producer(src).inputs[0]
+    a_tq = tq[src].reshape(len(x), -1).astype(np.float64)
+    a_fq = codes[src].reshape(len(x), -1).astype(np.float64)
+    w = np.abs(g.constants[gemm.inputs[1]].astype(np.float64))
+    b = np.abs(g.constants[gemm.inputs[2]].astype(np.float64))
+    y_lsb = y.double().numpy() / net.output_eps
+    gap = tq["output"].astype(np.float64) - y_lsb
     n_in = w.shape[1]
     bound = np.abs(a_tq - a_fq) @ w.T + 0.5 + (n_in + 4) * U32 * (np.abs(a_fq) @ w.T + b + 1) + 2 * U32 * np.abs(y_lsb)
     return gap, bound, (a_tq != a_fq).any(axis=1)
 
 
-@torch.no_grad()
-def float32_magnitude(inet, q: Tensor) -> float:
-    """The largest magnitude a float32 evaluation of `inet` meets on the integer inputs `q`.
+def float32_magnitude(net, q: np.ndarray) -> float:
+    """The largest magnitude a float32 evaluation of the integer graph meets on the integer inputs `q`.
 
     For each Conv/Gemm, ``|W| (*) |x| + |bias|`` bounds every partial sum; for each requantiser,
-    ``|x|*|mul| + |add|`` bounds the product and the sum before the division by 2^D. Integers below
-    2^24 are exact in float32 and a division by a power of two is exact, so below 2^24 a float32
-    runtime (onnxruntime on the DORY spelling) computes the network exactly, on any CPU.
-    """
-    env = {inet.input.name: q.double()}
-    env.update({k: v.double() for k, v in inet.module()(q, keep=True).items()})
-    worst = 0.0
-    for layer in inet.layers:
-        x = env[layer.input]
-        if layer.op in ("Conv", "Gemm"):
-            m = abs_terms(layer, x)
-        elif layer.op == "RequantShift":
-            mul, add = (torch.from_numpy(np.array(np.abs(layer.consts[k]), np.float64)) for k in ("mul", "add"))
-            m = x.abs() * per_channel(mul, x) + per_channel(add, x)
-        elif layer.op == "SumPool":  # spelt as a float mean times k: exact only for power-of-two windows
-            k = int(layer.attrs["k"])
-            assert k & (k - 1) == 0, f"{layer.output.name}: a {k}-value mean is not exact in float32"
+    ``|x|*|mul| + |add| + div`` bounds the product and the sums before the division by 2^D. Integers
+    below 2^24 are exact in float32 and a division by a power of two is exact, so below 2^24 a
+    float32 runtime (onnxruntime on the DORY spelling) computes the graph exactly, on any CPU.
+    Pools are written as means, exact only for power-of-two windows (checked)."""
+    g = net.integer_graph()
+    env = {**g.constants, **run_graph(g, {"input": q}, keep_intermediates=True)}
+    worst = 0
+    for n in g.nodes:
+        x = env[n.inputs[0]].astype(np.int64)
+        if n.op in ("Conv", "Gemm"):
+            m = abs_terms(g, n, x)
+        elif n.op == "RequantShift":
+            mul, add = (np.abs(g.constants[t].astype(np.int64)) for t in n.inputs[1:])
+            m = np.abs(x) * mul + add + n.attr("div")
+        elif n.op in ("SumPool", "GlobalSumPool"):
+            k = fan_in(g, n)
+            assert k & (k - 1) == 0, f"{n.name}: a {k}-value mean is not exact in float32"
             continue
         else:
             continue
-        worst = max(worst, float(m.max()))
-    return worst
-
-
-def per_channel(c: Tensor, like: Tensor) -> Tensor:
-    """A per-tensor ``()`` or per-channel ``(C,)`` constant shaped to broadcast on axis 1 of `like`."""
-    return c.reshape((-1,) + (1,) * (like.dim() - 2)) if c.dim() else c
-
-
-def abs_terms(layer, x: Tensor) -> Tensor:
-    """``|W| (*) |x| + |bias|`` for a Conv or Gemm, the window sums of ``|x|`` for a SumPool: what
-    every partial sum of the layer's accumulation is bounded by (float64, exact on integers)."""
-    x = x.abs()
-    if layer.op == "SumPool":
-        return _SumPool(layer)(x)
-    w = torch.from_numpy(np.abs(layer.consts["weight"]).astype(np.float64))
-    b = layer.consts.get("bias")
-    b = None if b is None else torch.from_numpy(np.abs(b).astype(np.float64))
-    if layer.op == "Gemm":
-        return torch.nn.functional.linear(x, w, b)
-    kw = {k: tuple(layer.attrs[k]) if k != "groups" else layer.attrs[k] for k in ("stride", "padding", "dilation", "groups")}
-    return torch.nn.functional.conv2d(x, w, b, **kw)
-
-
-def fan_in(layer) -> int:
-    """How many terms each output of a Conv, Gemm or SumPool adds up."""
-    if layer.op == "SumPool":
-        return int(layer.attrs["k"])
-    w = layer.consts["weight"]
-    return int(np.prod(w.shape[1:]))
+        worst = max(worst, int(m.max()))
+    return float(worst)
 
 
 @torch.no_grad()
-def unexplained_flips(fq: nn.Module, inet, x: Tensor) -> dict[str, tuple[int, int]]:
-    """{quantiser: (flips, flips float32 cannot explain)}, each TQ requantiser fed FQ's own codes.
+def unexplained_flips(fq: nn.Module, net, x: Tensor) -> dict[str, tuple[int, int]]:
+    """{quantiser: (flips, flips float32 cannot explain)}, each requantiser fed FQ's own codes.
 
-    TQ computes ``v = (a*mul + add) / 2^D`` exactly and floors it. FQ computes the same real function
-    in float32 (the accumulation of K terms bounded by M = |W| (*) |codes|, BatchNorm, the division by
-    eps and the flooring tolerance: Higham's gamma with K + 8 operations), and TQ's constants are
-    FQ's rounded to integers. So FQ's value is within
+    TQ computes ``v = (a*mul + add + 2^(D-1)) / 2^D`` exactly and floors it. FQ computes the same
+    real function in float32 (the accumulation of K terms bounded by M = |W| (*) |codes|, BatchNorm,
+    the division by eps and the flooring tolerance: Higham's gamma with K + 8 operations), and the
+    graph's constants are FQ's rounded to integers. So FQ's value is within
 
         delta = (K+8) * 2^-24 * (M*|mul| + |add|) / 2^D  +  (|a| * (0.5 + 2^-24*|mul|) + 0.5 + 2^-24*|add|) / 2^D
 
     of v, and the two can floor to different levels only where v lies within delta of an integer.
     A flip anywhere else is an arithmetic error, not float rounding; this holds on any CPU."""
-    codes, _ = fq_codes(fq, inet, x)
-    env = {inet.input.name: inet.quantise_input(x).double(), **{k: v.double() for k, v in codes.items()}}
-    producer = {l.output.name: l for l in inet.layers}
+    codes, env, _ = _fq_env(fq, net, x)
+    g = net.graph
     out = {}
-    for layer, m in zip(inet.layers, inet.module().layers):
-        a = env[layer.input]
-        y = m(a)
-        if layer.op != "RequantShift":
-            env.setdefault(layer.output.name, y)
+    for n in g.nodes:
+        if n.op != "RequantShift":
             continue
-        flipped = y.long() != codes[layer.output.name]
-        acc = producer[layer.input]
-        big_m = abs_terms(acc, env[acc.input])
-        mul, add = (torch.from_numpy(np.array(layer.consts[k], np.int64)) for k in ("mul", "add"))
-        div = int(layer.attrs["div"])
-        exact = a.long() * per_channel(mul, a) + per_channel(add, a)
-        r = torch.remainder(exact, div).double()
-        dist = torch.minimum(r, div - r) / div
-        u = 2.0**-24
-        mul_f, add_f = per_channel(mul.double().abs(), a), per_channel(add.double().abs(), a)
-        delta = ((fan_in(acc) + 8) * u * (big_m * mul_f + add_f) + a.abs() * (0.5 + u * mul_f) + 0.5 + u * add_f) / div
-        out[layer.source] = (int(flipped.sum()), int((flipped & (dist > delta)).sum()))
+        a = env[n.inputs[0]].astype(np.int64)
+        y = np.asarray(op_for(n).run(a, *(g.constants[t] for t in n.inputs[1:])))
+        flipped = y != codes[n.outputs[0]]
+        acc = g.producer(n.inputs[0])
+        big_m = abs_terms(g, acc, env[acc.inputs[0]].astype(np.int64)).astype(np.float64)
+        mul, add = (g.constants[t].astype(np.int64) for t in n.inputs[1:])
+        div = int(n.attr("div"))
+        r = np.mod(a * mul + add + div // 2, div).astype(np.float64)
+        dist = np.minimum(r, div - r) / div
+        mul_f, add_f = np.abs(mul).astype(np.float64), np.abs(add + div // 2).astype(np.float64)
+        delta = ((fan_in(g, acc) + 8) * U32 * (big_m * mul_f + add_f) + np.abs(a) * (0.5 + U32 * mul_f) + 0.5 + U32 * add_f) / div
+        out[net.sources[n.name]] = (int(flipped.sum()), int((flipped & (dist > delta)).sum()))
     return out

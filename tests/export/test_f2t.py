@@ -1,4 +1,4 @@
-"""F2T exactness: the TQ network against the fake-quantised one, layer by layer and end to end."""
+"""F2T: the integer graph it emits, and its exactness against the fake-quantised net, layer by layer and end to end."""
 
 from __future__ import annotations
 
@@ -11,13 +11,11 @@ from export_toys import CASES, SIZE, fake_quantised, images, layerwise_diffs, ou
 
 from qlspec.export import ExportError, fake_to_true, histogram
 from qlspec.export.f2t import fit_float32
-from qlspec.export.integer_net import Layer, TensorSpec, _Requant
+from qlspec.graph.ir import Node
 from qlspec.quant import QuantConfig, float_to_fake
 from qlspec.spec.models import Export
 
 D = Export().requant_bits  # the spec's default
-
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -35,30 +33,29 @@ def integerised(mode, bits, gran, pool):
 
 @pytest.mark.parametrize("mode,bits,gran,pool", CASES)
 def test_each_requantiser_is_within_one_lsb_of_fq_given_the_same_input(mode, bits, gran, pool):
-    fq, inet = integerised(mode, bits, gran, pool)
+    fq, net = integerised(mode, bits, gran, pool)
     x, _ = images(64, 11)
-    diffs = layerwise_diffs(fq, inet, x)
+    diffs = layerwise_diffs(fq, net, x)
     for source, d in diffs.items():
-        assert int(d.abs().max()) <= 1, f"{source}: {histogram(d.numpy())}"
+        assert int(np.abs(d).max()) <= 1, f"{source}: {histogram(d)}"
 
 
 @pytest.mark.parametrize("mode,bits,gran,pool", CASES)
 def test_every_requantiser_flip_is_float32_rounding(mode, bits, gran, pool):
     """How many values flip depends on the CPU; that each flip sits within float32's derived error
     band of a level does not (see `unexplained_flips`)."""
-    fq, inet = integerised(mode, bits, gran, pool)
+    fq, net = integerised(mode, bits, gran, pool)
     x, _ = images(64, 11)
-    for source, (flips, unexplained) in unexplained_flips(fq, inet, x).items():
+    for source, (flips, unexplained) in unexplained_flips(fq, net, x).items():
         assert unexplained == 0, f"{source}: {unexplained} of {flips} flips are not float32 rounding"
 
 
 def test_flip_check_catches_an_add_off_by_a_quarter_lsb():
-    fq, inet = integerised("ptq", 8, "per-channel", "global")
-    i, rq = next((i, l) for i, l in enumerate(inet.layers) if l.op == "RequantShift")
-    add = rq.consts["add"] + rq.attrs["div"] // 4
-    broken = dataclasses.replace(inet, layers=inet.layers[:i] + (dataclasses.replace(rq, consts={**rq.consts, "add": add}),) + inet.layers[i + 1:])
+    fq, net = integerised("ptq", 8, "per-channel", "global")
+    rq = next(n for n in net.graph.nodes if n.op == "RequantShift")
+    broken = with_constant(net, rq.inputs[2], net.graph.constants[rq.inputs[2]] + rq.attr("div") // 4)
     flips = unexplained_flips(fq, broken, images(16, 11)[0])
-    assert flips[rq.source][1] > 0
+    assert flips[net.sources[rq.name]][1] > 0
 
 
 @pytest.mark.parametrize("mode,bits,gran,pool", CASES)
@@ -68,50 +65,71 @@ def test_tq_output_is_within_the_derived_bound_of_fq(mode, bits, gran, pool):
     A fraction of agreeing outputs is no invariant: which requantiser input lands a hair from a level
     depends on float rounding, hence on the CPU. The bound of `output_gap_and_bound` is derived, so it
     holds everywhere; where no Gemm input flipped it is half an LSB plus float32's worst case."""
-    fq, inet = integerised(mode, bits, gran, pool)
+    fq, net = integerised(mode, bits, gran, pool)
     x, _ = images(64, 12)
-    gap, bound, _ = output_gap_and_bound(fq, inet, x)
+    gap, bound, _ = output_gap_and_bound(fq, net, x)
     assert np.all(np.abs(gap) <= bound), histogram(gap - np.clip(gap, -bound, bound))
 
 
 def test_output_bound_catches_a_wrong_bias():
-    fq, inet = integerised("ptq", 8, "per-channel", "global")
-    gemm = inet.layers[-1]
-    broken = dataclasses.replace(inet, layers=inet.layers[:-1] + (dataclasses.replace(
-        gemm, consts={**gemm.consts, "bias": gemm.consts["bias"] + 3}),))
+    fq, net = integerised("ptq", 8, "per-channel", "global")
+    bias = net.graph.producer("output").inputs[2]
+    broken = with_constant(net, bias, net.graph.constants[bias] + 3)
     gap, bound, _ = output_gap_and_bound(fq, broken, images(8, 12)[0])
     assert np.any(np.abs(gap) > bound)
 
 
-def test_input_quantiser_maps_pixels_to_pixel_minus_128():
-    _, inet = integerised("ptq", 8, "per-channel", "global")
+def with_constant(net, name, value):
+    """`net` with one constant of its graph replaced (to check that a test can fail)."""
+    g = net.graph.rewrite(constants={name: value.astype(net.graph.constants[name].dtype)})
+    return dataclasses.replace(net, graph=g)
+
+
+def test_input_quantiser_is_a_graph_node_mapping_pixels_to_pixel_minus_128():
+    _, net = integerised("ptq", 8, "per-channel", "global")
     x, pixels = images(8, 13)
-    assert inet.input_eps == 1 / 128 and inet.input_rounding == "floor"
-    assert torch.equal(inet.quantise_input(x), pixels.long() - 128)
+    q = net.graph.nodes[0]
+    assert q.op == "Quantise" and q.inputs == ("image",) and q.outputs == ("input",)
+    assert q.attr_dict == {"eps": 1 / 128, "lo": -128, "hi": 127, "rounding": "floor"}
+    assert net.input_eps == 1 / 128 and net.graph.info("image").is_float
+    assert np.array_equal(net.quantise_input(x), pixels.long().numpy() - 128)
 
 
-def test_layers_and_eps_propagation():
-    fq, inet = integerised("qat", 8, "per-channel", "global")
-    ops = [l.op for l in inet.layers]
-    assert ops == ["Conv", "RequantShift"] * 5 + ["SumPool", "RequantShift", "Flatten", "Gemm"]
-    conv1 = inet.layers[0]
-    assert conv1.output.eps.shape == (4,)  # per channel: eps_w * eps_in
-    np.testing.assert_allclose(conv1.output.eps, fq.conv1.get_eps_w().double().numpy().ravel() / 128)
-    assert "bias" not in conv1.consts  # folded into the requantiser
-    rq = inet.layers[1]
-    assert rq.consts["mul"].shape == (4,) and rq.attrs["div"] == 2**D and rq.attrs["signed"] is False
-    assert (rq.attrs["lo"], rq.attrs["hi"]) == (0, 255)
-    pool_rq = inet.layers[-3]
-    assert pool_rq.attrs["mean_k"] == 16 and pool_rq.consts["mul"].shape == ()
-    fc = inet.layers[-1]
-    assert "bias" in fc.consts
-    np.testing.assert_allclose(inet.output_eps, fc.output.eps)
-    assert fc.output.eps.shape == (5,)
+def test_graph_structure_and_eps():
+    fq, net = integerised("qat", 8, "per-channel", "global")
+    g = net.graph
+    ops = [n.op for n in g.nodes]
+    assert ops == ["Quantise"] + ["Conv", "RequantShift"] * 5 + ["GlobalSumPool", "RequantShift", "Flatten", "Gemm"]
+    conv1 = g.nodes[1]
+    assert net.eps[conv1.outputs[0]].shape == (4,)  # per channel: eps_w * eps_in
+    np.testing.assert_allclose(net.eps[conv1.outputs[0]], fq.conv1.get_eps_w().double().numpy().ravel() / 128)
+    assert len(conv1.inputs) == 2  # the bias is folded into the requantiser
+    rq = g.nodes[2]
+    assert g.constants[rq.inputs[1]].shape == (4, 1, 1) and rq.attr("div") == 2**D
+    assert (rq.attr("lo"), rq.attr("hi")) == (0, 255) and g.info(rq.outputs[0]).describe() == "u8[1x4x8x8]"
+    pool = g.nodes[-4]
+    pool_rq = g.nodes[-3]
+    assert pool_rq.inputs[0] == pool.outputs[0] and g.constants[pool_rq.inputs[1]].shape == ()
+    np.testing.assert_allclose(net.eps[pool.outputs[0]], net.eps[pool.inputs[0]] / 16)  # the sum's eps
+    fc = g.nodes[-1]
+    assert fc.outputs == ("output",) and fc.attr("trans_b") and np.any(g.constants[fc.inputs[2]] != 0)
+    assert net.output_eps.shape == (5,) and net.sources[fc.name] == "fc"
+    assert sum(g.constants[t].nbytes for t in g.constants if t.endswith(".weight")) == sum(
+        g.constants[t].size for t in g.constants if t.endswith(".weight"))  # 8-bit weights are stored as int8
+
+
+def test_tq_is_the_graph_run_by_the_reference_engine():
+    _, net = integerised("qat", 8, "per-channel", "window")
+    x, _ = images(8, 14)
+    from qlspec.engine import run_graph
+
+    want = run_graph(net.integer_graph(), {"input": net.quantise_input(x)})["output"]
+    assert np.array_equal(net.run(x, batch=3), want)
 
 
 def test_per_layer_weights_give_scalar_eps():
-    _, inet = integerised("ptq", 8, "per-layer", "global")
-    assert inet.layers[0].output.eps.shape == ()
+    _, net = integerised("ptq", 8, "per-layer", "global")
+    assert net.eps[net.graph.nodes[1].outputs[0]].shape == ()
 
 
 def test_unstarted_quantiser_is_an_export_error():
@@ -133,20 +151,3 @@ def test_fit_float32_keeps_small_values_and_rounds_large_ones():
     half = 2**23
     out = fit_float32(np.array([2**24 + 3, -(2**25) - 7]), half=half)
     assert np.array_equal((out - half).astype(np.float32).astype(np.int64), out - half)
-
-
-@pytest.mark.parametrize("seed", range(3))
-def test_tq_requant_matches_its_docstring(seed):
-    rng = np.random.default_rng(seed)
-    x = rng.integers(-(2**20), 2**20, size=(2, 3, 4, 4))
-    mul = rng.integers(-(2**20), 2**20, size=3)
-    add = rng.integers(-(2**30), 2**30, size=3)
-    shift = int(rng.integers(0, 25))
-    t = TensorSpec("y", (1, 3, 4, 4), np.ones(()), -128, 127, True, 256)
-    layer = Layer("RequantShift", "x", t, {"mul": mul, "add": add}, {"div": 2**shift, "lo": -128, "hi": 127})
-    got = _Requant(layer, 4)(torch.from_numpy(x).double()).long().numpy()
-    want = np.empty_like(x)
-    for idx in np.ndindex(x.shape):
-        c = idx[1]
-        want[idx] = min(max((int(x[idx]) * int(mul[c]) + int(add[c])) // 2**shift, -128), 127)  # Python ints: exact floor
-    assert np.array_equal(got, want)

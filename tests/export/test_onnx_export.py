@@ -34,10 +34,9 @@ def integerised(mode="ptq", bits=8, gran="per-channel", pool="global"):
     return _CACHE[key]
 
 
-def vectors(inet, n=16, seed=21):
+def vectors(net, n=16, seed=21):
     x, _ = images(n, seed)
-    q = inet.quantise_input(x)
-    return q.numpy(), inet.module()(q).numpy()
+    return net.quantise_input(x), net.run(x)
 
 
 def attr(node, name):
@@ -54,9 +53,9 @@ def inits(model):
 @pytest.mark.parametrize("flavour", ["deeploy", "dory"])
 @pytest.mark.parametrize("mode,bits,gran,pool", CASES)
 def test_engine_runs_the_export_bit_exact_against_tq(tmp_path, flavour, mode, bits, gran, pool):
-    inet = integerised(mode, bits, gran, pool)
-    q, out = vectors(inet)
-    path = write_flavour(inet, tmp_path / flavour, flavour, q, out, spec_hash="h")
+    net = integerised(mode, bits, gran, pool)
+    q, out = vectors(net)
+    path = write_flavour(net, tmp_path / flavour, flavour, q, out, spec_hash="h")
     assert np.array_equal(run_engine(path, q), out)
     assert np.array_equal(run_engine(path, q, optimised=True), out)
 
@@ -64,8 +63,8 @@ def test_engine_runs_the_export_bit_exact_against_tq(tmp_path, flavour, mode, bi
 # -- Deeploy structure ------------------------------------------------------------------------------
 
 def test_deeploy_structure_as_quantlib_writes_it():
-    inet = integerised()
-    m = deeploy.to_onnx(inet)
+    net = integerised()
+    m = deeploy.to_onnx(net.integer_graph())
     g = m.graph
     assert [n.op_type for n in g.node] == ["Conv", "RequantShift"] * 5 + ["GlobalAveragePool", "RequantShift", "Flatten", "Gemm"]
     assert {(o.domain, o.version) for o in m.opset_import} == {("", 10), ("PACTOps", 1)}
@@ -89,36 +88,37 @@ def test_deeploy_structure_as_quantlib_writes_it():
     gemm = g.node[-1]
     assert helper.get_attribute_value(attr(gemm, "transB")) == 1 and len(gemm.input) == 3
     # per-channel mul/add are (C,1,1); the requantiser after the 4x4 pool has mul = 16 * the sum's mul
-    rqs = [l for l in inet.layers if l.op == "RequantShift"]
+    ir = net.graph
+    rqs = [n for n in ir.nodes if n.op == "RequantShift"]
     first = [n for n in g.node if n.op_type == "RequantShift"][0]
     assert consts[first.input[1]].shape == (4, 1, 1)
-    assert np.array_equal(consts[first.input[2]].ravel(), rqs[0].consts["add"] - 2 ** (D - 1))
+    assert np.array_equal(consts[first.input[2]], ir.constants[rqs[0].inputs[2]])  # the IR's add: Deeploy adds div/2 too
     pool_rq = [n for n in g.node if n.op_type == "RequantShift"][-1]
-    assert consts[pool_rq.input[1]] == 16 * rqs[-1].consts["mul"]
+    assert consts[pool_rq.input[1]] == 16 * ir.constants[rqs[-1].inputs[1]]
 
 
 def test_deeploy_passes_onnx_checker_and_default_domain_spelling_does_not():
-    m = deeploy.to_onnx(integerised())
+    m = deeploy.to_onnx(integerised().integer_graph())
     onnx.checker.check_model(m, full_check=True)
-    legacy = deeploy.to_onnx(integerised(), node_domain="")
+    legacy = deeploy.to_onnx(integerised().integer_graph(), node_domain="")
     assert all(n.domain == "" for n in legacy.graph.node)
     with pytest.raises(onnx.checker.ValidationError, match="RequantShift"):
         onnx.checker.check_model(legacy)
 
 
 def test_deeploy_default_domain_spelling_runs_in_the_engine(tmp_path):
-    inet = integerised()
-    q, out = vectors(inet, 4)
+    net = integerised()
+    q, out = vectors(net, 4)
     path = tmp_path / "legacy.onnx"
-    onnx.save_model(deeploy.to_onnx(inet, node_domain=""), str(path))
+    onnx.save_model(deeploy.to_onnx(net.integer_graph(), node_domain=""), str(path))
     assert np.array_equal(run_engine(path, q), out)
 
 
 # -- DORY structure ---------------------------------------------------------------------------------
 
 def test_dory_structure_and_annotations():
-    inet = integerised("qat", 4, "per-layer", "global")
-    m = dory.to_onnx(inet)
+    net = integerised("qat", 4, "per-layer", "global")
+    m = dory.to_onnx(net.integer_graph())
     g = m.graph
     chain = ["Mul", "Add", "Constant", "Div", "Floor", "Clip"]
     assert [n.op_type for n in g.node] == (["Conv", *chain] * 5 + ["GlobalAveragePool", *chain, "Flatten", "Gemm"])
@@ -137,13 +137,14 @@ def test_dory_structure_and_annotations():
         elif n.op_type == "Constant":
             assert numpy_helper.to_array(attr(n, "value").t) == 2.0**D
     consts = inits(m)
-    rq0 = [l for l in inet.layers if l.op == "RequantShift"][0]
+    rq0 = next(n for n in net.graph.nodes if n.op == "RequantShift")
     add0 = [n for n in g.node if n.op_type == "Add"][0]
-    assert np.array_equal(consts[add0.input[1]].ravel(), np.broadcast_to(rq0.consts["add"], consts[add0.input[1]].size))  # no implicit half
+    half = 2 ** (D - 1)
+    assert np.array_equal(consts[add0.input[1]], net.graph.constants[rq0.inputs[2]] + half)  # DORY has no implicit half
 
 
 def test_dory_annotated_file_fails_checker_and_stripped_graph_passes():
-    m = dory.to_onnx(integerised())
+    m = dory.to_onnx(integerised().integer_graph())
     with pytest.raises(onnx.checker.ValidationError, match="Unrecognized attribute"):
         onnx.checker.check_model(m)
     onnx.checker.check_model(dory.strip_annotations(m), full_check=True)
@@ -156,20 +157,20 @@ def test_dory_in_onnxruntime_is_exact_where_float32_is(mode, bits, gran, pool):
     At D = 24 the products x*mul do not (float32 rounds them and a value a hair from a level may
     flip, depending on the CPU), so the claim is tested where it is a theorem: at a small D, with the
     magnitude bound checked first."""
-    inet = fake_to_true(fake_quantised(mode, bits, gran, pool), requant_bits=SMALL_D, input_shape=(1, 3, SIZE, SIZE))
-    q, out = vectors(inet, 32)
-    assert float32_magnitude(inet, torch.from_numpy(q)) < 2**24
-    got = run_onnxruntime(to_onnx(inet, "dory"), q)
+    net = fake_to_true(fake_quantised(mode, bits, gran, pool), requant_bits=SMALL_D, input_shape=(1, 3, SIZE, SIZE))
+    q, out = vectors(net, 32)
+    assert float32_magnitude(net, q) < 2**24
+    got = run_onnxruntime(to_onnx(net, "dory"), q)
     assert np.array_equal(got, out)
 
 
 # -- side files -------------------------------------------------------------------------------------
 
 def test_side_files_layout(tmp_path):
-    inet = integerised()
-    q, out = vectors(inet, 3)
-    write_flavour(inet, tmp_path / "deeploy", "deeploy", q, out, spec_hash="abc123")
-    write_flavour(inet, tmp_path / "dory", "dory", q, out, spec_hash="abc123")
+    net = integerised()
+    q, out = vectors(net, 3)
+    write_flavour(net, tmp_path / "deeploy", "deeploy", q, out, spec_hash="abc123")
+    write_flavour(net, tmp_path / "dory", "dory", q, out, spec_hash="abc123")
     for flavour in ("deeploy", "dory"):
         folder = tmp_path / flavour
         i, o = np.load(folder / "inputs.npz"), np.load(folder / "outputs.npz")
@@ -204,23 +205,23 @@ def test_mobilenet_v1_quarter_width_end_to_end(tmp_path):
     net.eval()
     fq = float_to_fake(net, QuantConfig(fold_bn=True), x[:2])
     calibrate(fq, [x], method="percentile")
-    inet = fake_to_true(fq, requant_bits=D, input_shape=(1, 3, 120, 120))
-    assert len([l for l in inet.layers if l.op == "Conv"]) == 27 and inet.output.shape == (1, 62)
-    q = inet.quantise_input(x)
+    net = fake_to_true(fq, requant_bits=D, input_shape=(1, 3, 120, 120))
+    assert net.graph.op_counts()["Conv"] == 27 and net.graph.info("output").shape == (1, 62)
+    q = torch.from_numpy(net.quantise_input(x))
     assert torch.equal(q, pixels.permute(0, 3, 1, 2).long() - 128)
-    out = inet.module()(q).numpy()
+    out = net.run(x)
     with torch.no_grad():
         y = fq(x).double().numpy()
-    for source, d in layerwise_diffs(fq, inet, x[:2]).items():
-        assert int(d.abs().max()) <= 1, source
+    for source, d in layerwise_diffs(fq, net, x[:2]).items():
+        assert int(np.abs(d).max()) <= 1, source
     # end to end, 27 layers of flips add up; what they can move the output by is derived, not counted
     fine = fake_to_true(fq, requant_bits=30, input_shape=(1, 3, 120, 120))
     gap, bound, _ = output_gap_and_bound(fq, fine, x)
     assert np.all(np.abs(gap) <= bound)
     for flavour in ("deeploy", "dory"):
-        path = write_flavour(inet, tmp_path / flavour, flavour, q[:2].numpy(), out[:2])
+        path = write_flavour(net, tmp_path / flavour, flavour, q[:2].numpy(), out[:2])
         assert np.array_equal(run_engine(path, q[:2].numpy()), out[:2])
     small = fake_to_true(fq, requant_bits=SMALL_D, input_shape=(1, 3, 120, 120))
-    assert float32_magnitude(small, q) < 2**24
+    assert float32_magnitude(small, q.numpy()) < 2**24
     got = run_onnxruntime(to_onnx(small, "dory"), q.numpy())
-    assert np.array_equal(got, small.module()(q).numpy())
+    assert np.array_equal(got, small.run(x))

@@ -10,12 +10,18 @@ from qlspec.engine.ops.base import Op, require
 from qlspec.graph.ir import TensorInfo
 
 
+ROUNDINGS = ("round", "floor")
+
+
 @dataclass(frozen=True)
 class Quantise(Op):
-    """y = clip(round(x / eps), lo, hi)
+    """y = clip(round(x / eps), lo, hi), or clip(floor(x / eps), lo, hi) with rounding="floor"
 
     x: float32. The division is one IEEE float32 division (x and eps both float32, as
     `torch.round(x / eps)` on float32 tensors); round is half to even (np.rint, torch.round).
+    floor is PACT's activation rule, the one F2T's input quantiser uses: with the default
+    normalisation (p - 127.5)/128 and eps 1/128 it maps a uint8 pixel p to p - 128 exactly
+    (rounding would merge pixels 127 and 128).
     y: the smallest type holding [lo, hi] (QuantLab's default input is signed 8-bit: [-128, 127]).
     NaN inputs are an error.
     """
@@ -25,16 +31,19 @@ class Quantise(Op):
     eps: float
     lo: int
     hi: int
+    rounding: str = "round"
 
     def __post_init__(self) -> None:
         require(float(self.eps) > 0, f"eps must be > 0 (got {self.eps})")
         require(self.lo <= self.hi, f"empty range [{self.lo}, {self.hi}]")
+        require(self.rounding in ROUNDINGS, f"rounding must be one of {list(ROUNDINGS)} (got {self.rounding!r})")
 
     def infer(self, ins, vals):
         require(ins[0].is_float, "Quantise takes a float32 input")
         return [TensorInfo.for_range(ins[0].shape, self.lo, self.hi)]
 
     def run(self, x):
-        q = np.rint(x.astype(np.float32) / np.float32(self.eps))
+        v = np.asarray(x, np.float32) / np.float32(self.eps)
+        q = np.floor(v) if self.rounding == "floor" else np.rint(v)
         require(not np.isnan(q).any(), "NaN in the input of Quantise")
         return np.clip(q, self.lo, self.hi).astype(np.int64)

@@ -1,0 +1,70 @@
+"""Property: whatever graph F2T produces, writing it in either QuantLab flavour and importing the file
+gives the same graph back, computing bit for bit the same outputs.
+
+"The same graph": the same nodes in the same order, with the same names, ops, attributes and
+activation wiring, and constants of equal value (constant *names* may differ: a flavour spells a
+pool's requantiser with ``mul * k`` and DORY writes ``add + div/2``, which the importer undoes into
+new constants). DORY splits a requantiser into Mul/Add/Div/Floor/Clip; its Clip is folded back by
+the converter's own FoldClipIntoRequant pass before comparing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from export_toys import SIZE, fake_quantised, images
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from qlspec.engine import run_graph
+from qlspec.export import fake_to_true, write_flavour
+from qlspec.graph.ir import Graph
+from qlspec.graph.passes import FoldClipIntoRequant, run_to_fixed_point
+from qlspec.onnx_import import import_onnx
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def canonical(g: Graph) -> list[tuple]:
+    """The graph as a list of node records in which tensors are named by where they come from: graph
+    inputs by position and type, node outputs by (node index, output index) and type, constants by
+    value."""
+    where: dict[str, tuple] = {t: ("input", i, g.info(t)) for i, t in enumerate(g.inputs)}
+    for t, v in g.constants.items():
+        where[t] = ("const", v.shape, tuple(v.ravel().astype(np.int64).tolist()))
+    rows = []
+    for i, n in enumerate(g.nodes):
+        rows.append((n.name, n.op, n.attrs, tuple(where[t] if t else None for t in n.inputs)))
+        for j, t in enumerate(n.outputs):
+            where[t] = ("node", i, j, g.info(t))
+    rows.append(("outputs", tuple(where[t] for t in g.outputs), tuple(g.outputs)))
+    return rows
+
+
+@settings(max_examples=24, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(flavour=st.sampled_from(["deeploy", "dory"]), mode=st.sampled_from(["ptq", "qat"]), bits=st.sampled_from([8, 6, 4]),
+       gran=st.sampled_from(["per-channel", "per-layer"]), pool=st.sampled_from(["global", "window"]),
+       requant_bits=st.integers(12, 30), seed=st.integers(0, 50))
+def test_export_then_import_gives_the_same_graph(tmp_path_factory, flavour, mode, bits, gran, pool, requant_bits, seed):
+    fq = fake_quantised(mode, bits, gran, pool, seed=seed)
+    net = fake_to_true(fq, requant_bits=requant_bits, input_shape=(1, 3, SIZE, SIZE))
+    x, _ = images(6, seed + 100)
+    q, out = net.quantise_input(x), net.run(x)
+    path = write_flavour(net, tmp_path_factory.mktemp(flavour), flavour, q, out)
+    info = net.input_info
+    back = import_onnx(path, input_types={"input": (info.bits, info.signed)})
+    if flavour == "dory":
+        back = run_to_fixed_point(back, (FoldClipIntoRequant(),))
+    assert canonical(back) == canonical(net.integer_graph())
+    assert np.array_equal(run_graph(back, {"input": q})["output"], out)
+
+
+def test_the_comparison_sees_a_changed_constant():
+    net = fake_to_true(fake_quantised("ptq", 8, "per-layer", "global"), requant_bits=20, input_shape=(1, 3, SIZE, SIZE))
+    g = net.integer_graph()
+    w = next(t for t in g.constants if t.endswith(".weight"))
+    changed = g.rewrite(constants={w: (g.constants[w] + 1).astype(g.constants[w].dtype)})
+    assert canonical(changed) != canonical(g)
+    assert canonical(g.rewrite(rename={})) == canonical(g)
+    torch.manual_seed(0)
