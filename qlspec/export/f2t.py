@@ -58,7 +58,7 @@ from qlspec.engine.run import run_graph
 from qlspec.errors import ExportError, GraphError
 from qlspec.graph.ir import Graph, Node, TensorInfo, make_graph, narrow
 from qlspec.quant.f2f import trace_fake
-from qlspec.quant.pact import FLOOR_TOLERANCE, PACT_ACTIVATIONS, PACTConv2d, PACTLinear, _PACTActivation
+from qlspec.quant.pact import FLOOR_TOLERANCE, PACT_ACTIVATIONS, PACTConv2d, PACTIntegerAdd, PACTLinear, _PACTActivation
 
 INT32 = (-(2**31), 2**31 - 1)
 _INT64_SAFE = 2**62
@@ -303,6 +303,9 @@ class _Walker:
         return Integerised(g, dict(self.eps), dict(self.sources), self.D)
 
     def module(self, node: fx.Node, m: nn.Module) -> None:
+        if isinstance(m, PACTIntegerAdd):
+            self.integer_add(node, m)
+            return
         v = self.source_val(node)
         if isinstance(m, _PACTActivation):
             if v.kind == "float":
@@ -381,17 +384,25 @@ class _Walker:
         self.vals[node] = dataclasses.replace(v, scale=scale, offset=offset, linear=None)
 
     def activation(self, node: fx.Node, act: _PACTActivation, v: _Val) -> None:
+        t = self.requantise(node, node.name, act, v, _src(node))
+        for i, (fx_name, shape) in enumerate(v.deferred):  # the flatten(s) after the pool, now after its requantiser
+            flat = f"{node.name}_flat{i}" if i < len(v.deferred) - 1 else f"{node.name}_flat"
+            self.emit("Flatten", flat, [t.name], fx_name, t.eps, axis=1)
+            t = dataclasses.replace(t, name=flat, shape=shape)
+        self.vals[node] = t
+
+    def requantise(self, node: fx.Node, name: str, act: _PACTActivation, v: _Val, source: str) -> _Val:
+        """`v` onto `act`'s grid: a RequantShift node `name`, or `v` itself for an identity requantisation."""
         eps_out = _scalar_or_channels(_f64(act.get_eps()))
         lo, hi = act.int_range
+        if eps_out.ndim:
+            self.fail(node, "per-channel activation eps is not supported")
         if v.kind == "grid":
-            if eps_out.ndim == 0 and np.array_equal(v.eps, eps_out) and lo <= v.lo and v.hi <= hi:
-                self.vals[node] = v  # identity requantisation (skip_identity_rqs)
-                return
+            if np.array_equal(v.eps, eps_out) and lo <= v.lo and v.hi <= hi:
+                return v  # identity requantisation (skip_identity_rqs)
             scale, offset = v.eps, np.zeros(())
         else:
             scale, offset = v.scale, v.offset
-        if eps_out.ndim:
-            self.fail(node, "per-channel activation eps is not supported")
         mul = np.round(scale / float(eps_out) * self.div)
         add = np.round((offset / float(eps_out) + (0.5 if act.rounding else FLOOR_TOLERANCE)) * self.div)
         mul, add = np.broadcast_arrays(mul, add)
@@ -402,36 +413,53 @@ class _Walker:
         if bound >= _INT64_SAFE:
             self.fail(node, f"x*mul + add can reach {bound}, beyond int64; use fewer requant_bits")
         ndim = len(v.shape)
-        name = node.name
         self.emit("RequantShift", name, [v.name, self.const(f"{name}.mul", _per_channel(mul, ndim)),
                                          self.const(f"{name}.add", _per_channel(add, ndim))],
-                  _src(node), eps_out, div=self.div, lo=lo, hi=hi)
-        t = _Val("grid", name, v.shape, lo, hi, eps=eps_out)
-        for i, (fx_name, shape) in enumerate(v.deferred):  # the flatten(s) after the pool, now after its requantiser
-            flat = f"{name}_flat{i}" if i < len(v.deferred) - 1 else f"{name}_flat"
-            self.emit("Flatten", flat, [t.name], fx_name, eps_out, axis=1)
-            t = dataclasses.replace(t, name=flat, shape=shape)
-        self.vals[node] = t
+                  source, eps_out, div=self.div, lo=lo, hi=hi)
+        return _Val("grid", name, v.shape, lo, hi, eps=eps_out)
+
+    def integer_add(self, node: fx.Node, m: PACTIntegerAdd) -> None:
+        """Both inputs onto the add's grid (``act_in``: one RequantShift each, the k-th call of the
+        shared quantiser is source ``<module>.act_in[k]``), then the integer `Add`."""
+        args = [a for a in node.args if isinstance(a, fx.Node)]
+        if len(args) != 2 or any(a not in self.vals for a in args):
+            self.fail(node, "a residual add takes two tensors F2T knows")
+        vals = [self.vals[a] for a in args]
+        if any(v.kind == "float" for v in vals) or any(v.deferred for v in vals):
+            self.fail(node, "a residual add needs two quantised or accumulated tensors")
+        if vals[0].shape != vals[1].shape:
+            self.fail(node, f"a residual add of shapes {list(vals[0].shape)} and {list(vals[1].shape)}: no broadcasting")
+        ins = [self.requantise(node, f"{node.name}_in{i}", m.act_in, v, f"{node.target}.act_in[{i}]") for i, v in enumerate(vals)]
+        eps = ins[0].eps
+        self.emit("Add", node.name, [ins[0].name, ins[1].name], _src(node), eps)
+        self.vals[node] = _Val("grid", node.name, vals[0].shape, ins[0].lo + ins[1].lo, ins[0].hi + ins[1].hi, eps=eps)
 
     def avgpool(self, node: fx.Node, m: nn.Module, v: _Val) -> None:
-        if v.kind != "grid":
-            self.fail(node, "average pooling needs a quantiser's output as input")
+        """Window sums (`SumPool` / `GlobalSumPool`) of a grid tensor or of an accumulator (per
+        channel scale and offset carry over: the mean of ``scale*a + offset`` is ``scale/k * sum + offset``)."""
+        if v.kind not in ("grid", "acc") or v.pool_k > 1 or v.deferred:
+            self.fail(node, "average pooling needs a quantiser's output or a convolution's accumulator as input")
         in_shape = self.shape(node.args[0])
+        scale, offset = (v.eps, np.zeros(())) if v.kind == "grid" else (v.scale, v.offset)
         if isinstance(m, nn.AdaptiveAvgPool2d):
             size = m.output_size if isinstance(m.output_size, tuple) else (m.output_size, m.output_size)
             if tuple(size) != (1, 1):
                 self.fail(node, f"AdaptiveAvgPool2d to {size}: only global pooling (output size 1) is supported")
             k = in_shape[2] * in_shape[3]
-            self.emit("GlobalSumPool", node.name, [v.name], _src(node), v.eps / k)
+            self.emit("GlobalSumPool", node.name, [v.name], _src(node), scale / k)
         else:
             kernel, stride, pad = _pair(m.kernel_size), _pair(m.stride if m.stride is not None else m.kernel_size), _pair(m.padding)
             if m.ceil_mode or m.divisor_override is not None or (any(pad) and not m.count_include_pad):
                 self.fail(node, "average pooling must have equal windows (no ceil_mode, no divisor_override, padding counted)")
+            if v.kind == "acc" and any(pad) and np.any(v.offset != 0):
+                self.fail(node, "average pooling with padding over an accumulator with an offset (bias or BatchNorm)")
             k = kernel[0] * kernel[1]
-            self.emit("SumPool", node.name, [v.name], _src(node), v.eps / k, kernel_shape=kernel, strides=stride,
+            self.emit("SumPool", node.name, [v.name], _src(node), scale / k, kernel_shape=kernel, strides=stride,
                       pads=(pad[0], pad[1], pad[0], pad[1]))
-        self.vals[node] = _Val("acc", node.name, self.shape(node), k * v.lo, k * v.hi, scale=np.asarray(float(v.eps) / k),
-                               offset=np.zeros(()), pool_k=k)
+        if max(abs(k * v.lo), abs(k * v.hi)) > INT32[1]:
+            self.fail(node, f"the window sums can reach {max(abs(k * v.lo), abs(k * v.hi))}, beyond int32")
+        self.vals[node] = _Val("acc", node.name, self.shape(node), k * v.lo, k * v.hi, scale=np.asarray(scale) / k,
+                               offset=np.asarray(offset), pool_k=k)
 
     def maxpool(self, node: fx.Node, m: nn.MaxPool2d, v: _Val) -> None:
         if v.kind != "grid":

@@ -17,17 +17,35 @@ from qlspec.engine.ops import op_for
 from qlspec.export.f2t import INPUT, Integerised
 
 
+def _module_call(source: str) -> tuple[str, int]:
+    """F2T's source of a requantiser: ``module`` or ``module[k]`` (the k-th call of a shared quantiser)."""
+    if source.endswith("]") and "[" in source:
+        name, _, k = source[:-1].rpartition("[")
+        return name, int(k)
+    return source, 0
+
+
 @torch.no_grad()
 def fq_codes(fq: nn.Module, net: Integerised, x: Tensor) -> tuple[dict[str, np.ndarray], Tensor]:
     """FQ's integer codes (output / eps, int64) at every activation quantiser F2T made a
     RequantShift, by graph tensor name, and FQ's output."""
-    got, hooks = {}, []
+    wanted: dict[str, dict[int, str]] = {}
     for n in net.graph.nodes:
         if n.op == "RequantShift":
-            m = fq.get_submodule(net.sources[n.name])
-            eps = float(m.get_eps())
-            hooks.append(m.register_forward_hook(
-                lambda mod, i, o, t=n.outputs[0], e=eps: got.__setitem__(t, torch.round(o.double() / e).long().numpy())))
+            module, call = _module_call(net.sources[n.name])
+            wanted.setdefault(module, {})[call] = n.outputs[0]
+    got, hooks = {}, []
+    for module, calls in wanted.items():
+        m = fq.get_submodule(module)
+        eps, seen = float(m.get_eps()), [0]
+
+        def hook(mod, i, o, calls=calls, eps=eps, seen=seen):
+            t = calls.get(seen[0])
+            seen[0] += 1
+            if t is not None:
+                got[t] = torch.round(o.double() / eps).long().numpy()
+
+        hooks.append(m.register_forward_hook(hook))
     try:
         y = fq(x)
     finally:

@@ -14,7 +14,11 @@ names. The rules QuantLib's export shares between flavours:
 - ``SumPool`` / ``GlobalSumPool`` -> ``AveragePool`` / ``GlobalAveragePool``: a *mean*, so the
   requantiser after it is written with ``mul * k`` (QuantLab's AlignAvgPoolPass form:
   ``mean * mul*k == sum * mul``), which is what the importer divides back;
-- ``MaxPool`` -> ``MaxPool``; ``Flatten`` -> ``Flatten``.
+- ``MaxPool`` -> ``MaxPool``; ``Flatten`` -> ``Flatten``;
+- ``Add`` (a harmonised residual add: both inputs requantised onto one grid by their own
+  RequantShift, then summed exactly) -> ``Add``. DORY's annotated Add (``in1_*``/``in2_*``/``out_*``)
+  requantises its inputs *without* clipping them, which is not QuantLib's PACT add (its branch
+  quantisers clip), so neither flavour fuses the branch requantisers into it.
 """
 
 from __future__ import annotations
@@ -108,13 +112,17 @@ def _max_pool(b: OnnxBuilder, n: Node) -> None:
            ceil_mode=int(n.attr("ceil_mode")))
 
 
+def _add(b: OnnxBuilder, n: Node) -> None:
+    b.node("Add", list(n.inputs), list(n.outputs), name=n.name)
+
+
 def _flatten(b: OnnxBuilder, n: Node) -> None:
     b.node("Flatten", list(n.inputs), list(n.outputs), name=n.name, axis=int(n.attr("axis")))
 
 
 COMMON: dict[str, Rule] = {
     "Conv": _conv, "Gemm": _gemm, "SumPool": _sum_pool, "GlobalSumPool": _global_sum_pool, "MaxPool": _max_pool,
-    "Flatten": _flatten,
+    "Flatten": _flatten, "Add": _add,
 }
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 
 from qlspec.graph.ir import Node, levels_range, narrow
-from qlspec.engine.ops.base import magnitude
+from qlspec.engine.ops.requant_shift import reach
 from qlspec.onnx_import.deeploy import divide_mul
 from qlspec.onnx_import.importer import Importer
 from qlspec.onnx_import.standard import lower_plain_add
@@ -78,9 +78,7 @@ def lower_requant_chain(imp: Importer, mul_node: onnx.NodeProto) -> None:
     add_value = raw_add.astype(np.int64) - div // 2
     add = f"{add_name or mul_node.name + '.add'}-half"
     imp.builder.add_constant(add, narrow(add_value))
-    mul_value = imp.builder.constants[mul]
-    bound = (magnitude(imp.info(x)) * magnitude(imp.builder.tensors[mul], mul_value)
-             + int(np.abs(add_value).max(initial=0)) + div) // div + 1
+    bound = reach(imp.info(x), imp.builder.constants[mul], imp.builder.constants[add], div)
     imp.emit(floor_node, Node.make("RequantShift", imp.node_name(mul_node), [x, mul, add], [floor_node.output[0]],
                                    div=div, lo=-bound, hi=bound))
 

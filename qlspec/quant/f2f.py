@@ -51,6 +51,7 @@ from qlspec.quant.pact import (
     PACT_ACTIVATIONS,
     PACT_MODULES,
     PACTConv2d,
+    PACTIntegerAdd,
     PACTLinear,
     PACTSignedAct,
     PACTUnsignedAct,
@@ -61,7 +62,8 @@ from qlspec.quant.pact import (
 _RELU_FUNCS = {F.relu: "relu", torch.relu: "relu", F.relu6: "relu6"}
 _POOLS = (nn.AvgPool2d, nn.AdaptiveAvgPool2d)
 _UNSUPPORTED_ACTS = (nn.PReLU, nn.LeakyReLU, nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.SiLU, nn.GELU, nn.ELU)
-_MERGES = {operator.add, torch.add, torch.cat, operator.mul, torch.mul}
+_ADDS = {operator.add, operator.iadd, torch.add}
+_MERGES = {torch.cat, operator.mul, torch.mul}
 # ops through which a tensor stays on its quantiser's grid
 _TRANSPARENT_MODULES = (nn.Flatten, nn.Dropout, nn.Identity, nn.MaxPool2d)
 _TRANSPARENT_FUNCS = {torch.flatten, torch.reshape, F.dropout, F.max_pool2d, torch.squeeze, torch.unsqueeze}
@@ -72,7 +74,7 @@ class PACTTracer(fx.Tracer):
     """An fx tracer that keeps PACT modules as leaves (for F2T, which re-traces fake-quantised nets)."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, PACT_MODULES) or super().is_leaf_module(m, qualname)
+        return isinstance(m, (*PACT_MODULES, PACTIntegerAdd)) or super().is_leaf_module(m, qualname)
 
 
 def trace_fake(net: nn.Module) -> fx.GraphModule:
@@ -134,6 +136,7 @@ def float_to_fake(net: nn.Module, cfg: QuantConfig, example_input: Tensor) -> fx
             node.replace_all_uses_with(new)
             gm.graph.erase_node(node)
 
+    _harmonise_adds(gm, cfg)
     _insert_input_quantiser(gm, cfg)
     _quantise_linear_inputs(gm, cfg)
     gm.graph.lint()
@@ -185,11 +188,11 @@ def _reject_unsupported(gm: fx.GraphModule) -> None:
         if node.op == "call_module" and isinstance(gm.get_submodule(node.target), _UNSUPPORTED_ACTS):
             m = gm.get_submodule(node.target)
             raise NotImplementedError(f"float_to_fake: {node.target} ({type(m).__name__}) has no PACT replacement; use ReLU or ReLU6")
-        if node.op == "call_function" and node.target in _MERGES:
-            if sum(isinstance(a, fx.Node) for a in node.args) >= 2:
+        if node.op == "call_function" and (node.target in _MERGES or node.target in _ADDS and node.kwargs):
+            if len(node.all_input_nodes) >= 2:
                 raise NotImplementedError(
-                    f"float_to_fake: {node.name} merges two tensors; residual adds / concatenations need QuantLib's "
-                    "harmonisation (PACTIntegerAdd/Concat), which qlspec does not implement yet"
+                    f"float_to_fake: {node.name} merges two tensors by {getattr(node.target, '__name__', node.target)}; "
+                    "only residual adds (a + b) are harmonised (PACTIntegerAdd): concatenations and products are not"
                 )
 
 
@@ -210,6 +213,21 @@ def _pool_input_signed(gm: fx.GraphModule, example_input: Tensor) -> dict[str, b
             h.remove()
         gm.train(was_training)
     return seen
+
+
+def _harmonise_adds(gm: fx.GraphModule, cfg: QuantConfig) -> None:
+    """Every add of two tensors becomes a `PACTIntegerAdd` (``<node>`` module): one signed quantiser
+    on both inputs, so that the integer sum is exact (QuantLib's add harmonisation)."""
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or node.target not in _ADDS or len(node.args) != 2:
+            continue
+        if not all(isinstance(a, fx.Node) for a in node.args):
+            continue  # adding a constant: not a residual
+        name = _add_submodule(gm, node.name, PACTIntegerAdd(_act(cfg, signed=True, kind="identity")))
+        with gm.graph.inserting_after(node):
+            new = gm.graph.call_module(name, tuple(node.args))
+        node.replace_all_uses_with(new)
+        gm.graph.erase_node(node)
 
 
 def _set_submodule(gm: fx.GraphModule, target: str, module: nn.Module) -> None:
@@ -266,7 +284,7 @@ def _on_grid(gm: fx.GraphModule, node: Any) -> bool:
     while isinstance(node, fx.Node):
         if node.op == "call_module":
             m = gm.get_submodule(node.target)
-            if isinstance(m, PACT_ACTIVATIONS):
+            if isinstance(m, (*PACT_ACTIVATIONS, PACTIntegerAdd)):
                 return True
             if not isinstance(m, _TRANSPARENT_MODULES):
                 return False

@@ -297,6 +297,24 @@ class PACTSignedAct(_PACTActivation):
 PACTAsymmetricAct = PACTSignedAct
 
 
+class PACTIntegerAdd(nn.Module):
+    """A residual add with QuantLib's harmonisation (its PACTIntegerAdd): ``y = act_in(a) + act_in(b)``.
+
+    Both inputs go through one signed quantiser ``act_in`` (one module, so one eps and one set of
+    statistics over both inputs), so the sum of the two codes is exact on that grid: codes in
+    ``[-n, n-2]``, real value ``eps * (q_a + q_b)``. The activation after the add (the block's ReLU)
+    then requantises the sum. F2T: one RequantShift per input onto ``act_in``'s grid, an integer
+    `Add`, and the following activation's RequantShift.
+    """
+
+    def __init__(self, act_in: "PACTSignedAct") -> None:
+        super().__init__()
+        self.act_in = act_in
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        return self.act_in(a) + self.act_in(b)
+
+
 def input_quantiser(n_levels: int = 256, clip: float = 1.0) -> PACTSignedAct:
     """A fixed signed input quantiser: bounds ``[-clip, clip*(n-2)/n]``, ``eps_in = 2*clip/n``, floor.
 

@@ -54,9 +54,54 @@ class Mini(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
+class ResidualBlock(nn.Module):
+    """3DDFA_V2's ResNet BasicBlock: conv-BN-ReLU-conv-BN, plus the input (or a 1x1 conv-BN of it), ReLU."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU()
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        residual = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + residual)
+
+
+class MiniRes(nn.Module):
+    """conv1/bn1/relu -> a residual block with a 1x1 shortcut and one with the identity -> a 1x1 conv
+    with bias -> global pool (the output, as 3DDFA_V2's ResNet-22 ends) or pool -> fc."""
+
+    def __init__(self, n_out: int = 5, w: int = 4, pool: str = "global") -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, w, 3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(w)
+        self.relu = nn.ReLU()
+        self.layer1 = nn.Sequential(ResidualBlock(w, 2 * w, stride=2), ResidualBlock(2 * w, 2 * w))
+        self.pool_kind = pool
+        self.head = nn.Conv2d(2 * w, n_out, 1)
+        self.avgpool = nn.AdaptiveAvgPool2d(1) if pool == "global" else nn.AvgPool2d(2)
+        self.fc = nn.Linear(n_out * 4, n_out) if pool == "window" else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.layer1(self.relu(self.bn1(self.conv1(x))))
+        x = self.avgpool(self.head(x))
+        x = x.view(x.size(0), -1)
+        return x if self.fc is None else self.fc(x)
+
+
 # (mode, weight/act bits, weight granularity, pooling) cases shared by the F2T and ONNX export tests
 CASES = [(mode, bits, gran, pool) for mode in ("ptq", "qat") for bits in (8, 4)
          for gran in ("per-channel", "per-layer") for pool in (("global", "window") if bits == 8 and gran == "per-channel" else ("global",))]
+# the same on `MiniRes` (residual adds): (mode, bits, granularity, pooling)
+RESIDUAL_CASES = [(mode, bits, gran, pool) for mode in ("ptq", "qat") for bits in (8, 4) for gran in ("per-channel", "per-layer")
+                  for pool in ("global", "window")]
 
 
 def images(n: int, seed: int) -> tuple[Tensor, Tensor]:
@@ -69,9 +114,9 @@ def images(n: int, seed: int) -> tuple[Tensor, Tensor]:
     return (pixels.float() - 127.5) / 128, pixels
 
 
-def _float_net(seed: int, pool: str) -> Mini:
+def _float_net(seed: int, pool: str, residual: bool = False) -> nn.Module:
     torch.manual_seed(seed)
-    net = Mini(pool=pool)
+    net = (MiniRes if residual else Mini)(pool=pool)
     for m in net.modules():  # non-trivial BN statistics and affine parameters
         if isinstance(m, nn.BatchNorm2d):
             with torch.no_grad():
@@ -86,10 +131,10 @@ def _float_net(seed: int, pool: str) -> Mini:
 
 
 def fake_quantised(mode: str = "ptq", bits: int = 8, granularity: str = "per-channel", pool: str = "global",
-                   seed: int = 0) -> nn.Module:
-    """A started fake-quantised `Mini`: 'ptq' (fold_bn, percentile calibration) or 'qat' (BN kept,
-    a few PACT SGD steps with learned clipping bounds)."""
-    net = _float_net(seed, pool)
+                   seed: int = 0, residual: bool = False) -> nn.Module:
+    """A started fake-quantised `Mini` (or `MiniRes`): 'ptq' (fold_bn, percentile calibration) or
+    'qat' (BN kept, a few PACT SGD steps with learned clipping bounds)."""
+    net = _float_net(seed, pool, residual)
     x, _ = images(64, seed + 2)
     if mode == "ptq":
         cfg = QuantConfig(weight_bits=bits, act_bits=bits, weight_granularity=granularity, fold_bn=True)
@@ -116,23 +161,32 @@ def fake_quantised(mode: str = "ptq", bits: int = 8, granularity: str = "per-cha
 U32 = 2.0**-24  # float32's unit roundoff
 
 
-def abs_terms(g, node, x: np.ndarray) -> np.ndarray:
-    """``|W| (*) |x| + |bias|`` for a Conv or Gemm, the window sums of ``|x|`` for a pool: what every
-    partial sum of the node's accumulation is bounded by (exact integers, int64)."""
+def abs_terms(g, node, x: np.ndarray, env: dict | None = None) -> np.ndarray:
+    """``|W| (*) |x| + |bias|`` for a Conv or Gemm, the window sums of ``|x|`` for a pool, ``|a| + |b|``
+    for an Add, ``|x|`` itself otherwise: what every partial sum of the node's result is bounded by
+    (exact integers, int64). `env` gives an Add's second input."""
     op = op_for(node)
     if node.op in ("SumPool", "GlobalSumPool"):
         return np.asarray(op.run(np.abs(x)), np.int64)
+    if node.op == "Add":
+        return np.abs(x) + np.abs(env[node.inputs[1]].astype(np.int64))
+    if node.op not in ("Conv", "Gemm"):
+        return np.abs(np.asarray(op.run(x, *(g.constants[t] for t in node.inputs[1:] if t)), np.int64))
     consts = [np.abs(g.constants[t].astype(np.int64)) for t in node.inputs[1:] if t]
     return np.asarray(op.run(np.abs(x), *consts), np.int64)
 
 
 def fan_in(g, node) -> int:
-    """How many terms each output of a Conv, Gemm or pool adds up."""
+    """How many terms each output of a Conv, Gemm, pool or Add adds up (1 for anything else)."""
     if node.op == "SumPool":
         return int(np.prod(node.attr("kernel_shape")))
     if node.op == "GlobalSumPool":
         return int(np.prod(g.info(node.inputs[0]).shape[2:]))
-    return int(np.prod(g.constants[node.inputs[1]].shape[1:]))
+    if node.op == "Add":
+        return 2
+    if node.op in ("Conv", "Gemm"):
+        return int(np.prod(g.constants[node.inputs[1]].shape[1:]))
+    return 1
 
 
 def _fq_env(fq: nn.Module, net, x: Tensor) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], Tensor]:
@@ -184,7 +238,8 @@ def output_gap_and_bound(fq: nn.Module, net, x: Tensor) -> tuple[np.ndarray, np.
 def float32_magnitude(net, q: np.ndarray) -> float:
     """The largest magnitude a float32 evaluation of the integer graph meets on the integer inputs `q`.
 
-    For each Conv/Gemm, ``|W| (*) |x| + |bias|`` bounds every partial sum; for each requantiser,
+    For each Conv/Gemm/pool/Add, ``|W| (*) |x| + |bias|`` (window sums, ``|a| + |b|``) bounds every
+    partial sum; for each requantiser,
     ``|x|*|mul| + |add| + div`` bounds the product and the sums before the division by 2^D. Integers
     below 2^24 are exact in float32 and a division by a power of two is exact, so below 2^24 a
     float32 runtime (onnxruntime on the DORY spelling) computes the graph exactly, on any CPU.
@@ -199,10 +254,12 @@ def float32_magnitude(net, q: np.ndarray) -> float:
         elif n.op == "RequantShift":
             mul, add = (np.abs(g.constants[t].astype(np.int64)) for t in n.inputs[1:])
             m = np.abs(x) * mul + add + n.attr("div")
+        elif n.op == "Add":
+            m = abs_terms(g, n, x, env)
         elif n.op in ("SumPool", "GlobalSumPool"):
             k = fan_in(g, n)
             assert k & (k - 1) == 0, f"{n.name}: a {k}-value mean is not exact in float32"
-            continue
+            m = abs_terms(g, n, x)
         else:
             continue
         worst = max(worst, int(m.max()))
@@ -232,12 +289,13 @@ def unexplained_flips(fq: nn.Module, net, x: Tensor) -> dict[str, tuple[int, int
         y = np.asarray(op_for(n).run(a, *(g.constants[t] for t in n.inputs[1:])))
         flipped = y != codes[n.outputs[0]]
         acc = g.producer(n.inputs[0])
-        big_m = abs_terms(g, acc, env[acc.inputs[0]].astype(np.int64)).astype(np.float64)
+        big_m = (abs_terms(g, acc, env[acc.inputs[0]].astype(np.int64), env) if acc is not None else np.abs(a)).astype(np.float64)
         mul, add = (g.constants[t].astype(np.int64) for t in n.inputs[1:])
         div = int(n.attr("div"))
         r = np.mod(a * mul + add + div // 2, div).astype(np.float64)
         dist = np.minimum(r, div - r) / div
         mul_f, add_f = np.abs(mul).astype(np.float64), np.abs(add + div // 2).astype(np.float64)
-        delta = ((fan_in(g, acc) + 8) * U32 * (big_m * mul_f + add_f) + np.abs(a) * (0.5 + U32 * mul_f) + 0.5 + U32 * add_f) / div
+        k = fan_in(g, acc) if acc is not None else 1
+        delta = ((k + 8) * U32 * (big_m * mul_f + add_f) + np.abs(a) * (0.5 + U32 * mul_f) + 0.5 + U32 * add_f) / div
         out[net.sources[n.name]] = (int(flipped.sum()), int((flipped & (dist > delta)).sum()))
     return out

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from export_toys import CASES, SIZE, fake_quantised, images, layerwise_diffs, output_gap_and_bound, unexplained_flips
+from export_toys import CASES, RESIDUAL_CASES, SIZE, fake_quantised, images, layerwise_diffs, output_gap_and_bound, unexplained_flips
 
 from qlspec.export import ExportError, fake_to_true, histogram
 from qlspec.export.f2t import fit_float32
@@ -23,28 +23,31 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 _CACHE: dict = {}
 
 
-def integerised(mode, bits, gran, pool):
-    key = (mode, bits, gran, pool)
+def integerised(mode, bits, gran, pool, residual=False):
+    key = (mode, bits, gran, pool, residual)
     if key not in _CACHE:
-        fq = fake_quantised(mode, bits, gran, pool)
+        fq = fake_quantised(mode, bits, gran, pool, residual=residual)
         _CACHE[key] = (fq, fake_to_true(fq, requant_bits=D, input_shape=(1, 3, SIZE, SIZE)))
     return _CACHE[key]
 
 
-@pytest.mark.parametrize("mode,bits,gran,pool", CASES)
-def test_each_requantiser_is_within_one_lsb_of_fq_given_the_same_input(mode, bits, gran, pool):
-    fq, net = integerised(mode, bits, gran, pool)
+ALL_CASES = [(*c, False) for c in CASES] + [(*c, True) for c in RESIDUAL_CASES]
+
+
+@pytest.mark.parametrize("mode,bits,gran,pool,residual", ALL_CASES)
+def test_each_requantiser_is_within_one_lsb_of_fq_given_the_same_input(mode, bits, gran, pool, residual):
+    fq, net = integerised(mode, bits, gran, pool, residual)
     x, _ = images(64, 11)
     diffs = layerwise_diffs(fq, net, x)
     for source, d in diffs.items():
         assert int(np.abs(d).max()) <= 1, f"{source}: {histogram(d)}"
 
 
-@pytest.mark.parametrize("mode,bits,gran,pool", CASES)
-def test_every_requantiser_flip_is_float32_rounding(mode, bits, gran, pool):
+@pytest.mark.parametrize("mode,bits,gran,pool,residual", ALL_CASES)
+def test_every_requantiser_flip_is_float32_rounding(mode, bits, gran, pool, residual):
     """How many values flip depends on the CPU; that each flip sits within float32's derived error
     band of a level does not (see `unexplained_flips`)."""
-    fq, net = integerised(mode, bits, gran, pool)
+    fq, net = integerised(mode, bits, gran, pool, residual)
     x, _ = images(64, 11)
     for source, (flips, unexplained) in unexplained_flips(fq, net, x).items():
         assert unexplained == 0, f"{source}: {unexplained} of {flips} flips are not float32 rounding"
@@ -151,3 +154,20 @@ def test_fit_float32_keeps_small_values_and_rounds_large_ones():
     half = 2**23
     out = fit_float32(np.array([2**24 + 3, -(2**25) - 7]), half=half)
     assert np.array_equal((out - half).astype(np.float32).astype(np.int64), out - half)
+
+
+def test_residual_add_is_harmonised_into_requantised_branches_and_an_integer_add():
+    fq, net = integerised("qat", 8, "per-channel", "global", residual=True)
+    g = net.graph
+    add = next(n for n in g.nodes if n.op == "Add")
+    branches = [g.producer(t) for t in add.inputs]
+    assert [b.op for b in branches] == ["RequantShift", "RequantShift"]
+    assert [net.sources[b.name] for b in branches] == [f"{net.sources[add.name]}.act_in[{i}]" for i in range(2)]
+    assert [(b.attr("lo"), b.attr("hi")) for b in branches] == [(-128, 127)] * 2  # one shared signed grid
+    assert g.info(add.outputs[0]).describe() == "i9[1x8x4x4]"  # the exact sum never saturates
+    relu = g.consumers(add.outputs[0])[0]
+    assert relu.op == "RequantShift" and (relu.attr("lo"), relu.attr("hi")) == (0, 255)
+    np.testing.assert_allclose(net.eps[add.outputs[0]], float(fq.get_submodule(net.sources[add.name]).act_in.get_eps()))
+    # 3DDFA_V2's ResNet ends in a 1x1 conv with bias, then the global pool: sum of accumulators, requantised
+    pool = g.producer(g.producer("output").inputs[0]) if g.producer("output").op == "Flatten" else None
+    assert pool is not None and pool.op == "RequantShift" and g.producer(pool.inputs[0]).op == "GlobalSumPool"

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from export_toys import CASES, SIZE, fake_quantised, float32_magnitude, images, layerwise_diffs, output_gap_and_bound
+from export_toys import CASES, RESIDUAL_CASES, SIZE, fake_quantised, float32_magnitude, images, layerwise_diffs, output_gap_and_bound
 from onnx import AttributeProto, helper, numpy_helper
 
 from qlspec import __version__
@@ -150,14 +150,14 @@ def test_dory_annotated_file_fails_checker_and_stripped_graph_passes():
     onnx.checker.check_model(dory.strip_annotations(m), full_check=True)
 
 
-@pytest.mark.parametrize("mode,bits,gran,pool", CASES)
-def test_dory_in_onnxruntime_is_exact_where_float32_is(mode, bits, gran, pool):
+@pytest.mark.parametrize("mode,bits,gran,pool,residual", [(*c, False) for c in CASES] + [(*c, True) for c in RESIDUAL_CASES[::3]])
+def test_dory_in_onnxruntime_is_exact_where_float32_is(mode, bits, gran, pool, residual):
     """onnxruntime evaluates the DORY spelling in float32: exact while every value stays below 2^24.
 
     At D = 24 the products x*mul do not (float32 rounds them and a value a hair from a level may
     flip, depending on the CPU), so the claim is tested where it is a theorem: at a small D, with the
     magnitude bound checked first."""
-    net = fake_to_true(fake_quantised(mode, bits, gran, pool), requant_bits=SMALL_D, input_shape=(1, 3, SIZE, SIZE))
+    net = fake_to_true(fake_quantised(mode, bits, gran, pool, residual=residual), requant_bits=SMALL_D, input_shape=(1, 3, SIZE, SIZE))
     q, out = vectors(net, 32)
     assert float32_magnitude(net, q) < 2**24
     got = run_onnxruntime(to_onnx(net, "dory"), q)

@@ -11,7 +11,7 @@ from quant_toys import TinyMobileNet
 from torch import fx, nn
 
 from qlspec.quant import PACTController, QuantConfig, float_to_fake
-from qlspec.quant.pact import PACT_ACTIVATIONS, PACTConv2d, PACTLinear, PACTSignedAct, PACTUnsignedAct
+from qlspec.quant.pact import PACT_ACTIVATIONS, PACTConv2d, PACTIntegerAdd, PACTLinear, PACTSignedAct, PACTUnsignedAct
 
 
 def _net() -> nn.Module:
@@ -108,9 +108,36 @@ class _Residual(nn.Module):
         return x + self.c(x)
 
 
-def test_residual_add_is_refused_clearly():
-    with pytest.raises(NotImplementedError, match="harmonisation"):
-        float_to_fake(_Residual(), QuantConfig(), X)
+class _Concat(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x):
+        return torch.cat([x, self.c(x)], 1)
+
+
+def test_residual_add_is_harmonised_and_concat_refused_clearly():
+    net = _Residual().eval()
+    fq = float_to_fake(net, QuantConfig(), X)
+    (add,) = [m for m in fq.modules() if isinstance(m, PACTIntegerAdd)]
+    assert isinstance(add.act_in, PACTSignedAct)  # one quantiser for both inputs: one grid
+    with torch.no_grad():
+        torch.testing.assert_close(fq(X), net(X))  # float mode until quantisation starts
+    PACTController(fq, start_epoch=0, calibration_batches=[X])(0, fq)
+    with torch.no_grad():
+        y = fq(X)
+    eps = add.act_in.get_eps()
+    got = {}
+    h = add.register_forward_hook(lambda m, i, o: got.setdefault("sum", o))
+    with torch.no_grad():
+        fq(X)
+    h.remove()
+    codes = got["sum"] / eps
+    assert torch.allclose(codes, codes.round(), atol=1e-3)  # the sum of two codes on one grid
+    assert y.shape == X.shape
+    with pytest.raises(NotImplementedError, match="concatenations"):
+        float_to_fake(_Concat(), QuantConfig(), X)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("qlspec.nets.mobilenet_v1") is None, reason="qlspec.nets.mobilenet_v1 not written yet")

@@ -23,6 +23,13 @@ def check_requant_params(x: TensorInfo, mul: TensorInfo, add: TensorInfo, div: i
     require(bound < INT64_LIMIT, f"x*mul + add may exceed int64 (bound {bound})")
 
 
+def reach(x: TensorInfo, mul: np.ndarray, add: np.ndarray, div: int) -> int:
+    """A bound on |floor((x*mul + add + div//2) / div)| over every value x's type holds: what an
+    unclipped requantiser can produce (its output range when nothing clips it)."""
+    return (magnitude(x) * magnitude(TensorInfo.of_array(mul), mul) + int(np.abs(add.astype(np.int64)).max(initial=0))
+            + div) // div + 1
+
+
 def requantise(x: np.ndarray, mul: np.ndarray, add: np.ndarray, shift: int) -> np.ndarray:
     """floor((x*mul + add + div//2) / div), div = 2**shift, in int64 (no clipping)."""
     div = 1 << shift
