@@ -1,4 +1,4 @@
-"""Import 3DDFA_V2 checkpoints (``mb1_120x120.pth``, ``mb05_120x120.pth``) into `MobileNetV1`.
+"""Import 3DDFA_V2 checkpoints (``mb1_120x120.pth``, ``mb05_120x120.pth``, ``resnet22.pth``) into our networks.
 
 The released files are ``{'epoch': int, 'state_dict': {...}}`` (legacy torch serialisation) whose
 keys carry DataParallel's ``module.`` prefix, the 62-parameter head as ``fc_param`` and a training-only
@@ -18,7 +18,7 @@ from torch import nn
 
 from qlspec.errors import CheckpointError
 
-DROPPED_PREFIXES = ("fc_lm.",)
+DROPPED_PREFIXES = ("fc_lm.", "conv_lm.")  # training-only landmark heads (MobileNet, ResNet)
 RENAMED_PREFIXES = {"fc_param.": "fc."}
 
 

@@ -220,6 +220,11 @@ def _locate(err: dict[str, Any], source: Source, path: Path) -> tuple[str, str]:
         hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
         message = f"unknown key '{loc[-1]}'" + (f" (did you mean '{hint[0]}'?)" if hint else f" (allowed: {', '.join(allowed)})")
         position = source.keys.get(loc)
+    elif kind == "union_tag_invalid":  # an unknown data.kind or network.arch: point at that key
+        field = "arch" if err["ctx"]["discriminator"].endswith("()") else err["ctx"]["discriminator"].strip("'")
+        loc = loc + (field,)
+        message = f"must be one of {err['ctx']['expected_tags']} (got {err['ctx']['tag']!r})"
+        position = _nearest(source.values, loc)
     elif kind == "missing":
         message = "required field is missing"
         position = source.keys.get(loc[:-1]) if loc[:-1] else Position(path, 1, 1)
@@ -285,9 +290,12 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
 
 
 def _union_tags() -> set[str]:
-    """Discriminator values pydantic inserts into error locations of tagged unions (data.kind)."""
-    data_models = _models_in(AppSpec.model_fields["data"].annotation)
-    return {tag for m in data_models for tag in typing.get_args(m.model_fields["kind"].annotation)}
+    """Discriminator values pydantic inserts into error locations of tagged unions (data.kind, network.arch)."""
+    tags = set()
+    for section, key in (("data", "kind"), ("network", "arch")):
+        for m in _models_in(AppSpec.model_fields[section].annotation):
+            tags.update(typing.get_args(m.model_fields[key].annotation))
+    return tags
 
 
 _UNION_TAGS = _union_tags()

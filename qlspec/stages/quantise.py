@@ -8,7 +8,7 @@
   training images, no gradient step.
 
 Outputs: fq_state.pt (state dict of the fake-quantised net), quant_config.json (the `QuantConfig`),
-network.json (the float network's constructor arguments), outputs.npz (normalised outputs on the
+network.json (the train stage's record of the float network, `qlspec.nets.registry`), outputs.npz (normalised outputs on the
 validation split), history.json (QAT only), rungs.json (row FQ, compared with FP).
 """
 
@@ -25,7 +25,8 @@ from torch import fx
 
 from qlspec.evaluation import landmarks_from_outputs, load_split, load_stats, network_outputs, nme_row
 from qlspec.face.store import load_face_model
-from qlspec.nets.mobilenet_v1 import MobileNetV1, preprocess
+from qlspec.nets import registry
+from qlspec.nets.mobilenet_v1 import preprocess
 from qlspec.quant import PACTController, QuantConfig, calibrate, float_to_fake, pact_param_groups
 from qlspec.report import write_rungs
 from qlspec.spec.models import AppSpec
@@ -54,9 +55,8 @@ def quant_config(spec: AppSpec) -> QuantConfig:
 def load_fake_quantised(folder: Path) -> fx.GraphModule:
     """Rebuild the fake-quantised net a quantise stage wrote to `folder` (eval mode)."""
     cfg = QuantConfig(**json.loads((folder / "quant_config.json").read_text()))
-    width = json.loads((folder / "network.json").read_text())["width"]
-    example = torch.zeros(EXAMPLE_BATCH, 3, 120, 120)
-    fq = float_to_fake(MobileNetV1(width=width), cfg, example)
+    example = torch.zeros(EXAMPLE_BATCH, *registry.read_record(folder)["input_shape"])
+    fq = float_to_fake(registry.build_from_record(folder), cfg, example)
     fq.load_state_dict(torch.load(folder / "fq_state.pt", map_location="cpu", weights_only=True))
     return fq.eval()
 
@@ -69,7 +69,7 @@ def run(ctx: StageContext) -> None:
     train_set, val_set = load_split(data, "train"), load_split(data, "val")
     stats = load_stats(data)
     torch.manual_seed(t.seed)
-    net = MobileNetV1(width=spec.network.width)
+    net = registry.build_from_record(float_dir)  # the architecture the train stage trained
     if q.algorithm == "ptq" or q.schedule.from_float:
         net.load_state_dict(torch.load(float_dir / "model.pt", map_location="cpu", weights_only=True))
     net.eval()
@@ -84,7 +84,7 @@ def run(ctx: StageContext) -> None:
         ctx.log(f"  calibrated {q.ptq.calibration} bounds on {n} training images")
     torch.save(fq.state_dict(), ctx.out / "fq_state.pt")
     (ctx.out / "quant_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
-    (ctx.out / "network.json").write_text(json.dumps({"arch": spec.network.arch, "width": spec.network.width}) + "\n")
+    shutil.copyfile(float_dir / "network.json", ctx.out / "network.json")
     z = network_outputs(fq, val_set)
     np.savez(ctx.out / "outputs.npz", z=z)
     z_fp = np.load(float_dir / "outputs.npz")["z"]

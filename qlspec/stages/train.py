@@ -1,6 +1,7 @@
 """Stage `train`: train the float 3DDFA network (rung FP, and the MEAN baseline).
 
-Outputs: model.pt (state dict of `MobileNetV1`), network.json (its constructor arguments),
+Outputs: model.pt (state dict of the network `network.arch` names, built by `qlspec.nets.registry`),
+network.json (the registry's record of it),
 history.json (per-epoch loss and validation NME), outputs.npz (the network's normalised outputs
 on the validation split, which the next rung is compared with), rungs.json (rows MEAN and FP).
 Checkpoints go to the stage's partial folder after every epoch, so an interrupted run resumes there
@@ -18,8 +19,7 @@ import torch
 from qlspec.evaluation import landmarks_from_outputs, load_split, load_stats, network_outputs, nme_row, rung_row
 from qlspec.face.store import load_face_model
 from qlspec.metrics.nme import mean_predictor_nme
-from qlspec.nets.checkpoint import load_3ddfa_checkpoint
-from qlspec.nets.mobilenet_v1 import MobileNetV1
+from qlspec.nets import registry
 from qlspec.report import write_rungs
 from qlspec.stages.engine import StageContext
 from qlspec.training.loss import LossConfig
@@ -34,9 +34,8 @@ def run(ctx: StageContext) -> None:
     stats = load_stats(ctx.inputs["data"])
     face_model = load_face_model(ctx.inputs["data"])
     torch.manual_seed(cfg.seed)
-    net = MobileNetV1(width=spec.network.width, num_params=62)
+    net = registry.build_from_spec(spec.network)
     if spec.network.pretrained is not None:
-        load_3ddfa_checkpoint(net, spec.network.pretrained)
         ctx.log(f"  starting from {spec.network.pretrained.name}")
     result = train(
         net, train_set, val_set, stats=stats, epochs=cfg.epochs, batch_size=cfg.batch_size,
@@ -48,7 +47,7 @@ def run(ctx: StageContext) -> None:
         ckpt_dir=ctx.out / "checkpoints", seed=cfg.seed, progress=ctx.progress, face_model=face_model,
     )
     torch.save(net.state_dict(), ctx.out / "model.pt")
-    (ctx.out / "network.json").write_text(json.dumps({"arch": spec.network.arch, "width": spec.network.width}) + "\n")
+    registry.write_record(spec.network, spec.preprocess.size, ctx.out)
     (ctx.out / "history.json").write_text(json.dumps(result.history, indent=2) + "\n")
     z = network_outputs(net, val_set)
     np.savez(ctx.out / "outputs.npz", z=z)

@@ -78,7 +78,22 @@ def test_new_rejects_bad_names_and_keys(tmp_path):
 def test_plan_on_a_bad_spec_exits_2(spec_file):
     r = qlspec("plan", spec_file("name: x\ndata: {kind: imagenet}\n"))
     assert r.returncode == 2
-    assert "app.yaml:2:7: data" in r.stderr
+    assert "app.yaml:2:14: data.kind: must be one of 'synthetic', '300w-lp' (got 'imagenet')" in r.stderr
+
+
+def test_an_unknown_network_arch_is_located_and_lists_the_registry(spec_file):
+    r = qlspec("validate", spec_file("name: x\nnetwork:\n  arch: resnet50\n"))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert "app.yaml:3:9: network.arch: must be one of '3ddfa-mobilenet-v1', '3ddfa-resnet22' (got 'resnet50')" in r.stderr
+
+
+def test_new_offers_what_the_spec_library_holds(tmp_path):
+    r = qlspec("new", "--no-input", "name=res", "network=3ddfa-resnet22-w0125", "-o", tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "networks/3ddfa-resnet22-w0125.yaml" in (tmp_path / "res" / "app.yaml").read_text()
+    assert qlspec("validate", tmp_path / "res" / "app.yaml").returncode == 0
+    r = qlspec("new", "--no-input", "name=b", "board=pi5", "-o", tmp_path)
+    assert r.returncode == 2 and "board 'pi5' is not in the spec library (choose from: rpi4)" in r.stderr
 
 
 def test_convert_takes_the_input_precision_from_a_side_json_or_the_flags(tmp_path, repo_root):
