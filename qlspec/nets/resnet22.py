@@ -86,7 +86,9 @@ class ResNet22(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu1(self.bn1(self.conv1(x)))
+        # images arrive as a permuted NHWC batch; torch 2.13's CPU backward of this net crashes
+        # (double free) on that layout, so take a contiguous copy first
+        x = self.relu1(self.bn1(self.conv1(x.contiguous())))
         x = self.relu2(self.bn2(self.conv2(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
         x = self.avgpool(self.conv_param(x))
