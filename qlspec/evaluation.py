@@ -17,7 +17,7 @@ from qlspec.data.faceset import FaceSet
 from qlspec.face.morphable import FaceModel, synthetic_face_model
 from qlspec.face.params import ParamStats
 from qlspec.metrics.nme import NMEReport, nme_report
-from qlspec.nets.mobilenet_v1 import preprocess
+from qlspec.preprocess import InputTransform
 from qlspec.report import row
 
 
@@ -37,10 +37,10 @@ def landmarks_from_outputs(z: np.ndarray, stats: ParamStats, face_model: FaceMod
 
 
 @torch.no_grad()
-def network_outputs(net: torch.nn.Module, faces: FaceSet, batch_size: int = 256) -> np.ndarray:
-    """The network's raw (normalised) outputs ``(N, 62)`` float32 on `faces`, in eval mode."""
+def network_outputs(net: torch.nn.Module, faces: FaceSet, transform: InputTransform, batch_size: int = 256) -> np.ndarray:
+    """The network's raw (normalised) outputs ``(N, 62)`` float32 on `faces` (inputs by `transform`), in eval mode."""
     net.eval()
-    outs = [net(preprocess(faces.images[s:s + batch_size])).float().numpy() for s in range(0, len(faces), batch_size)]
+    outs = [net(transform(faces.images[s:s + batch_size])).float().numpy() for s in range(0, len(faces), batch_size)]
     return np.concatenate(outs).astype(np.float32)
 
 

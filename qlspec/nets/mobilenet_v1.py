@@ -1,7 +1,7 @@
 """The 3DDFA MobileNet-V1 regressor, layer for layer as in 3DDFA_V2 ``models/mobilenet_v1.py``.
 
 Input: ``(N, 3, 120, 120)`` float32, **BGR** channel order, normalised as ``(x - 127.5) / 128``
-(see `preprocess`). Output: ``(N, num_params)`` float32, the z-scored 3DMM parameters
+(`qlspec.preprocess.InputTransform`). Output: ``(N, num_params)`` float32, the z-scored 3DMM parameters
 (12 pose + 40 shape + 10 expression for 62; de-normalise with `qlspec.face.params.ParamStats`).
 
 Module names and parameter shapes equal 3DDFA_V2's, so its checkpoints (``mb1_120x120.pth``,
@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["DepthWiseBlock", "MobileNetV1", "preprocess"]
+__all__ = ["DepthWiseBlock", "MobileNetV1"]
 
 
 class DepthWiseBlock(nn.Module):
@@ -103,14 +102,3 @@ class MobileNetV1(nn.Module):
             x = getattr(self, name)(x)
         x = self.avgpool(x)
         return self.fc(torch.flatten(x, 1))
-
-
-def preprocess(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 images ``(N, H, W, 3)`` in BGR order -> float32 tensor ``(N, 3, H, W)``, ``(x - 127.5) / 128``.
-
-    The channel order is kept (BGR in, BGR out), as in 3DDFA's training and inference code.
-    """
-    x = torch.as_tensor(images)
-    if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[-1] != 3:
-        raise ValueError(f"expected uint8 (N, H, W, 3) images, got {x.dtype} {tuple(x.shape)}")
-    return (x.permute(0, 3, 1, 2).to(torch.float32) - 127.5) / 128.0

@@ -55,6 +55,9 @@ class QuantConfig:
             1.0 with 8 bits gives ``eps_in = 1/128``, which maps 3DDFA's ``(pixel-127.5)/128``
             exactly onto ``pixel - 128`` (see `qlspec.quant.f2f`). ``None``: the input quantiser is
             initialised and learned like any signed activation.
+        input_signed, input_rounding: the fixed input quantiser's sign (unsigned: bounds
+            ``[0, input_clip]``, ``eps_in = input_clip/(n-1)``) and rule (round instead of floor);
+            `qlspec.preprocess.input_grid` derives them, with ``input_clip``, from the normalisation.
         quantise_pool_output: put an activation quantiser after each average pooling so that its
             output is back on an 8-bit grid (F2T: sum, then requantise).
         fold_bn: fold BatchNorm into the preceding convolution before quantising (for PTQ). PACT
@@ -75,6 +78,8 @@ class QuantConfig:
     percentile: float = 99.9
     nb_std: float = 3.0
     input_clip: float | None = 1.0
+    input_signed: bool = True
+    input_rounding: bool = False
     quantise_pool_output: bool = True
     fold_bn: bool = False
 

@@ -263,7 +263,7 @@ def _insert_input_quantiser(gm: fx.GraphModule, cfg: QuantConfig) -> None:
     if len(placeholders) != 1:
         raise ValueError(f"float_to_fake: the network must take exactly one input tensor (got {len(placeholders)})")
     if cfg.input_clip is not None:
-        q = input_quantiser(cfg.input_levels, cfg.input_clip)
+        q = input_quantiser(cfg.input_levels, cfg.input_clip, signed=cfg.input_signed, rounding=cfg.input_rounding)
     else:
         q = PACTSignedAct(
             n_levels=cfg.input_levels,

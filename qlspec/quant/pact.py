@@ -315,17 +315,20 @@ class PACTIntegerAdd(nn.Module):
         return self.act_in(a) + self.act_in(b)
 
 
-def input_quantiser(n_levels: int = 256, clip: float = 1.0) -> PACTSignedAct:
-    """A fixed signed input quantiser: bounds ``[-clip, clip*(n-2)/n]``, ``eps_in = 2*clip/n``, floor.
+def input_quantiser(n_levels: int = 256, clip: float = 1.0, *, signed: bool = True, rounding: bool = False) -> _PACTActivation:
+    """A fixed input quantiser: signed, bounds ``[-clip, clip*(n-2)/n]`` and ``eps_in = 2*clip/n``, or
+    unsigned, bounds ``[0, clip]`` and ``eps_in = clip/(n-1)``; floor (or round with `rounding`).
 
     With ``n = 256`` and ``clip = 1`` (``eps_in = 1/128``) and the 3DDFA input ``x = (p - 127.5)/128``
     of a uint8 pixel ``p``, the code is ``floor(x/eps_in) = floor(p - 127.5) = p - 128``: every
     pixel maps exactly, without clipping, to the int8 ``p - 128`` (``p XOR 0x80``), and the
     fake-quantised input is ``(p - 128)/128 = x - 1/256``. Rounding would instead send the half-integer
     ``p - 127.5`` half-to-even, merging pixel pairs (127 and 128 both to 0) and clipping 255.
+    `qlspec.preprocess.input_grid` derives sign, clip and rule from the spec's normalisation.
     The bounds are not learned nor calibrated (``fixed``).
     """
-    q = PACTSignedAct(n_levels=n_levels, init="const", init_clip=clip, learn_clip=False, act_kind="identity")
+    cls = PACTSignedAct if signed else PACTUnsignedAct
+    q = cls(n_levels=n_levels, init="const", init_clip=clip, learn_clip=False, rounding=rounding, act_kind="identity")
     q.fixed = True
     q.observing = False
     return q

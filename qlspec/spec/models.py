@@ -50,33 +50,35 @@ class SpecModel(BaseModel):
 # preprocess / postprocess
 
 
-class Crop(SpecModel):
-    """How the square face crop is taken from a full image (3DDFA's two ROI policies)."""
-
-    from_: Literal["landmarks", "box"] = Field(
-        "landmarks",
-        alias="from",
-        description="'landmarks': square of side sqrt(2)*max(w,h) of the 68-point box; "
-        "'box': detector box, centre shifted down by `shift` of its size, side scaled by `scale`.",
-    )
-    scale: float = Field(1.58, gt=0, le=4, description="Crop side as a multiple of the box size ('box' policy).")
-    shift: float = Field(0.14, ge=-1, le=1, description="Downward centre shift as a fraction of the box size ('box' policy).")
-
-
 class Normalise(SpecModel):
-    """Input normalisation applied to every channel: x = (pixel - mean) / std."""
+    """Input normalisation applied to every channel: x = (pixel - mean) / std, in float32.
 
-    mean: float = Field(127.5, description="Subtracted from each 8-bit pixel value.")
-    std: float = Field(128.0, gt=0, description="Divisor after the mean is subtracted.")
+    The input quantiser follows from it (`qlspec.preprocess.input_grid`): eps = 1/std, signed 8-bit
+    codes for a mean in [127.5, 128], unsigned for mean 0, floor for half-integer ``p - mean``
+    (3DDFA's 127.5: pixel p -> p - 128), round for integer ones. A normalisation on which the 256
+    pixel values do not map one-to-one onto 8-bit codes is refused here."""
+
+    mean: float = Field(127.5, allow_inf_nan=False, description="Subtracted from each 8-bit pixel value.")
+    std: float = Field(128.0, gt=0, allow_inf_nan=False, description="Divisor after the mean is subtracted.")
+
+    @model_validator(mode="after")
+    def _eight_bit_input(self) -> Self:
+        from qlspec.preprocess import input_grid
+
+        input_grid(self.mean, self.std)  # ValueError says what to change
+        return self
 
 
 class Preprocess(SpecModel):
-    """From a camera image to the network input tensor."""
+    """From a stored face crop (uint8, BGR, as the data stage writes it) to the network input tensor.
+
+    The crop itself is the data set's: the synthetic renderer draws the face in the frame, the real
+    loaders cut 3DDFA's crops (`qlspec.data.real`)."""
 
     size: Literal[120] = Field(120, description="Side of the square network input, pixels (3DDFA uses 120).")
-    channel_order: Literal["BGR", "RGB"] = Field("BGR", description="Channel order the network was trained on (3DDFA: BGR).")
-    crop: Crop = Field(default_factory=Crop, description="Face crop policy.")
-    normalise: Normalise = Field(default_factory=Normalise, description="Pixel normalisation.")
+    channel_order: Literal["BGR", "RGB"] = Field("BGR", description="Channel order the network takes: BGR as stored "
+                                                 "(3DDFA), or RGB (the channels are flipped before normalising).")
+    normalise: Normalise = Field(default_factory=Normalise, description="Pixel normalisation; the input quantiser derives from it.")
 
 
 class Postprocess(SpecModel):

@@ -24,7 +24,7 @@ from qlspec.face.store import load_face_model
 from qlspec.graph.io import save_graph
 from qlspec.graph.passes import optimise
 from qlspec.graph.summary import summarise
-from qlspec.nets.mobilenet_v1 import preprocess
+from qlspec.preprocess import InputTransform
 from qlspec.onnx_import import import_onnx
 from qlspec.report import write_rungs
 from qlspec.stages.engine import StageContext
@@ -32,13 +32,13 @@ from qlspec.stages.engine import StageContext
 BATCH = 64
 
 
-def integer_inputs(images: np.ndarray, input_meta: dict) -> np.ndarray:
-    """uint8 BGR images -> the exported network's integer input, by the metadata's input quantiser
-    (the IR's `Quantise` op, on x = (pixel - 127.5) / 128 in float32 as the fake-quantised net saw it)."""
-    x = preprocess(images).numpy()
+def integer_inputs(images: np.ndarray, input_meta: dict, transform: InputTransform) -> np.ndarray:
+    """uint8 BGR images -> the exported network's integer input: the spec's pre-processing, then the
+    input quantiser the export's metadata declares (the IR's `Quantise` op), as the fake-quantised
+    net saw them."""
     quantise = Quantise(eps=float(input_meta["eps"]), lo=int(input_meta["lo"]), hi=int(input_meta["hi"]),
                         rounding=input_meta["rounding"])
-    return quantise.run(x)
+    return quantise.run(transform(images).numpy())
 
 
 def run(ctx: StageContext) -> None:
@@ -58,7 +58,7 @@ def run(ctx: StageContext) -> None:
     faces = faces.subset(slice(0, min(spec.verify.samples, len(faces))))
     stats = load_stats(ctx.inputs["data"])
     face_model = load_face_model(ctx.inputs["data"])
-    q = integer_inputs(faces.images, meta["input"])
+    q = integer_inputs(faces.images, meta["input"], InputTransform.from_spec(spec.preprocess))
     eps = np.asarray(meta["output"]["eps"], np.float64)
     tq = np.load(ctx.inputs["export"] / "tq_outputs.npz")["output"]
 

@@ -38,7 +38,7 @@ from qlspec.export import fake_to_true, histogram, run_engine, run_onnxruntime, 
 from qlspec.export.layerwise import layerwise_summary
 from qlspec.face.store import load_face_model
 from qlspec.graph.io import save_graph
-from qlspec.nets.mobilenet_v1 import preprocess
+from qlspec.preprocess import InputTransform
 from qlspec.report import write_rungs
 from qlspec.stages.engine import StageContext, digest_json
 
@@ -56,7 +56,7 @@ def run(ctx: StageContext) -> None:
     faces = load_split(ctx.inputs["data"], "val")
     faces = faces.subset(slice(0, min(spec.verify.samples, len(faces))))
     stats = load_stats(ctx.inputs["data"])
-    x = preprocess(faces.images)
+    x = InputTransform.from_spec(spec.preprocess)(faces.images)
 
     net = fake_to_true(fq, requant_bits=spec.export.requant_bits, input_shape=(1, *x.shape[1:]))
     q = net.quantise_input(x)

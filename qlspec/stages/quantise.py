@@ -26,7 +26,7 @@ from torch import fx
 from qlspec.evaluation import landmarks_from_outputs, load_split, load_stats, network_outputs, nme_row
 from qlspec.face.store import load_face_model
 from qlspec.nets import registry
-from qlspec.nets.mobilenet_v1 import preprocess
+from qlspec.preprocess import InputTransform
 from qlspec.quant import PACTController, QuantConfig, calibrate, float_to_fake, pact_param_groups
 from qlspec.report import write_rungs
 from qlspec.spec.models import AppSpec
@@ -38,9 +38,14 @@ EXAMPLE_BATCH = 8
 
 
 def quant_config(spec: AppSpec) -> QuantConfig:
-    """The spec's quantisation section as the PACT library's configuration."""
+    """The spec's quantisation section as the PACT library's configuration; the input quantiser
+    follows from ``preprocess.normalise`` (`qlspec.preprocess.input_grid`)."""
     q = spec.quantisation
+    grid = InputTransform.from_spec(spec.preprocess).grid
     return QuantConfig(
+        input_clip=grid.clip,
+        input_signed=grid.signed,
+        input_rounding=grid.rounding == "round",
         weight_bits=q.bits.weights,
         act_bits=q.bits.activations,
         weight_granularity=q.weights.granularity,
@@ -74,18 +79,19 @@ def run(ctx: StageContext) -> None:
         net.load_state_dict(torch.load(float_dir / "model.pt", map_location="cpu", weights_only=True))
     net.eval()
     cfg = quant_config(spec)
-    fq = float_to_fake(net, cfg, preprocess(train_set.images[:EXAMPLE_BATCH]))
+    prep = InputTransform.from_spec(spec.preprocess)
+    fq = float_to_fake(net, cfg, prep(train_set.images[:EXAMPLE_BATCH]))
     if q.algorithm == "pact":
         _qat(ctx, fq, train_set, val_set, stats)
     else:
         n = min(q.ptq.samples, len(train_set))
-        batches = [preprocess(train_set.images[s:min(s + 64, n)]) for s in range(0, n, 64)]
+        batches = [prep(train_set.images[s:min(s + 64, n)]) for s in range(0, n, 64)]
         calibrate(fq, batches, method=q.ptq.calibration, percentile=q.ptq.percentile)
         ctx.log(f"  calibrated {q.ptq.calibration} bounds on {n} training images")
     torch.save(fq.state_dict(), ctx.out / "fq_state.pt")
     (ctx.out / "quant_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
     shutil.copyfile(float_dir / "network.json", ctx.out / "network.json")
-    z = network_outputs(fq, val_set)
+    z = network_outputs(fq, val_set, prep)
     np.savez(ctx.out / "outputs.npz", z=z)
     z_fp = np.load(float_dir / "outputs.npz")["z"]
     fq_row = nme_row("FQ", landmarks_from_outputs(z, stats, load_face_model(ctx.inputs["data"])), val_set, algorithm=q.algorithm,
@@ -99,8 +105,9 @@ def _qat(ctx: StageContext, fq: fx.GraphModule, train_set, val_set, stats) -> No
     spec = ctx.spec
     s, t = spec.quantisation.schedule, spec.training
     calibration = None
+    prep = InputTransform.from_spec(spec.preprocess)
     if spec.quantisation.activations.init != "const":
-        calibration = [preprocess(train_set.images[i:i + 64]) for i in range(0, min(256, len(train_set)), 64)]
+        calibration = [prep(train_set.images[i:i + 64]) for i in range(0, min(256, len(train_set)), 64)]
     controller = PACTController(fq, start_epoch=s.start_epoch, freeze_clip_at=s.freeze_clip_at,
                                 calibration_batches=calibration)
     result = train(
@@ -110,7 +117,7 @@ def _qat(ctx: StageContext, fq: fx.GraphModule, train_set, val_set, stats) -> No
         loss_cfg=LossConfig(param_weight=t.loss.param_weight, landmark_weight=t.loss.landmark_weight, landmark=t.loss.landmark),
         params_for_optimiser=pact_param_groups(fq, s.lr, weight_decay=t.optimizer.weight_decay),
         on_epoch_start=controller, ckpt_dir=ctx.out / "checkpoints", seed=t.seed, progress=ctx.progress,
-        face_model=load_face_model(ctx.inputs["data"]),
+        face_model=load_face_model(ctx.inputs["data"]), transform=prep,
     )
     (ctx.out / "history.json").write_text(json.dumps(result.history, indent=2) + "\n")
     shutil.rmtree(ctx.out / "checkpoints", ignore_errors=True)

@@ -20,6 +20,7 @@ from qlspec.evaluation import landmarks_from_outputs, load_split, load_stats, ne
 from qlspec.face.store import load_face_model
 from qlspec.metrics.nme import mean_predictor_nme
 from qlspec.nets import registry
+from qlspec.preprocess import InputTransform
 from qlspec.report import write_rungs
 from qlspec.stages.engine import StageContext
 from qlspec.training.loss import LossConfig
@@ -35,6 +36,7 @@ def run(ctx: StageContext) -> None:
     face_model = load_face_model(ctx.inputs["data"])
     torch.manual_seed(cfg.seed)
     net = registry.build_from_spec(spec.network)
+    prep = InputTransform.from_spec(spec.preprocess)
     if spec.network.pretrained is not None:
         ctx.log(f"  starting from {spec.network.pretrained.name}")
     result = train(
@@ -44,12 +46,12 @@ def run(ctx: StageContext) -> None:
         schedule=cfg.optimizer.schedule, warmup_epochs=cfg.optimizer.warmup_epochs,
         loss_cfg=LossConfig(param_weight=cfg.loss.param_weight, landmark_weight=cfg.loss.landmark_weight,
                             landmark=cfg.loss.landmark),
-        ckpt_dir=ctx.out / "checkpoints", seed=cfg.seed, progress=ctx.progress, face_model=face_model,
+        ckpt_dir=ctx.out / "checkpoints", seed=cfg.seed, progress=ctx.progress, face_model=face_model, transform=prep,
     )
     torch.save(net.state_dict(), ctx.out / "model.pt")
     registry.write_record(spec.network, spec.preprocess.size, ctx.out)
     (ctx.out / "history.json").write_text(json.dumps(result.history, indent=2) + "\n")
-    z = network_outputs(net, val_set)
+    z = network_outputs(net, val_set, prep)
     np.savez(ctx.out / "outputs.npz", z=z)
     fp = nme_row("FP", landmarks_from_outputs(z, stats, face_model), val_set, seconds=round(result.seconds, 1))
     baseline = mean_predictor_nme(stats.mean, val_set.landmarks, val_set.yaw_deg, face_model)

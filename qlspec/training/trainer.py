@@ -45,7 +45,7 @@ from qlspec.errors import CheckpointError
 from qlspec.face.morphable import FaceModel, synthetic_face_model
 from qlspec.face.params import ParamStats
 from qlspec.metrics.nme import NMEReport, nme_report
-from qlspec.nets.mobilenet_v1 import preprocess
+from qlspec.preprocess import DEFAULT, InputTransform
 from qlspec.training.loss import FaceLoss, LossConfig
 
 __all__ = ["TrainResult", "train", "predict", "evaluate", "CHECKPOINT_NAME"]
@@ -105,7 +105,8 @@ def _device(net: nn.Module) -> torch.device:
 
 @torch.no_grad()
 def predict(
-    net: nn.Module, faceset: FaceSet, stats: ParamStats, batch_size: int = 256, face_model: FaceModel | None = None
+    net: nn.Module, faceset: FaceSet, stats: ParamStats, batch_size: int = 256, face_model: FaceModel | None = None,
+    transform: InputTransform = DEFAULT,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run `net` in eval mode over `faceset`: de-normalised params float32 ``(N, 62)`` and
     landmarks float32 ``(N, 2, 68)`` in crop pixels (the `FaceSet` convention).
@@ -117,7 +118,7 @@ def predict(
     dev = _device(net)
     outs = []
     for s in range(0, len(faceset), batch_size):
-        x = preprocess(faceset.images[s : s + batch_size]).to(dev)
+        x = transform(faceset.images[s : s + batch_size]).to(dev)
         outs.append(net(x).float().cpu().numpy())
     z = np.concatenate(outs) if outs else np.zeros((0, stats.mean.shape[0]), np.float32)
     params = stats.denormalise(z.astype(np.float64))
@@ -126,10 +127,11 @@ def predict(
 
 
 def evaluate(
-    net: nn.Module, faceset: FaceSet, stats: ParamStats, batch_size: int = 256, face_model: FaceModel | None = None
+    net: nn.Module, faceset: FaceSet, stats: ParamStats, batch_size: int = 256, face_model: FaceModel | None = None,
+    transform: InputTransform = DEFAULT,
 ) -> NMEReport:
     """NME report of `net` on `faceset` (predicted vs stored landmarks, binned on the stored yaw)."""
-    _, lmk = predict(net, faceset, stats, batch_size, face_model)
+    _, lmk = predict(net, faceset, stats, batch_size, face_model, transform)
     return nme_report(lmk, faceset.landmarks, faceset.yaw_deg)
 
 
@@ -157,13 +159,15 @@ def train(
     on_validation_start: EpochHook | None = None,
     face_model: FaceModel | None = None,
     val_batch_size: int = 256,
+    transform: InputTransform = DEFAULT,
 ) -> TrainResult:
     """Train `net` in place on `train_set`, validating on `val_set` after each epoch (module docstring).
 
     `on_epoch_start(epoch, net)` runs before epoch ``epoch`` (0-based) trains, also after a resume;
     `on_validation_start(epoch, net)` before its validation. An exception raised by either leaves
     the checkpoint of the last finished epoch in place. `face_model` (default: the synthetic
-    model) turns parameters into landmarks for the loss and the NME. Returns a `TrainResult`; the
+    model) turns parameters into landmarks for the loss and the NME; `transform` turns stored images
+    into network inputs (the spec's ``preprocess``). Returns a `TrainResult`; the
     net ends in eval mode with the final (not the best) weights.
     """
     if epochs < 0 or batch_size < 2 or len(train_set) < batch_size:
@@ -216,7 +220,7 @@ def train(
                 for g in opt.param_groups:
                     g["lr"] = cur_lr * g.get("lr_scale", 1.0)
                 idx = order[i * batch_size : (i + 1) * batch_size]
-                x = preprocess(train_set.images[idx.numpy()]).to(dev)
+                x = transform(train_set.images[idx.numpy()]).to(dev)
                 y = targets[idx].to(dev)
                 loss, parts = loss_fn(net(x), y)
                 opt.zero_grad(set_to_none=True)
@@ -227,7 +231,7 @@ def train(
                     bar.step(sums[0].item() / (i + 1))
             if on_validation_start is not None:
                 on_validation_start(epoch, net)
-            val = evaluate(net, val_set, stats, val_batch_size, face_model)
+            val = evaluate(net, val_set, stats, val_batch_size, face_model, transform)
             means = (sums / max(1, steps_per_epoch)).tolist()
             history.append({
                 "epoch": epoch + 1, "lr": cur_lr if steps_per_epoch else lr,

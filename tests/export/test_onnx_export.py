@@ -192,7 +192,8 @@ def test_side_files_layout(tmp_path):
 # -- MobileNetV1 end to end -------------------------------------------------------------------------
 
 def test_mobilenet_v1_quarter_width_end_to_end(tmp_path):
-    from qlspec.nets.mobilenet_v1 import MobileNetV1, preprocess
+    from qlspec.nets.mobilenet_v1 import MobileNetV1
+    from qlspec.preprocess import DEFAULT as preprocess
     from qlspec.quant import QuantConfig, calibrate, float_to_fake
 
     torch.manual_seed(0)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from qlspec.nets.mobilenet_v1 import MobileNetV1, preprocess
+from qlspec.nets.mobilenet_v1 import MobileNetV1
 
 
 @pytest.mark.parametrize(("width", "count"), [(1.0, 3_270_526), (0.5, 850_398)])
@@ -32,16 +32,3 @@ def test_layer_shapes_for_120_input():
     assert sizes == {"conv1": (16, 60, 60), "dw2_2": (64, 30, 30), "dw3_2": (128, 15, 15),
                      "dw4_2": (256, 8, 8), "dw5_6": (512, 4, 4), "dw6": (512, 4, 4)}
     assert net.dw2_2.conv_dw.bias is None and net.dw2_2.conv_dw.groups == 32
-
-
-def test_preprocess_keeps_bgr_and_normalises():
-    img = np.zeros((1, 2, 2, 3), np.uint8)
-    img[..., 0], img[..., 1], img[..., 2] = 0, 128, 255  # B, G, R
-    x = preprocess(img)
-    assert x.shape == (1, 3, 2, 2) and x.dtype == torch.float32
-    np.testing.assert_allclose(x[0, :, 0, 0].numpy(), [-127.5 / 128, 0.5 / 128, 127.5 / 128])
-
-
-def test_preprocess_rejects_float_images():
-    with pytest.raises(ValueError):
-        preprocess(np.zeros((1, 4, 4, 3), np.float32))

@@ -18,7 +18,7 @@ def test_minimal_spec_gets_every_default(spec_file):
     loaded = load_spec(spec_file("name: tiny\n"))
     assert loaded.spec.quantisation.bits.weights == 8
     assert loaded.spec.training.optimizer.name == "sgd"
-    assert resolved_dict(loaded)["preprocess"]["crop"]["from"] == "landmarks"
+    assert resolved_dict(loaded)["preprocess"]["normalise"] == {"mean": 127.5, "std": 128.0}
 
 
 def test_unknown_key_is_located_with_a_suggestion(spec_file):
