@@ -25,7 +25,9 @@ _ELEM_TYPES = {
     TensorProto.INT8: (8, True), TensorProto.UINT8: (8, False), TensorProto.INT16: (16, True),
     TensorProto.UINT16: (16, False), TensorProto.INT32: (32, True), TensorProto.INT64: (64, True),
 }
-DEFAULT_INPUT = (32, True)  # the ONNX file carries no input precision: accept any int32 value
+DEFAULT_INPUT = (32, True)
+# where QuantLab exports put their custom RequantShift: a raw PyTorch export, onnxruntime-extensions' domain
+CUSTOM_DOMAINS = ("PACTOps", "ai.onnx.contrib")  # the ONNX file carries no input precision: accept any int32 value
 
 Lowering = Callable[["Importer", onnx.NodeProto], None]
 
@@ -202,12 +204,11 @@ class Importer:
             if id(node) in self.consumed:
                 continue
             domain = node.domain or ""
-            rule = self.rules.get(node.op_type) if domain in ("", "ai.onnx", "PACTOps") else None
-            if rule is None:
-                self.fail(node, f"unsupported op {domain + '::' if domain else ''}{node.op_type} "
-                                f"(supported: {', '.join(sorted(self.rules))})")
-            if domain == "PACTOps" and node.op_type != "RequantShift":
-                self.fail(node, "only RequantShift is supported from the PACTOps domain")
+            rule = self.rules.get(node.op_type) if domain in ("", "ai.onnx", *CUSTOM_DOMAINS) else None
+            if rule is None or domain in CUSTOM_DOMAINS and node.op_type != "RequantShift":
+                supported = ", ".join(sorted(self.rules))
+                self.fail(node, f"unsupported op {domain + '::' if domain else ''}{node.op_type} (supported: {supported}"
+                                f"; from the custom domains {', '.join(CUSTOM_DOMAINS)} only RequantShift)")
             rule(self, node)
         for t, (_, node) in self.pending_divisor.items():
             self.fail(node, "average pool output must go straight into a requantisation (sum then requantise)")

@@ -101,7 +101,8 @@ def _deeploy_rqs(attrs_kind: str, domain: str):
     return model, y
 
 
-@pytest.mark.parametrize("attrs_kind,domain", [("tensor", ""), ("int", "PACTOps"), ("int", ""), ("tensor", "PACTOps")])
+@pytest.mark.parametrize("attrs_kind,domain", [("tensor", ""), ("int", "PACTOps"), ("int", ""), ("tensor", "PACTOps"),
+                                               ("tensor", "ai.onnx.contrib"), ("int", "ai.onnx.contrib")])
 def test_deeploy_spellings_agree(write_onnx, attrs_kind, domain):
     model, y = _deeploy_rqs(attrs_kind, domain)
     g = import_onnx(write_onnx(model))
@@ -110,3 +111,11 @@ def test_deeploy_spellings_agree(write_onnx, attrs_kind, domain):
     add = np.array([5, 100]).reshape(2, 1, 1)
     want = np.clip((x * mul + add + 128) // 256, -128, 127)
     assert np.array_equal(run_graph(g, {"x": x})[y], want)
+
+
+def test_only_requant_shift_comes_from_a_custom_domain(write_onnx):
+    b = OnnxGraph()
+    y = b.node("Relu", ["x"], domain="ai.onnx.contrib")
+    model = b.model({"x": (1, 2, 3, 3)}, [y])
+    with pytest.raises(OnnxImportError, match=r"unsupported op ai.onnx.contrib::Relu .*only RequantShift"):
+        import_onnx(write_onnx(model))
