@@ -58,7 +58,7 @@ from qlspec.engine.run import run_graph
 from qlspec.errors import ExportError, GraphError
 from qlspec.graph.ir import Graph, Node, TensorInfo, make_graph, narrow
 from qlspec.quant.f2f import trace_fake
-from qlspec.quant.pact import FLOOR_TOLERANCE, PACT_ACTIVATIONS, PACTConv2d, PACTIntegerAdd, PACTLinear, _PACTActivation
+from qlspec.quant.pact import FLOOR_TOLERANCE, PACT_ACTIVATIONS, PACTConv2d, PACTIntegerAdd, PACTIntegerConcat, PACTLinear, _PACTActivation
 
 INT32 = (-(2**31), 2**31 - 1)
 _INT64_SAFE = 2**62
@@ -303,8 +303,8 @@ class _Walker:
         return Integerised(g, dict(self.eps), dict(self.sources), self.D)
 
     def module(self, node: fx.Node, m: nn.Module) -> None:
-        if isinstance(m, PACTIntegerAdd):
-            self.integer_add(node, m)
+        if isinstance(m, (PACTIntegerAdd, PACTIntegerConcat)):
+            self.integer_merge(node, m)
             return
         v = self.source_val(node)
         if isinstance(m, _PACTActivation):
@@ -418,21 +418,32 @@ class _Walker:
                   source, eps_out, div=self.div, lo=lo, hi=hi)
         return _Val("grid", name, v.shape, lo, hi, eps=eps_out)
 
-    def integer_add(self, node: fx.Node, m: PACTIntegerAdd) -> None:
-        """Both inputs onto the add's grid (``act_in``: one RequantShift each, the k-th call of the
-        shared quantiser is source ``<module>.act_in[k]``), then the integer `Add`."""
+    def integer_merge(self, node: fx.Node, m: PACTIntegerAdd | PACTIntegerConcat) -> None:
+        """A harmonised add or concatenation: every input onto the shared grid of ``act_in`` (one
+        RequantShift each; the k-th call of the shared quantiser is source ``<module>.act_in[k]``),
+        then the integer `Add` or `Concat`."""
         args = [a for a in node.args if isinstance(a, fx.Node)]
-        if len(args) != 2 or any(a not in self.vals for a in args):
-            self.fail(node, "a residual add takes two tensors F2T knows")
+        add = isinstance(m, PACTIntegerAdd)
+        if (len(args) != 2 if add else len(args) < 1) or any(a not in self.vals for a in args):
+            self.fail(node, "a residual add takes two tensors F2T knows" if add else "a concatenation of tensors F2T does not know")
         vals = [self.vals[a] for a in args]
         if any(v.kind == "float" for v in vals) or any(v.deferred for v in vals):
-            self.fail(node, "a residual add needs two quantised or accumulated tensors")
-        if vals[0].shape != vals[1].shape:
+            self.fail(node, "a residual add or concatenation needs quantised or accumulated tensors")
+        if add and vals[0].shape != vals[1].shape:
             self.fail(node, f"a residual add of shapes {list(vals[0].shape)} and {list(vals[1].shape)}: no broadcasting")
         ins = [self.requantise(node, f"{node.name}_in{i}", m.act_in, v, f"{node.target}.act_in[{i}]") for i, v in enumerate(vals)]
         eps = ins[0].eps
-        self.emit("Add", node.name, [ins[0].name, ins[1].name], _src(node), eps)
-        self.vals[node] = _Val("grid", node.name, vals[0].shape, ins[0].lo + ins[1].lo, ins[0].hi + ins[1].hi, eps=eps)
+        if add:
+            self.emit("Add", node.name, [t.name for t in ins], _src(node), eps)
+            lo, hi = ins[0].lo + ins[1].lo, ins[0].hi + ins[1].hi
+        else:
+            rank = len(vals[0].shape)
+            axis = m.dim % rank
+            if axis == 0:
+                self.fail(node, "concatenating along the batch axis")
+            self.emit("Concat", node.name, [t.name for t in ins], _src(node), eps, axis=axis)
+            lo, hi = min(t.lo for t in ins), max(t.hi for t in ins)
+        self.vals[node] = _Val("grid", node.name, self.shape(node), lo, hi, eps=eps)
 
     def avgpool(self, node: fx.Node, m: nn.Module, v: _Val) -> None:
         """Window sums (`SumPool` / `GlobalSumPool`) of a grid tensor or of an accumulator (per

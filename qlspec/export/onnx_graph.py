@@ -18,7 +18,8 @@ names. The rules QuantLib's export shares between flavours:
 - ``Add`` (a harmonised residual add: both inputs requantised onto one grid by their own
   RequantShift, then summed exactly) -> ``Add``. DORY's annotated Add (``in1_*``/``in2_*``/``out_*``)
   requantises its inputs *without* clipping them, which is not QuantLib's PACT add (its branch
-  quantisers clip), so neither flavour fuses the branch requantisers into it.
+  quantisers clip), so neither flavour fuses the branch requantisers into it;
+- ``Concat`` (a harmonised concatenation: every input requantised onto one grid) -> ``Concat``.
 """
 
 from __future__ import annotations
@@ -116,13 +117,17 @@ def _add(b: OnnxBuilder, n: Node) -> None:
     b.node("Add", list(n.inputs), list(n.outputs), name=n.name)
 
 
+def _concat(b: OnnxBuilder, n: Node) -> None:
+    b.node("Concat", list(n.inputs), list(n.outputs), name=n.name, axis=int(n.attr("axis")))
+
+
 def _flatten(b: OnnxBuilder, n: Node) -> None:
     b.node("Flatten", list(n.inputs), list(n.outputs), name=n.name, axis=int(n.attr("axis")))
 
 
 COMMON: dict[str, Rule] = {
     "Conv": _conv, "Gemm": _gemm, "SumPool": _sum_pool, "GlobalSumPool": _global_sum_pool, "MaxPool": _max_pool,
-    "Flatten": _flatten, "Add": _add,
+    "Flatten": _flatten, "Add": _add, "Concat": _concat,
 }
 
 

@@ -52,6 +52,7 @@ from qlspec.quant.pact import (
     PACT_MODULES,
     PACTConv2d,
     PACTIntegerAdd,
+    PACTIntegerConcat,
     PACTLinear,
     PACTSignedAct,
     PACTUnsignedAct,
@@ -63,7 +64,8 @@ _RELU_FUNCS = {F.relu: "relu", torch.relu: "relu", F.relu6: "relu6"}
 _POOLS = (nn.AvgPool2d, nn.AdaptiveAvgPool2d)
 _UNSUPPORTED_ACTS = (nn.PReLU, nn.LeakyReLU, nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.SiLU, nn.GELU, nn.ELU)
 _ADDS = {operator.add, operator.iadd, torch.add}
-_MERGES = {torch.cat, operator.mul, torch.mul}
+_CATS = {torch.cat, torch.concat}
+_MERGES = {operator.mul, torch.mul}
 # ops through which a tensor stays on its quantiser's grid
 _TRANSPARENT_MODULES = (nn.Flatten, nn.Dropout, nn.Identity, nn.MaxPool2d)
 _TRANSPARENT_FUNCS = {torch.flatten, torch.reshape, F.dropout, F.max_pool2d, torch.squeeze, torch.unsqueeze}
@@ -74,7 +76,7 @@ class PACTTracer(fx.Tracer):
     """An fx tracer that keeps PACT modules as leaves (for F2T, which re-traces fake-quantised nets)."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (*PACT_MODULES, PACTIntegerAdd)) or super().is_leaf_module(m, qualname)
+        return isinstance(m, (*PACT_MODULES, PACTIntegerAdd, PACTIntegerConcat)) or super().is_leaf_module(m, qualname)
 
 
 def trace_fake(net: nn.Module) -> fx.GraphModule:
@@ -137,6 +139,7 @@ def float_to_fake(net: nn.Module, cfg: QuantConfig, example_input: Tensor) -> fx
             gm.graph.erase_node(node)
 
     _harmonise_adds(gm, cfg)
+    _harmonise_concats(gm, cfg)
     _insert_input_quantiser(gm, cfg)
     _quantise_linear_inputs(gm, cfg)
     gm.graph.lint()
@@ -192,7 +195,7 @@ def _reject_unsupported(gm: fx.GraphModule) -> None:
             if len(node.all_input_nodes) >= 2:
                 raise NotImplementedError(
                     f"float_to_fake: {node.name} merges two tensors by {getattr(node.target, '__name__', node.target)}; "
-                    "only residual adds (a + b) are harmonised (PACTIntegerAdd): concatenations and products are not"
+                    "only residual adds (a + b) and concatenations (torch.cat) are harmonised: products are not"
                 )
 
 
@@ -226,6 +229,23 @@ def _harmonise_adds(gm: fx.GraphModule, cfg: QuantConfig) -> None:
         name = _add_submodule(gm, node.name, PACTIntegerAdd(_act(cfg, signed=True, kind="identity")))
         with gm.graph.inserting_after(node):
             new = gm.graph.call_module(name, tuple(node.args))
+        node.replace_all_uses_with(new)
+        gm.graph.erase_node(node)
+
+
+def _harmonise_concats(gm: fx.GraphModule, cfg: QuantConfig) -> None:
+    """Every ``torch.cat`` of tensors becomes a `PACTIntegerConcat` (``<node>`` module): one signed
+    quantiser on all inputs, so the concatenated codes share a grid (QuantLib's harmonisation)."""
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or node.target not in _CATS:
+            continue
+        tensors = node.args[0] if node.args else node.kwargs.get("tensors")
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+        if not isinstance(tensors, (list, tuple)) or not all(isinstance(t, fx.Node) for t in tensors) or not isinstance(dim, int):
+            raise NotImplementedError(f"float_to_fake: {node.name}: only torch.cat of a list of tensors along a fixed dim is supported")
+        name = _add_submodule(gm, node.name, PACTIntegerConcat(_act(cfg, signed=True, kind="identity"), dim))
+        with gm.graph.inserting_after(node):
+            new = gm.graph.call_module(name, tuple(tensors))
         node.replace_all_uses_with(new)
         gm.graph.erase_node(node)
 
@@ -284,7 +304,7 @@ def _on_grid(gm: fx.GraphModule, node: Any) -> bool:
     while isinstance(node, fx.Node):
         if node.op == "call_module":
             m = gm.get_submodule(node.target)
-            if isinstance(m, (*PACT_ACTIVATIONS, PACTIntegerAdd)):
+            if isinstance(m, (*PACT_ACTIVATIONS, PACTIntegerAdd, PACTIntegerConcat)):
                 return True
             if not isinstance(m, _TRANSPARENT_MODULES):
                 return False

@@ -315,6 +315,23 @@ class PACTIntegerAdd(nn.Module):
         return self.act_in(a) + self.act_in(b)
 
 
+class PACTIntegerConcat(nn.Module):
+    """A concatenation with QuantLib's harmonisation (its PACTIntegerConcat):
+    ``y = cat([act_in(x) for x in xs], dim)``.
+
+    Every input goes through one signed quantiser ``act_in``, so the concatenated codes share one
+    eps. F2T: one RequantShift per input onto that grid, then an integer `Concat`.
+    """
+
+    def __init__(self, act_in: "PACTSignedAct", dim: int) -> None:
+        super().__init__()
+        self.act_in = act_in
+        self.dim = int(dim)
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        return torch.cat([self.act_in(x) for x in xs], self.dim)
+
+
 def input_quantiser(n_levels: int = 256, clip: float = 1.0, *, signed: bool = True, rounding: bool = False) -> _PACTActivation:
     """A fixed input quantiser: signed, bounds ``[-clip, clip*(n-2)/n]`` and ``eps_in = 2*clip/n``, or
     unsigned, bounds ``[0, clip]`` and ``eps_in = clip/(n-1)``; floor (or round with `rounding`).

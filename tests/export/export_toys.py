@@ -96,10 +96,36 @@ class MiniRes(nn.Module):
         return x if self.fc is None else self.fc(x)
 
 
+class MiniCat(nn.Module):
+    """conv1/bn1/relu -> two branches (1x1 and 3x3 conv-BN-ReLU) concatenated on channels -> conv ->
+    pool -> fc: an inception-style merge."""
+
+    def __init__(self, n_out: int = 5, w: int = 4, pool: str = "global") -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, w, 3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(w)
+        self.relu = nn.ReLU()
+        self.a = nn.Sequential(nn.Conv2d(w, w, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU())
+        self.b = nn.Sequential(nn.Conv2d(w, 2 * w, 3, padding=1, bias=False), nn.BatchNorm2d(2 * w), nn.ReLU())
+        self.conv2 = nn.Conv2d(3 * w, 4 * w, 3, stride=2, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(4 * w)
+        self.pool_kind = pool
+        self.avgpool = nn.AdaptiveAvgPool2d(1) if pool == "global" else nn.AvgPool2d(2)
+        self.fc = nn.Linear(4 * w if pool == "global" else 16 * w, n_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = torch.cat([self.a(x), self.b(x)], dim=1)
+        x = self.relu(self.bn2(self.conv2(x)))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+TOPOLOGIES = {"chain": Mini, "residual": MiniRes, "concat": MiniCat}
+
 # (mode, weight/act bits, weight granularity, pooling) cases shared by the F2T and ONNX export tests
 CASES = [(mode, bits, gran, pool) for mode in ("ptq", "qat") for bits in (8, 4)
          for gran in ("per-channel", "per-layer") for pool in (("global", "window") if bits == 8 and gran == "per-channel" else ("global",))]
-# the same on `MiniRes` (residual adds): (mode, bits, granularity, pooling)
+# the same on `MiniRes` (residual adds) and `MiniCat` (a concatenation): (mode, bits, granularity, pooling)
 RESIDUAL_CASES = [(mode, bits, gran, pool) for mode in ("ptq", "qat") for bits in (8, 4) for gran in ("per-channel", "per-layer")
                   for pool in ("global", "window")]
 
@@ -114,9 +140,9 @@ def images(n: int, seed: int) -> tuple[Tensor, Tensor]:
     return (pixels.float() - 127.5) / 128, pixels
 
 
-def _float_net(seed: int, pool: str, residual: bool = False) -> nn.Module:
+def _float_net(seed: int, pool: str, topology: str = "chain") -> nn.Module:
     torch.manual_seed(seed)
-    net = (MiniRes if residual else Mini)(pool=pool)
+    net = TOPOLOGIES[topology](pool=pool)
     for m in net.modules():  # non-trivial BN statistics and affine parameters
         if isinstance(m, nn.BatchNorm2d):
             with torch.no_grad():
@@ -131,10 +157,10 @@ def _float_net(seed: int, pool: str, residual: bool = False) -> nn.Module:
 
 
 def fake_quantised(mode: str = "ptq", bits: int = 8, granularity: str = "per-channel", pool: str = "global",
-                   seed: int = 0, residual: bool = False) -> nn.Module:
-    """A started fake-quantised `Mini` (or `MiniRes`): 'ptq' (fold_bn, percentile calibration) or
-    'qat' (BN kept, a few PACT SGD steps with learned clipping bounds)."""
-    net = _float_net(seed, pool, residual)
+                   seed: int = 0, topology: str = "chain") -> nn.Module:
+    """A started fake-quantised `Mini` (or `MiniRes`, `MiniCat`: `TOPOLOGIES`): 'ptq' (fold_bn,
+    percentile calibration) or 'qat' (BN kept, a few PACT SGD steps with learned clipping bounds)."""
+    net = _float_net(seed, pool, topology)
     x, _ = images(64, seed + 2)
     if mode == "ptq":
         cfg = QuantConfig(weight_bits=bits, act_bits=bits, weight_granularity=granularity, fold_bn=True)
@@ -170,6 +196,8 @@ def abs_terms(g, node, x: np.ndarray, env: dict | None = None) -> np.ndarray:
         return np.asarray(op.run(np.abs(x)), np.int64)
     if node.op == "Add":
         return np.abs(x) + np.abs(env[node.inputs[1]].astype(np.int64))
+    if node.op == "Concat":
+        return np.abs(np.asarray(op.run(*(env[t] for t in node.inputs)), np.int64))
     if node.op not in ("Conv", "Gemm"):
         return np.abs(np.asarray(op.run(x, *(g.constants[t] for t in node.inputs[1:] if t)), np.int64))
     consts = [np.abs(g.constants[t].astype(np.int64)) for t in node.inputs[1:] if t]
@@ -254,7 +282,7 @@ def float32_magnitude(net, q: np.ndarray) -> float:
         elif n.op == "RequantShift":
             mul, add = (np.abs(g.constants[t].astype(np.int64)) for t in n.inputs[1:])
             m = np.abs(x) * mul + add + n.attr("div")
-        elif n.op == "Add":
+        elif n.op in ("Add", "Concat"):
             m = abs_terms(g, n, x, env)
         elif n.op in ("SumPool", "GlobalSumPool"):
             k = fan_in(g, n)

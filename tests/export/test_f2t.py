@@ -23,31 +23,31 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 _CACHE: dict = {}
 
 
-def integerised(mode, bits, gran, pool, residual=False):
-    key = (mode, bits, gran, pool, residual)
+def integerised(mode, bits, gran, pool, topology="chain"):
+    key = (mode, bits, gran, pool, topology)
     if key not in _CACHE:
-        fq = fake_quantised(mode, bits, gran, pool, residual=residual)
+        fq = fake_quantised(mode, bits, gran, pool, topology=topology)
         _CACHE[key] = (fq, fake_to_true(fq, requant_bits=D, input_shape=(1, 3, SIZE, SIZE)))
     return _CACHE[key]
 
 
-ALL_CASES = [(*c, False) for c in CASES] + [(*c, True) for c in RESIDUAL_CASES]
+ALL_CASES = [(*c, "chain") for c in CASES] + [(*c, t) for c in RESIDUAL_CASES for t in ("residual", "concat")]
 
 
-@pytest.mark.parametrize("mode,bits,gran,pool,residual", ALL_CASES)
-def test_each_requantiser_is_within_one_lsb_of_fq_given_the_same_input(mode, bits, gran, pool, residual):
-    fq, net = integerised(mode, bits, gran, pool, residual)
+@pytest.mark.parametrize("mode,bits,gran,pool,topology", ALL_CASES)
+def test_each_requantiser_is_within_one_lsb_of_fq_given_the_same_input(mode, bits, gran, pool, topology):
+    fq, net = integerised(mode, bits, gran, pool, topology)
     x, _ = images(64, 11)
     diffs = layerwise_diffs(fq, net, x)
     for source, d in diffs.items():
         assert int(np.abs(d).max()) <= 1, f"{source}: {histogram(d)}"
 
 
-@pytest.mark.parametrize("mode,bits,gran,pool,residual", ALL_CASES)
-def test_every_requantiser_flip_is_float32_rounding(mode, bits, gran, pool, residual):
+@pytest.mark.parametrize("mode,bits,gran,pool,topology", ALL_CASES)
+def test_every_requantiser_flip_is_float32_rounding(mode, bits, gran, pool, topology):
     """How many values flip depends on the CPU; that each flip sits within float32's derived error
     band of a level does not (see `unexplained_flips`)."""
-    fq, net = integerised(mode, bits, gran, pool, residual)
+    fq, net = integerised(mode, bits, gran, pool, topology)
     x, _ = images(64, 11)
     for source, (flips, unexplained) in unexplained_flips(fq, net, x).items():
         assert unexplained == 0, f"{source}: {unexplained} of {flips} flips are not float32 rounding"
@@ -157,7 +157,7 @@ def test_fit_float32_keeps_small_values_and_rounds_large_ones():
 
 
 def test_residual_add_is_harmonised_into_requantised_branches_and_an_integer_add():
-    fq, net = integerised("qat", 8, "per-channel", "global", residual=True)
+    fq, net = integerised("qat", 8, "per-channel", "global", "residual")
     g = net.graph
     add = next(n for n in g.nodes if n.op == "Add")
     branches = [g.producer(t) for t in add.inputs]
@@ -171,3 +171,16 @@ def test_residual_add_is_harmonised_into_requantised_branches_and_an_integer_add
     # 3DDFA_V2's ResNet ends in a 1x1 conv with bias, then the global pool: sum of accumulators, requantised
     pool = g.producer(g.producer("output").inputs[0]) if g.producer("output").op == "Flatten" else None
     assert pool is not None and pool.op == "RequantShift" and g.producer(pool.inputs[0]).op == "GlobalSumPool"
+
+
+def test_concatenation_is_harmonised_into_requantised_inputs_and_an_integer_concat():
+    fq, net = integerised("ptq", 8, "per-layer", "global", "concat")
+    g = net.graph
+    cat = next(n for n in g.nodes if n.op == "Concat")
+    assert cat.attr("axis") == 1 and [g.producer(t).op for t in cat.inputs] == ["RequantShift", "RequantShift"]
+    assert {net.sources[g.producer(t).name] for t in cat.inputs} == {f"{net.sources[cat.name]}.act_in[{i}]" for i in range(2)}
+    assert g.info(cat.outputs[0]).describe() == "i8[1x12x8x8]"
+    x, _ = images(8, 5)
+    with torch.no_grad():
+        y = fq(x).double().numpy()
+    assert np.abs(net.run(x) * net.output_eps - y).max() < 0.05 * np.abs(y).max()

@@ -150,14 +150,15 @@ def test_dory_annotated_file_fails_checker_and_stripped_graph_passes():
     onnx.checker.check_model(dory.strip_annotations(m), full_check=True)
 
 
-@pytest.mark.parametrize("mode,bits,gran,pool,residual", [(*c, False) for c in CASES] + [(*c, True) for c in RESIDUAL_CASES[::3]])
-def test_dory_in_onnxruntime_is_exact_where_float32_is(mode, bits, gran, pool, residual):
+@pytest.mark.parametrize("mode,bits,gran,pool,topology", [(*c, "chain") for c in CASES] + [(*c, t) for c in RESIDUAL_CASES[::3]
+                                                                                         for t in ("residual", "concat")])
+def test_dory_in_onnxruntime_is_exact_where_float32_is(mode, bits, gran, pool, topology):
     """onnxruntime evaluates the DORY spelling in float32: exact while every value stays below 2^24.
 
     At D = 24 the products x*mul do not (float32 rounds them and a value a hair from a level may
     flip, depending on the CPU), so the claim is tested where it is a theorem: at a small D, with the
     magnitude bound checked first."""
-    net = fake_to_true(fake_quantised(mode, bits, gran, pool, residual=residual), requant_bits=SMALL_D, input_shape=(1, 3, SIZE, SIZE))
+    net = fake_to_true(fake_quantised(mode, bits, gran, pool, topology=topology), requant_bits=SMALL_D, input_shape=(1, 3, SIZE, SIZE))
     q, out = vectors(net, 32)
     assert float32_magnitude(net, q) < 2**24
     got = run_onnxruntime(to_onnx(net, "dory"), q)

@@ -1,5 +1,5 @@
 """Property: whatever graph F2T produces (both algorithms, 8/6/4 bits, per-layer and per-channel
-weights, global and windowed pools, with and without residual adds, D from 12 to 30), writing it in
+weights, global and windowed pools, chains, residual adds and concatenations, D from 12 to 30), writing it in
 either QuantLab flavour and importing the file gives the same graph back, computing bit for bit the
 same outputs.
 
@@ -56,9 +56,9 @@ def _reachable_attrs(g: Graph, n) -> tuple:
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(flavour=st.sampled_from(["deeploy", "dory"]), mode=st.sampled_from(["ptq", "qat"]), bits=st.sampled_from([8, 6, 4]),
        gran=st.sampled_from(["per-channel", "per-layer"]), pool=st.sampled_from(["global", "window"]),
-       residual=st.booleans(), requant_bits=st.integers(12, 30), seed=st.integers(0, 50))
-def test_export_then_import_gives_the_same_graph(tmp_path_factory, flavour, mode, bits, gran, pool, residual, requant_bits, seed):
-    fq = fake_quantised(mode, bits, gran, pool, seed=seed, residual=residual)
+       topology=st.sampled_from(["chain", "residual", "concat"]), requant_bits=st.integers(12, 30), seed=st.integers(0, 50))
+def test_export_then_import_gives_the_same_graph(tmp_path_factory, flavour, mode, bits, gran, pool, topology, requant_bits, seed):
+    fq = fake_quantised(mode, bits, gran, pool, seed=seed, topology=topology)
     net = fake_to_true(fq, requant_bits=requant_bits, input_shape=(1, 3, SIZE, SIZE))
     x, _ = images(6, seed + 100)
     q, out = net.quantise_input(x), net.run(x)

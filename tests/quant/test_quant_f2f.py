@@ -11,7 +11,7 @@ from quant_toys import TinyMobileNet
 from torch import fx, nn
 
 from qlspec.quant import PACTController, QuantConfig, float_to_fake
-from qlspec.quant.pact import PACT_ACTIVATIONS, PACTConv2d, PACTIntegerAdd, PACTLinear, PACTSignedAct, PACTUnsignedAct
+from qlspec.quant.pact import PACT_ACTIVATIONS, PACTConv2d, PACTIntegerAdd, PACTIntegerConcat, PACTLinear, PACTSignedAct, PACTUnsignedAct
 
 
 def _net() -> nn.Module:
@@ -117,7 +117,16 @@ class _Concat(nn.Module):
         return torch.cat([x, self.c(x)], 1)
 
 
-def test_residual_add_is_harmonised_and_concat_refused_clearly():
+class _Product(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x):
+        return x * self.c(x)
+
+
+def test_residual_add_and_concat_are_harmonised_and_a_product_refused_clearly():
     net = _Residual().eval()
     fq = float_to_fake(net, QuantConfig(), X)
     (add,) = [m for m in fq.modules() if isinstance(m, PACTIntegerAdd)]
@@ -136,8 +145,11 @@ def test_residual_add_is_harmonised_and_concat_refused_clearly():
     codes = got["sum"] / eps
     assert torch.allclose(codes, codes.round(), atol=1e-3)  # the sum of two codes on one grid
     assert y.shape == X.shape
-    with pytest.raises(NotImplementedError, match="concatenations"):
-        float_to_fake(_Concat(), QuantConfig(), X)
+    fq = float_to_fake(_Concat(), QuantConfig(), X)
+    (cat,) = [m for m in fq.modules() if isinstance(m, PACTIntegerConcat)]
+    assert cat.dim == 1 and isinstance(cat.act_in, PACTSignedAct)
+    with pytest.raises(NotImplementedError, match="products are not"):
+        float_to_fake(_Product(), QuantConfig(), X)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("qlspec.nets.mobilenet_v1") is None, reason="qlspec.nets.mobilenet_v1 not written yet")
