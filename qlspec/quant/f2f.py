@@ -15,6 +15,9 @@
   gets a signed identity quantiser ``<layer>_in_quant`` before it (QuantLib's
   InsertActivationsBetweenLinearsPass). Shape-only ops (flatten, view, reshape, dropout, identity,
   max pooling) keep a tensor on its grid;
+- every add of two tensors (a residual) becomes a `PACTIntegerAdd` and every ``torch.cat`` a
+  `PACTIntegerConcat`: one signed quantiser on all their inputs, so the merged codes share a grid
+  (QuantLib's harmonisation; F2T then requantises each input and adds or concatenates integers);
 - BatchNorm stays (F2T folds it into the requantiser), unless ``cfg.fold_bn`` folds it into the
   preceding convolution first (PTQ).
 
