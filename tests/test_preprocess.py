@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from qlspec.export import fake_to_true
 from qlspec.nets.mobilenet_v1 import MobileNetV1
 from qlspec.preprocess import DEFAULT, InputTransform, input_grid
-from qlspec.quant import QuantConfig, calibrate, float_to_fake
+from qlspec.quant import calibrate, float_to_fake
 from qlspec.spec.models import AppSpec
 from qlspec.stages.quantise import quant_config
 

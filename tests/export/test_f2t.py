@@ -11,7 +11,6 @@ from export_toys import CASES, RESIDUAL_CASES, SIZE, fake_quantised, images, lay
 
 from qlspec.export import ExportError, fake_to_true, histogram
 from qlspec.export.f2t import fit_float32
-from qlspec.graph.ir import Node
 from qlspec.quant import QuantConfig, float_to_fake
 from qlspec.spec.models import Export
 
