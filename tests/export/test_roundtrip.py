@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from export_toys import SIZE, fake_quantised, images
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -78,4 +77,3 @@ def test_the_comparison_sees_a_changed_constant():
     changed = g.rewrite(constants={w: (g.constants[w] + 1).astype(g.constants[w].dtype)})
     assert canonical(changed) != canonical(g)
     assert canonical(g.rewrite(rename={})) == canonical(g)
-    torch.manual_seed(0)
