@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from qlspec.engine.ops import op_for
 from qlspec.errors import GraphError
-from qlspec.graph.ir import Graph, TensorInfo
+from qlspec.graph.ir import Graph, Node, TensorInfo
+
+Observer = Callable[[Node, Sequence[np.ndarray | None], np.ndarray], None]
 
 
 def _check_input(name: str, info: TensorInfo, value: object, batch_free: bool) -> np.ndarray:
@@ -37,7 +39,8 @@ def _check_input(name: str, info: TensorInfo, value: object, batch_free: bool) -
     return a
 
 
-def run_graph(g: Graph, inputs: Mapping[str, np.ndarray], *, keep_intermediates: bool = False) -> dict[str, np.ndarray]:
+def run_graph(g: Graph, inputs: Mapping[str, np.ndarray], *, keep_intermediates: bool = False,
+              observe: Observer | None = None) -> dict[str, np.ndarray]:
     """Execute `g` on integer `inputs` (by input name) and return its outputs by name.
 
     Inputs are checked against their declared types (integer values in range; float inputs only
@@ -45,6 +48,8 @@ def run_graph(g: Graph, inputs: Mapping[str, np.ndarray], *, keep_intermediates:
     batch-independent. Each node's result is checked to lie in its declared type's range (so an
     accumulator overflow is an error, never a silent wrap) and stored in that type's container.
     With `keep_intermediates`, every activation tensor is returned, graph inputs included.
+    `observe(node, inputs, result)` is called after each node (to collect statistics without keeping
+    every tensor).
     """
     missing = [t for t in g.inputs if t not in inputs]
     if missing:
@@ -68,6 +73,8 @@ def run_graph(g: Graph, inputs: Mapping[str, np.ndarray], *, keep_intermediates:
             raise GraphError(f"result [{y.min()}, {y.max()}] outside its type {info.describe()} "
                              f"[{info.lo}, {info.hi}] (accumulator overflow?)", where=node.where())
         env[out] = y.astype(info.dtype, copy=False)
+        if observe is not None:
+            observe(node, args, env[out])
         if not keep_intermediates:
             for t in node.inputs:
                 if t and last_use.get(t) == i and t not in keep:

@@ -8,7 +8,10 @@ as QuantLib's ``symbolic()`` writes them: ``div`` (scalar float32 ``2**D``), ``n
 holds them (``mul * k`` after an average pool of k values, see `qlspec.export.onnx_graph`). The
 opset imports declare ``""`` v10 and ``PACTOps`` v1; the RequantShift nodes are in domain
 ``PACTOps`` by default (as a raw PyTorch export has them; QuantLab's onnxruntime-optimised files
-leave them in ``""``: pass ``node_domain=""`` for that spelling).
+leave them in ``""``: pass ``node_domain=""`` for that spelling). `mul` and `add` are INT32
+initialisers, as in Deeploy's own test networks and its int32 kernels (the importer reads both
+spellings), unless a fixed ``requant_bits`` made them exceed int32: then float32, as QuantLab's
+exports hold them. Weights stay float32 as QuantLab writes them.
 """
 
 from __future__ import annotations
@@ -39,7 +42,9 @@ def requant_shift_rule(node_domain: str = CUSTOM_DOMAIN):
         x, mul, add = n.inputs
         k = pool_k(b.g, x)
         levels, signed = levels_of(n)
-        b.node("RequantShift", [x, b.const(f"{mul}*{k}" if k > 1 else mul, b.g.constants[mul].astype(np.int64) * k), b.const(add)],
+        m, a = b.g.constants[mul].astype(np.int64) * k, b.g.constants[add].astype(np.int64)
+        dtype = np.int32 if max(np.abs(m).max(initial=0), np.abs(a).max(initial=0)) <= np.iinfo(np.int32).max else np.float32
+        b.node("RequantShift", [x, b.const(f"{mul}*{k}" if k > 1 else mul, m, dtype=dtype), b.const(add, a, dtype=dtype)],
                list(n.outputs), name=n.name, domain=node_domain,
                div=helper.make_tensor("div", TensorProto.FLOAT, [], [float(n.attr("div"))]),
                n_levels_out=helper.make_tensor("n_levels_out", TensorProto.FLOAT, [1], [float(levels)]),

@@ -1,8 +1,8 @@
 """Fake-to-true (F2T): a PACT fake-quantised network -> the qlspec integer `Graph` (QuantLib's
 IntegerizePACTNetPass), the one IR that the exporters, the converter and every backend share.
 
-`fake_to_true(fq, requant_bits=D, input_shape=...)` walks the torch.fx graph of `fq` (a chain: the
-PACT library rejects residual adds and concatenations) and tracks, for every value, either
+`fake_to_true(fq, input_shape=..., samples=x)` walks the torch.fx graph of `fq` (chains, residual
+adds and concatenations harmonised by `qlspec.quant.f2f`) and tracks, for every value, either
 
 - a *grid* tensor: integers ``q`` with real value ``eps * q`` (quantiser outputs, the input), or
 - an *accumulator*: integers ``a`` with real value ``scale * a + offset`` (``scale``/``offset`` per
@@ -11,17 +11,17 @@ PACT library rejects residual adds and concatenations) and tracks, for every val
   or an average pool's window sum (``scale = eps_in / k``).
 
 The graph's input is the float image tensor ``image``; its first node is the input quantiser
-(`Quantise`, rounding as the fake quantiser: floor for PACT activations), whose output ``input`` is
-what an exported file takes. An activation quantiser (``eps_out``, levels ``[lo, hi]``) on an
-accumulator becomes ``RequantShift``: ``q = clip(floor((a*mul + add + div/2) / div), lo, hi)``,
-``div = 2**D``, with
+(`Quantise` with the fake quantiser's own rule and float32 arithmetic: ``floor(x/eps)`` for PACT,
+``floor(x/eps + 1/2)`` with rounding), whose output ``input`` is what an exported file takes. An
+activation quantiser (``eps_out``, levels ``[lo, hi]``) on an accumulator becomes ``RequantShift``:
+``q = clip(floor((a*mul + add + div/2) / div), lo, hi)``, ``div = 2**D``, with
 
     mul = round(scale / eps_out * 2**D)
-    add = round((offset / eps_out + (0.5 if act.rounding else FLOOR_TOLERANCE)) * 2**D) - 2**(D-1)
+    add = round(offset / eps_out * 2**D) - (2**(D-1) unless act.rounding)
 
-which is QuantLib's ``bn_act_to_requant_fun`` (plus the fake quantiser's flooring tolerance,
-`qlspec.quant.pact.FLOOR_TOLERANCE`, so that TQ floors exactly where FQ does) with the conv bias
-merged into the BN (its InsertBNBetweenBiasedConvAndActsPass + MergeConvBNPass), so a biased conv
+(`qlspec.export.requant`: floor, or half up with rounding, of the exact real value, up to the
+constants' derived representation error; no tolerance). This is QuantLib's ``bn_act_to_requant_fun``
+with the conv bias merged into the BN (its InsertBNBetweenBiasedConvAndActsPass + MergeConvBNPass), so a biased conv
 from PTQ's BN folding and a conv -> BN -> act from QAT take the same path. A quantiser on a grid
 tensor is the same with ``scale = eps_in``, ``offset = 0``, and is dropped when ``eps_in == eps_out``
 (QuantLib's ``skip_identity_rqs``). Intermediate convolutions therefore carry no bias and
@@ -30,6 +30,13 @@ MatMul"); the network's last linear layer, whose accumulator is the output ``out
 ``bias_int = round(bias / (eps_w*eps_in))`` (``get_bias_int``), and then
 ``output_eps = eps_w * eps_in`` per output. An average pool is a `SumPool`/`GlobalSumPool` (window
 sums) and its requantiser's ``mul`` applies to the sum.
+
+Each requantiser's D is the largest for which ``a*mul + add`` (and ``+ div/2``) stays within
+``2**31 / headroom`` over the accumulator values `samples` produce (read from the fake-quantised net),
+or over every value the accumulator can take without samples, so Deeploy's and DORY's int32
+kernels run the file; `requant_bits` fixes D instead (QuantLab's fixed D). `Integerised.fits` holds
+each requantiser's D, multiplier precision and headroom. F2T fails, never clamps, when an
+accumulator or the output bias cannot fit int32.
 
 QuantLab exports store every constant in float32, so F2T rounds each `mul` and `add` to the nearest
 integer that float32 holds exactly (in both requant spellings: ``add`` and ``add + 2**(D-1)``, and
@@ -56,9 +63,10 @@ from torch.fx.passes.shape_prop import ShapeProp
 from qlspec.engine.ops.quantise import Quantise
 from qlspec.engine.run import run_graph
 from qlspec.errors import ExportError, GraphError
+from qlspec.export import requant
 from qlspec.graph.ir import Graph, Node, TensorInfo, make_graph, narrow
 from qlspec.quant.f2f import trace_fake
-from qlspec.quant.pact import FLOOR_TOLERANCE, PACT_ACTIVATIONS, PACTConv2d, PACTIntegerAdd, PACTIntegerConcat, PACTLinear, _PACTActivation
+from qlspec.quant.pact import PACT_ACTIVATIONS, PACTConv2d, PACTIntegerAdd, PACTIntegerConcat, PACTLinear, _PACTActivation
 
 INT32 = (-(2**31), 2**31 - 1)
 _INT64_SAFE = 2**62
@@ -82,13 +90,16 @@ class Integerised:
     last tensor ``output``. `eps`: per integer tensor, its eps (real value = eps * integer; shape
     ``()`` or ``(C,)`` on axis 1); for a pool's window sum, eps of the *sum* (``eps_in / k``).
     `sources`: per node, the fx node / module of the fake-quantised net it comes from (requantisers:
-    the activation quantiser). `requant_bits`: D of ``div = 2**D``.
+    the activation quantiser). `requant_bits`: the fixed D of every ``div = 2**D``, or None when each
+    requantiser's D was fitted for int32. `fits`: per requantiser, its D, multiplier precision and
+    int32 headroom (`qlspec.export.requant.RequantFit`), in graph order.
     """
 
     graph: Graph
     eps: Mapping[str, np.ndarray]
     sources: Mapping[str, str]
-    requant_bits: int
+    requant_bits: int | None
+    fits: tuple[requant.RequantFit, ...] = ()
 
     @cached_property
     def input_quantiser(self) -> Node:
@@ -112,10 +123,14 @@ class Integerised:
         """The integer input (int64) for float images `x`: the graph's own `Quantise` node."""
         return Quantise.from_node(self.input_quantiser).run(_numpy(x))
 
-    def run(self, x: torch.Tensor | np.ndarray, *, batch: int = 64) -> np.ndarray:
-        """Rung TQ: the integer output (int64) of the graph, run by the reference engine, for float images `x`."""
+    def run(self, x: torch.Tensor | np.ndarray, *, batch: int = 64, engine: str = "reference") -> np.ndarray:
+        """The integer output (int64) of the graph for float images `x`: run by the reference engine
+        (rung TQ), or with ``engine="torch"`` by `qlspec.engine.torch_run` (rung FQI, many times faster)."""
+        from qlspec.engine.torch_run import run_graph_torch
+
+        runner = {"reference": run_graph, "torch": run_graph_torch}[engine]
         x = _numpy(x)
-        return np.concatenate([run_graph(self.graph, {IMAGE: x[s:s + batch]})[OUTPUT] for s in range(0, len(x), batch)]
+        return np.concatenate([runner(self.graph, {IMAGE: x[s:s + batch]})[OUTPUT] for s in range(0, len(x), batch)]
                               ).astype(np.int64)
 
     def integer_graph(self) -> Graph:
@@ -142,20 +157,27 @@ class _Val:
     scale: np.ndarray | None = None  # accumulators
     offset: np.ndarray | None = None
     linear: int | None = None  # index of the conv/linear node whose untouched accumulator this is
+    bound: np.ndarray | None = None  # accumulators: per-channel bound on |a| (sum of |w| times the largest input code)
     pool_k: int = 1
     deferred: tuple[tuple[str, tuple[int, ...]], ...] = ()  # (fx name, shape) of Flatten(s) after the pool's requantiser
 
 
-def fake_to_true(fq: nn.Module, *, requant_bits: int = 30, input_shape: Sequence[int]) -> Integerised:
+def fake_to_true(fq: nn.Module, *, input_shape: Sequence[int], requant_bits: int | None = None,
+                 samples: torch.Tensor | np.ndarray | None = None, headroom: float = 2.0) -> Integerised:
     """The integer graph of the fake-quantised `fq` (not modified).
 
-    `requant_bits`: D of the requantisation divisor ``div = 2**D``. `input_shape`: the network input's
-    shape, e.g. ``(1, 3, 120, 120)`` (average-pool window sizes and tensor shapes come from it).
+    `input_shape`: the network input's shape, e.g. ``(1, 3, 120, 120)`` (average-pool window sizes and
+    tensor shapes come from it). Each requantiser's D (``div = 2**D``) is `requant_bits` when given
+    (QuantLab's fixed D), else fitted for int32 kernels (`qlspec.export.requant`): the largest D whose
+    ``x*mul + add`` stays within ``2**31 / headroom`` for every accumulator value the network produces
+    on `samples` (float images), or, without samples, for every value the accumulator can take.
     Every quantiser must be started. Raises `ExportError` naming the fx node for anything QuantLib's
     integerisation does not cover.
     """
-    if not 1 <= requant_bits <= 40:
+    if requant_bits is not None and not 1 <= requant_bits <= 40:
         raise ExportError(f"requant_bits must be in 1..40 (got {requant_bits})", where="export")
+    if not headroom >= 1:
+        raise ExportError(f"headroom must be >= 1 (got {headroom})", where="export")
     gm = trace_fake(fq)
     _check_started(gm)
     shape = (1, *tuple(input_shape)[1:])
@@ -166,7 +188,87 @@ def fake_to_true(fq: nn.Module, *, requant_bits: int = 30, input_shape: Sequence
             ShapeProp(gm).propagate(torch.zeros(shape))
     finally:
         gm.train(was_training)
-    return _Walker(gm, requant_bits, shape).run()
+
+    def walk(plan: Mapping[str, int]) -> _Walker:
+        w = _Walker(gm, shape, fixed=requant_bits, plan=plan, headroom=headroom)
+        w.run()
+        return w
+
+    w = walk({})
+    if samples is None:
+        return w.result({})
+    seen = observe_accumulators(gm, w, _numpy(samples))
+    # the float32 estimate may step a unit past what the accumulator can hold: keep it inside
+    seen = {name: (np.maximum(lo, w.requants[name].worst[0]), np.minimum(hi, w.requants[name].worst[1]))
+            for name, (lo, hi) in seen.items()}
+    if requant_bits is None:
+        w = walk({name: r.shift_for(*seen[name], headroom) for name, r in w.requants.items()})
+    return w.result(seen)
+
+
+@torch.no_grad()
+def observe_accumulators(gm: fx.GraphModule, w: _Walker, x: np.ndarray, batch: int = 128) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per requantiser: the smallest and largest accumulator value per channel (shaped like its
+    constants, or one scalar pair when the shapes differ) over the float images `x`.
+
+    Read from the fake-quantised net: the input of the requantiser's activation quantiser is
+    ``scale*a + offset`` in float32, so ``a = (input/eps_out - bias) / ratio``, within float32's
+    relative error (~1e-6 of |a|) of the integer network's own accumulator."""
+    by_call: dict[str, dict[int, str]] = {}
+    for name, r in w.requants.items():
+        module, call = _module_call(r.source)
+        by_call.setdefault(module, {})[call] = name
+    seen: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    hooks = []
+    counters: dict[str, int] = {}
+    for module, calls in by_call.items():
+
+        def pre(mod, args, module=module, calls=calls):
+            name = calls.get(counters.get(module, 0))
+            counters[module] = counters.get(module, 0) + 1
+            if name is None:
+                return
+            r = w.requants[name]
+            eps_out = float(mod.get_eps())
+            v = args[0].detach().double().numpy()
+            axes = tuple(i for i in range(v.ndim) if i != 1)
+            lo, hi = v.min(axis=axes), v.max(axis=axes)
+            ratio = r.ratio.reshape(-1) if r.ratio.size == lo.size else r.ratio
+            bias = r.bias.reshape(-1) if r.bias.size == lo.size else r.bias
+            with np.errstate(divide="ignore", invalid="ignore"):  # a channel with ratio 0 ignores its accumulator
+                ends = [np.nan_to_num((e / eps_out - bias) / ratio, nan=0.0, posinf=0.0, neginf=0.0) for e in (lo, hi)]
+            a_lo, a_hi = np.floor(np.minimum(*ends)), np.ceil(np.maximum(*ends))
+            if a_lo.size == r.ratio.size and r.ratio.size > 1:
+                a_lo, a_hi = a_lo.reshape(r.ratio.shape), a_hi.reshape(r.ratio.shape)
+            else:
+                a_lo, a_hi = np.asarray(a_lo.min()), np.asarray(a_hi.max())
+            if name in seen:
+                a_lo, a_hi = np.minimum(a_lo, seen[name][0]), np.maximum(a_hi, seen[name][1])
+            seen[name] = (a_lo.astype(np.int64), a_hi.astype(np.int64))
+
+        hooks.append(gm.get_submodule(module).register_forward_pre_hook(pre))
+    was_training = gm.training
+    gm.eval()
+    try:
+        for s in range(0, len(x), batch):
+            counters.clear()
+            gm(torch.from_numpy(np.ascontiguousarray(x[s:s + batch], np.float32)))
+    finally:
+        gm.train(was_training)
+        for h in hooks:
+            h.remove()
+    missing = sorted(set(w.requants) - set(seen))
+    if missing:
+        raise ExportError(f"requantisers {missing} never ran on the samples", where="export")
+    return seen
+
+
+def _module_call(source: str) -> tuple[str, int]:
+    """F2T's source of a requantiser: ``module`` or ``module[k]`` (the k-th call of a shared quantiser)."""
+    if source.endswith("]") and "[" in source:
+        name, _, k = source[:-1].rpartition("[")
+        return name, int(k)
+    return source, 0
 
 
 def _check_started(gm: nn.Module) -> None:
@@ -201,29 +303,41 @@ def _pair(x) -> tuple[int, int]:
     return tuple(x) if isinstance(x, (tuple, list)) else (x, x)
 
 
-def fit_float32(v: np.ndarray, *, half: int = 0, k: int = 1) -> np.ndarray:
-    """Integers `v` rounded (each to a multiple of a power of two g, as little as possible) so that
-    ``v*k`` and ``v*k - half`` are exactly representable in float32; raises if `half` is not a
-    multiple of the g needed. Values below 2**24 are returned unchanged."""
-    v = np.asarray(v, np.int64)
-    m = np.abs(v).astype(np.float64) * k + half
-    e = np.frexp(m)[1]  # m < 2**e
-    g = (2 ** np.maximum(0, e - 24)).astype(np.int64)
-    out = np.asarray(np.floor_divide(v + g // 2, g) * g, np.int64)
-    if half and (half % g.max(initial=1)):
-        raise ExportError(f"requantisation constant {int(np.abs(v).max())} is too large for float32 with "
-                          f"div/2 = {half}; use more requant_bits", where="export")
-    for w in (out * k, out * k - half):
-        if not np.array_equal(w.astype(np.float32).astype(np.int64), w):
-            raise ExportError(f"requantisation constant {int(np.abs(v).max())} cannot be stored exactly in float32", where="export")
-    return out
+@dataclass(frozen=True)
+class _Requant:
+    """One requantiser as F2T made it: ``real/eps_out = ratio*a + bias`` (`rounding`: half up, else
+    floor; `k`: the pool window whose sum `a` is), the worst-case accumulator range, D and constants."""
+
+    source: str
+    ratio: np.ndarray
+    bias: np.ndarray
+    rounding: bool
+    k: int
+    worst: tuple[np.ndarray, np.ndarray]
+    shift: int
+    mul: np.ndarray
+    add: np.ndarray
+
+    def shift_for(self, lo: np.ndarray, hi: np.ndarray, headroom: float) -> int:
+        return requant.choose_shift(self.ratio, self.bias, lo, hi, rounding=self.rounding, k=self.k, headroom=headroom)
+
+    def peak(self, lo: np.ndarray, hi: np.ndarray) -> int:
+        return requant.peak(self.mul, self.add, self.shift, lo, hi)
+
+    def fit(self, name: str, seen: tuple[np.ndarray, np.ndarray] | None) -> requant.RequantFit:
+        return requant.RequantFit(name, self.source, self.shift, requant.significant_bits(self.mul),
+                                  None if seen is None else self.peak(*seen), self.peak(*self.worst))
 
 
 class _Walker:
-    def __init__(self, gm: fx.GraphModule, requant_bits: int, input_shape: tuple[int, ...]) -> None:
+    def __init__(self, gm: fx.GraphModule, input_shape: tuple[int, ...], *, fixed: int | None, plan: Mapping[str, int],
+                 headroom: float) -> None:
         self.gm = gm
-        self.D = requant_bits
-        self.div = 2**requant_bits
+        self.fixed = fixed
+        self.plan = plan
+        self.headroom = headroom
+        self.requants: dict[str, _Requant] = {}
+        self.out: str | None = None
         self.image_shape = input_shape
         self.nodes: list[Node] = []
         self.constants: dict[str, np.ndarray] = {}
@@ -289,18 +403,25 @@ class _Walker:
             raise ExportError("the network has no input quantiser", where="export")
         if out is None or not self.nodes or out != self.nodes[-1].outputs[0]:
             raise ExportError("the network output is not its last layer's result", where="export")
-        return self.build(out)
-
-    def build(self, out: str) -> Integerised:
         last = self.nodes[-1]
         self.nodes[-1] = Node(last.op, last.name, last.inputs, (OUTPUT,), last.attrs)
         self.eps[OUTPUT] = self.eps.pop(out)
+
+    @cached_property
+    def _graph(self) -> Graph:
         image = TensorInfo(self.image_shape, 32, True, is_float=True)
         try:
-            g = make_graph("qlspec", {IMAGE: image}, self.nodes, self.constants, [OUTPUT])
+            return make_graph("qlspec", {IMAGE: image}, self.nodes, self.constants, [OUTPUT])
         except GraphError as e:
             raise ExportError(f"F2T built an inconsistent graph: {e}", where="export") from None
-        return Integerised(g, dict(self.eps), dict(self.sources), self.D)
+
+    def graph(self) -> Graph:
+        return self._graph
+
+    def result(self, seen: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> Integerised:
+        """The Integerised graph, with each requantiser's int32 fit (observed on `seen`, if any)."""
+        fits = tuple(r.fit(name, seen.get(name)) for name, r in self.requants.items())
+        return Integerised(self._graph, dict(self.eps), dict(self.sources), self.fixed, fits)
 
     def module(self, node: fx.Node, m: nn.Module) -> None:
         if isinstance(m, (PACTIntegerAdd, PACTIntegerConcat)):
@@ -336,7 +457,7 @@ class _Walker:
             self.fail(node, "the input quantiser must have one eps for the whole tensor")
         lo, hi = m.int_range
         self.nodes.append(Node.make("Quantise", _src(node), [IMAGE], [INPUT], eps=float(eps), lo=lo, hi=hi,
-                                    rounding="round" if m.rounding else "floor"))
+                                    rounding=m.rule))
         self.sources[_src(node)] = _src(node)
         self.eps[INPUT] = eps
         self.quantised = True
@@ -352,7 +473,8 @@ class _Walker:
         scale = _scalar_or_channels(eps_w * float(v.eps))
         offset = _f64(m.bias) if m.bias is not None else np.zeros(())
         qmax = max(abs(v.lo), abs(v.hi))
-        bound = int(np.abs(w).reshape(w.shape[0], -1).sum(1).max()) * qmax
+        per_channel = np.abs(w).reshape(w.shape[0], -1).sum(1) * qmax
+        bound = int(per_channel.max(initial=0))
         if bound > INT32[1]:
             self.fail(node, f"the accumulator can reach {bound}, beyond int32")
         name = node.name
@@ -369,7 +491,7 @@ class _Walker:
             bias = self.const(f"{name}.bias", np.zeros(w.shape[0], np.int64))
             self.emit("Gemm", name, [v.name, weight, bias], _src(node), scale, trans_a=False, trans_b=True)
         self.vals[node] = _Val("acc", name, self.shape(node), -bound, bound, scale=scale, offset=_scalar_or_channels(offset),
-                               linear=len(self.nodes) - 1)
+                               linear=len(self.nodes) - 1, bound=per_channel)
 
     def batchnorm(self, node: fx.Node, bn: nn.BatchNorm2d | nn.BatchNorm1d, v: _Val) -> None:
         if v.kind != "acc":
@@ -403,19 +525,26 @@ class _Walker:
             scale, offset = v.eps, np.zeros(())
         else:
             scale, offset = v.scale, v.offset
-        mul = np.round(scale / float(eps_out) * self.div)
-        add = np.round((offset / float(eps_out) + (0.5 if act.rounding else FLOOR_TOLERANCE)) * self.div)
-        mul, add = np.broadcast_arrays(mul, add)
-        mul = fit_float32(mul.astype(np.int64), k=v.pool_k)
-        add = fit_float32(add.astype(np.int64), half=self.div // 2) - self.div // 2
+        ndim = len(v.shape)
+        ratio, bias = np.broadcast_arrays(np.asarray(scale / float(eps_out)), np.asarray(offset / float(eps_out)))
+        worst = (-v.bound, v.bound) if v.bound is not None else (np.asarray(v.lo), np.asarray(v.hi))
+        worst = tuple(_per_channel(np.asarray(b), ndim) for b in worst)
+        ratio, bias = _per_channel(ratio, ndim), _per_channel(bias, ndim)
+        rounding = bool(act.rounding)
+        if self.fixed is not None:
+            shift = self.fixed
+        elif name in self.plan:
+            shift = self.plan[name]
+        else:
+            shift = requant.choose_shift(ratio, bias, *worst, rounding=rounding, k=v.pool_k, headroom=self.headroom)
+        mul, add = requant.constants(ratio, bias, shift, rounding=rounding, k=v.pool_k)
         amax = max(abs(v.lo), abs(v.hi))
-        bound = amax * int(np.abs(mul).max()) + int(np.abs(add).max()) + self.div
+        bound = amax * int(np.abs(mul).max()) + int(np.abs(add).max()) + 2**shift
         if bound >= _INT64_SAFE:
             self.fail(node, f"x*mul + add can reach {bound}, beyond int64; use fewer requant_bits")
-        ndim = len(v.shape)
-        self.emit("RequantShift", name, [v.name, self.const(f"{name}.mul", _per_channel(mul, ndim)),
-                                         self.const(f"{name}.add", _per_channel(add, ndim))],
-                  source, eps_out, div=self.div, lo=lo, hi=hi)
+        self.requants[name] = _Requant(source, ratio, bias, rounding, v.pool_k, worst, shift, mul, add)
+        self.emit("RequantShift", name, [v.name, self.const(f"{name}.mul", mul), self.const(f"{name}.add", add)],
+                  source, eps_out, div=2**shift, lo=lo, hi=hi)
         return _Val("grid", name, v.shape, lo, hi, eps=eps_out)
 
     def integer_merge(self, node: fx.Node, m: PACTIntegerAdd | PACTIntegerConcat) -> None:
@@ -470,7 +599,7 @@ class _Walker:
         if max(abs(k * v.lo), abs(k * v.hi)) > INT32[1]:
             self.fail(node, f"the window sums can reach {max(abs(k * v.lo), abs(k * v.hi))}, beyond int32")
         self.vals[node] = _Val("acc", node.name, self.shape(node), k * v.lo, k * v.hi, scale=np.asarray(scale) / k,
-                               offset=np.asarray(offset), pool_k=k)
+                               offset=np.asarray(offset), pool_k=k, bound=None if v.bound is None else k * v.bound)
 
     def maxpool(self, node: fx.Node, m: nn.MaxPool2d, v: _Val) -> None:
         if v.kind != "grid":
@@ -512,10 +641,14 @@ class _Walker:
         m = self.gm.get_submodule(self.sources[layer.name])
         if m.bias is not None:
             in_eps = float(self.eps[layer.inputs[0]])
-            bias = m.get_bias_int(torch.tensor(in_eps)).detach().cpu().numpy().astype(np.int64)
-            if np.abs(bias).max(initial=0) >= 2**24:
-                self.fail(node, f"the integer bias reaches {int(np.abs(bias).max())} (bias / (eps_w*eps_in)), "
+            bias = m.get_bias_int(torch.tensor(in_eps)).detach().cpu().double().numpy()
+            if not np.all(np.isfinite(bias)) or np.abs(bias).max(initial=0) >= 2**24:
+                self.fail(node, f"the integer bias reaches {float(np.abs(bias).max()):.6g} (bias / (eps_w*eps_in)), "
                                 "beyond float32's exact integers (2**24): the layer's input eps is too small for its bias")
+            bias = bias.astype(np.int64)
+            reach = int((v.bound + np.abs(bias)).max(initial=0))
+            if reach > INT32[1]:
+                self.fail(node, f"the output accumulator can reach {reach} (weights times inputs plus bias), beyond int32")
             name = self.const(f"{layer.name}.bias", bias)
             self.nodes[v.linear] = Node(layer.op, layer.name, (*layer.inputs[:2], name), layer.outputs, layer.attrs)
         return v.name

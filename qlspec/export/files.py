@@ -5,8 +5,9 @@ A flavour folder holds, like the shared QuantLab/Deeploy test cases:
 - ``network.onnx``: the graph (`qlspec.export.deeploy` or `qlspec.export.dory`);
 - ``inputs.npz``: ``input``, int64 ``(n, C, H, W)``: the integer input of n validation images;
 - ``outputs.npz``: ``output``, int64: what F2T's graph (rung TQ) computes for them (the test vector);
-- ``metadata.json``: flavour, qlspec version, spec hash, ``requant_bits``, the input quantiser, and
-  per ONNX tensor its eps (real value = eps * integer; per channel on axis 1 where a list), range and bits;
+- ``metadata.json``: flavour, qlspec version, spec hash, ``requant_bits`` (the fixed D, or null when
+  each requantiser's D was fitted for int32: then per layer ``div``), the input quantiser, and per ONNX
+  tensor its eps (real value = eps * integer; per channel on axis 1 where a list), range and bits;
 - DORY only: ``config_network.json``, DORY's side JSON (`qlspec.export.dory.side_config`).
 """
 
@@ -62,14 +63,14 @@ def metadata(net: Integerised, flavour: Flavour, spec_hash: str | None) -> dict[
         "qlspec_version": __version__,
         "spec_hash": spec_hash,
         "requant_bits": net.requant_bits,
-        "div": 2**net.requant_bits,
+        "div": None if net.requant_bits is None else 2**net.requant_bits,
         "input": {"name": INPUT, "eps": net.input_eps, "bits": info.bits, "signed": bool(info.signed),
                   "lo": int(q.attr("lo")), "hi": int(q.attr("hi")), "rounding": q.attr("rounding"),
                   "formula": f"clip({q.attr('rounding')}(x / eps), {q.attr('lo')}, {q.attr('hi')})"},
         "output": {"name": OUTPUT, "eps": np.asarray(net.output_eps).tolist(), "bits": g.info(OUTPUT).bits},
         "tensors": tensors,
-        "layers": [{"op": n.op, "source": net.sources.get(n.name, ""), "inputs": list(n.inputs), "output": n.outputs[0]}
-                   for n in g.nodes],
+        "layers": [{"op": n.op, "source": net.sources.get(n.name, ""), "inputs": list(n.inputs), "output": n.outputs[0],
+                    **({"div": int(n.attr("div"))} if n.op == "RequantShift" else {})} for n in g.nodes],
     }
 
 

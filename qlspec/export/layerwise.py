@@ -14,15 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from qlspec.engine.ops import op_for
-from qlspec.export.f2t import INPUT, Integerised
-
-
-def _module_call(source: str) -> tuple[str, int]:
-    """F2T's source of a requantiser: ``module`` or ``module[k]`` (the k-th call of a shared quantiser)."""
-    if source.endswith("]") and "[" in source:
-        name, _, k = source[:-1].rpartition("[")
-        return name, int(k)
-    return source, 0
+from qlspec.export.f2t import INPUT, Integerised, _module_call
 
 
 @torch.no_grad()

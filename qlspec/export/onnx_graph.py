@@ -49,12 +49,14 @@ class OnnxBuilder:
     nodes: list[onnx.NodeProto] = field(default_factory=list)
     initializers: dict[str, onnx.TensorProto] = field(default_factory=dict)
 
-    def const(self, name: str, value: np.ndarray | None = None) -> str:
-        """A float32 initializer holding the integers `value` (default: the graph's constant `name`) exactly."""
+    def const(self, name: str, value: np.ndarray | None = None, *, dtype: type = np.float32) -> str:
+        """An initializer holding the integers `value` (default: the graph's constant `name`) exactly, as
+        float32 (QuantLab's files) or `dtype` (np.int32: Deeploy's own files store requantisation
+        constants so)."""
         v = np.asarray(self.g.constants[name] if value is None else value)
-        f = v.astype(np.float32)
+        f = v.astype(dtype)
         if not np.array_equal(f.astype(np.float64), v.astype(np.float64)):
-            raise ExportError(f"constant {name!r} holds integers float32 cannot represent exactly", where="export")
+            raise ExportError(f"constant {name!r} holds integers {np.dtype(dtype).name} cannot represent exactly", where="export")
         if name not in self.initializers:
             self.initializers[name] = numpy_helper.from_array(f, name)
         return name

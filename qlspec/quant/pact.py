@@ -3,7 +3,8 @@
 The quantisation function (`PACTQuantFunc`), for bounds ``lo < hi`` and ``n_levels`` levels:
 
     eps = (hi - lo) / (n_levels - 1)                    (not differentiated, as in QuantLib)
-    q   = floor(x / eps)   (activations)   or   round(x / eps)   (weights; half to even)
+    q   = floor(x / eps)   (activations; floor(x/eps + 1/2), half up, with rounding)
+          or round(x / eps)   (weights; half to even, as QuantLib)
     q   = clip(q, q_lo, q_hi);  q = q_hi where x >= hi;  q = q_lo where x < lo
     y   = q * eps
 
@@ -45,30 +46,29 @@ ActKind = Literal["identity", "relu", "relu6"]
 InitMethod = Literal["max", "std", "const", "percentile", "mse"]
 
 
-FLOOR_TOLERANCE = 2.0**-10  # in LSBs; float32 evaluation errors of x/eps stay far below it
+RULES = ("floor", "half_up", "half_even")
 
 
 class PACTQuantFunc(torch.autograd.Function):
-    """``y = clip(floor_or_round(x/eps), q_lo, q_hi) * eps`` with PACT's straight-through estimator.
+    """``y = clip(rule(x/eps), q_lo, q_hi) * eps`` with PACT's straight-through estimator.
 
     Arguments: ``x``; ``eps`` (broadcastable to x, no gradient); ``clip_lo``, ``clip_hi`` (the real
     bounds, broadcastable to x: shape ``(1,)`` or per-channel ``(C,1,...)``; they receive the STE
     gradients, reduced to their own shape); ``q_lo``, ``q_hi`` (integers, ``q_lo*eps == clip_lo``
-    and ``q_hi*eps == clip_hi`` up to float rounding); ``floor`` (True: floor, False: round).
+    and ``q_hi*eps == clip_hi`` up to float rounding); ``rule``: ``'floor'`` (``floor(v)``),
+    ``'half_up'`` (``floor(v + 0.5)``) or ``'half_even'`` (``round(v)``), ``v = x/eps`` in x's dtype.
 
-    Flooring counts values within `FLOOR_TOLERANCE` of an LSB below a level as on that level:
-    ``floor(x/eps + FLOOR_TOLERANCE)``. A value that is exactly ``k*eps`` in real arithmetic (the
-    mean of integer codes after pooling, an identity requantisation) often lands just below ``k``
-    once evaluated in float32, and flooring would then drop a whole level that the integer network,
-    which computes it exactly, keeps.
+    The rules are exact, with no tolerance: the integer network applies the same rule to the exact
+    real value (`qlspec.export.requant`), and the evaluation that must agree with it bit for bit runs
+    that integer arithmetic itself rather than this float approximation of it.
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, eps: Tensor, clip_lo: Tensor, clip_hi: Tensor, q_lo: int, q_hi: int, floor: bool) -> Tensor:
+    def forward(ctx, x: Tensor, eps: Tensor, clip_lo: Tensor, clip_hi: Tensor, q_lo: int, q_hi: int, rule: str) -> Tensor:
         below = x < clip_lo
         above = x >= clip_hi
         v = x / eps
-        q = (torch.floor(v + FLOOR_TOLERANCE) if floor else torch.round(v)).clamp(q_lo, q_hi)
+        q = round_by(v, rule).clamp(q_lo, q_hi)
         q = torch.where(above, torch.full_like(q, q_hi), q)
         q = torch.where(below, torch.full_like(q, q_lo), q)
         ctx.save_for_backward(below, above)
@@ -85,9 +85,20 @@ class PACTQuantFunc(torch.autograd.Function):
         return grad_x, None, grad_lo, grad_hi, None, None, None
 
 
-def pact_quantize(x: Tensor, eps: Tensor, clip_lo: Tensor, clip_hi: Tensor, q_lo: int, q_hi: int, floor: bool) -> Tensor:
+def round_by(v: Tensor, rule: str) -> Tensor:
+    """`v` to integers by `rule` (one of `RULES`): floor, half up (``floor(v + 0.5)``) or half to even."""
+    if rule == "floor":
+        return torch.floor(v)
+    if rule == "half_up":
+        return torch.floor(v + 0.5)
+    if rule == "half_even":
+        return torch.round(v)
+    raise ValueError(f"unknown rounding rule {rule!r} (one of {', '.join(RULES)})")
+
+
+def pact_quantize(x: Tensor, eps: Tensor, clip_lo: Tensor, clip_hi: Tensor, q_lo: int, q_hi: int, rule: str) -> Tensor:
     """Functional form of `PACTQuantFunc` (keyword-friendly)."""
-    return PACTQuantFunc.apply(x, eps, clip_lo, clip_hi, q_lo, q_hi, floor)
+    return PACTQuantFunc.apply(x, eps, clip_lo, clip_hi, q_lo, q_hi, rule)
 
 
 def _check_levels(n_levels: int) -> None:
@@ -215,7 +226,12 @@ class _PACTActivation(nn.Module):
         lo, hi = self.bounds()
         eps = ((hi - lo) / (self.n_levels - 1)).detach()
         q_lo, q_hi = self.int_range
-        return PACTQuantFunc.apply(x, eps, lo, hi, q_lo, q_hi, not self.rounding)
+        return PACTQuantFunc.apply(x, eps, lo, hi, q_lo, q_hi, self.rule)
+
+    @property
+    def rule(self) -> str:
+        """``'half_up'`` with `rounding`, else ``'floor'``: the rule the integer network applies too."""
+        return "half_up" if self.rounding else "floor"
 
     @torch.no_grad()
     def to_int(self, x: Tensor) -> Tensor:
@@ -223,7 +239,7 @@ class _PACTActivation(nn.Module):
         lo, hi = self.bounds()
         eps = (hi - lo) / (self.n_levels - 1)
         q_lo, q_hi = self.int_range
-        return torch.round(PACTQuantFunc.apply(x, eps, lo, hi, q_lo, q_hi, not self.rounding) / eps)
+        return torch.round(PACTQuantFunc.apply(x, eps, lo, hi, q_lo, q_hi, self.rule) / eps)
 
     def extra_repr(self) -> str:
         lo, hi = self.bounds()
@@ -238,7 +254,7 @@ class PACTUnsignedAct(_PACTActivation):
     """Unsigned PACT activation ``[0, hi]``, replacing ReLU / ReLU6 (QuantLib's PACTUnsignedAct).
 
     ``clip_lo`` is a zero buffer, ``clip_hi`` a parameter (learned by the STE when `learn_clip`).
-    Output ``q*eps`` with ``q = clip(floor(x/eps), 0, n-1)`` (round if `rounding`), ``eps = hi/(n-1)``.
+    Output ``q*eps`` with ``q = clip(floor(x/eps), 0, n-1)`` (half up if `rounding`), ``eps = hi/(n-1)``.
     """
 
     signed = False
@@ -334,7 +350,7 @@ class PACTIntegerConcat(nn.Module):
 
 def input_quantiser(n_levels: int = 256, clip: float = 1.0, *, signed: bool = True, rounding: bool = False) -> _PACTActivation:
     """A fixed input quantiser: signed, bounds ``[-clip, clip*(n-2)/n]`` and ``eps_in = 2*clip/n``, or
-    unsigned, bounds ``[0, clip]`` and ``eps_in = clip/(n-1)``; floor (or round with `rounding`).
+    unsigned, bounds ``[0, clip]`` and ``eps_in = clip/(n-1)``; floor (or half up with `rounding`).
 
     With ``n = 256`` and ``clip = 1`` (``eps_in = 1/128``) and the 3DDFA input ``x = (p - 127.5)/128``
     of a uint8 pixel ``p``, the code is ``floor(x/eps_in) = floor(p - 127.5) = p - 128``: every
@@ -452,7 +468,7 @@ class _PACTLinearOp:
         lo, hi = self.bounds()
         eps = ((hi - lo) / (self.n_levels - 1)).detach()
         q_lo, q_hi = self.int_range
-        return PACTQuantFunc.apply(self.weight, eps, lo, hi, q_lo, q_hi, False)
+        return PACTQuantFunc.apply(self.weight, eps, lo, hi, q_lo, q_hi, "half_even")
 
     @property
     def weight_int(self) -> Tensor:
@@ -465,11 +481,12 @@ class _PACTLinearOp:
         return self.get_eps_w().reshape(-1) * torch.as_tensor(eps_in).reshape(-1)
 
     def get_bias_int(self, eps_in: Tensor | float) -> Tensor | None:
-        """``round(bias/eps_out)`` (int32 range), or None without bias. QuantLib clips at +-2**16 eps_out; we do not."""
+        """``round(bias/eps_out)`` (float64, not clipped: F2T checks that it fits), or None without bias.
+        QuantLib clips at +-2**16 eps_out; we do not."""
         if self.bias is None:
             return None
         with torch.no_grad():
-            return torch.round(self.bias / self.get_eps_out(eps_in)).clamp(-(2**31), 2**31 - 1)
+            return torch.round(self.bias.double() / self.get_eps_out(eps_in).double())
 
     def clip_parameters(self) -> list[nn.Parameter]:
         return [self.clip_lo]

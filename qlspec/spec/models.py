@@ -299,11 +299,17 @@ class Export(SpecModel):
     flavour: Literal["deeploy", "dory"] = Field(
         "deeploy", description="'deeploy': RequantShift nodes; 'dory': Mul/Add/Div/Floor/Clip with annotations."
     )
-    requant_bits: int = Field(
-        30, ge=8, le=30,
-        description="Bits D of the requantisation divisor div = 2^D. QuantLab's default is 24; at 24 a "
-        "multiplier for a small scale ratio keeps ~15 significant bits and the integer network drifts "
-        "from the fake-quantised one by a level here and there, at 30 it keeps float32's 24.",
+    requant_bits: int | None = Field(
+        None, ge=8, le=31,
+        description="Bits D of every requantisation divisor div = 2^D (QuantLib's default is 24, QuantLab's "
+        "export scripts use 19). Unset: each requantiser gets the largest D for which x*mul + add fits int32 "
+        "(as Deeploy's and DORY's kernels compute it) with `headroom` to spare on the calibration and "
+        "validation images.",
+    )
+    headroom: float = Field(
+        2.0, ge=1.0, le=2.0**16, allow_inf_nan=False,
+        description="How far every requantiser's x*mul + add must stay below 2^31 on the calibration and "
+        "validation images when D is fitted: 2 leaves one spare bit for inputs not seen.",
     )
 
 

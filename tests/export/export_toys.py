@@ -128,6 +128,8 @@ CASES = [(mode, bits, gran, pool) for mode in ("ptq", "qat") for bits in (8, 4)
 # the same on `MiniRes` (residual adds) and `MiniCat` (a concatenation): (mode, bits, granularity, pooling)
 RESIDUAL_CASES = [(mode, bits, gran, pool) for mode in ("ptq", "qat") for bits in (8, 4) for gran in ("per-channel", "per-layer")
                   for pool in ("global", "window")]
+# every case with its topology: (mode, bits, granularity, pooling, topology)
+ALL_TOPOLOGY_CASES = [(*c, "chain") for c in CASES] + [(*c, t) for c in RESIDUAL_CASES for t in ("residual", "concat")]
 
 
 def images(n: int, seed: int) -> tuple[Tensor, Tensor]:

@@ -7,10 +7,10 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from export_toys import CASES, RESIDUAL_CASES, SIZE, fake_quantised, images, layerwise_diffs, output_gap_and_bound, unexplained_flips
+from export_toys import ALL_TOPOLOGY_CASES, CASES, RESIDUAL_CASES, SIZE, fake_quantised, images, layerwise_diffs, output_gap_and_bound, unexplained_flips
 
 from qlspec.export import ExportError, fake_to_true, histogram
-from qlspec.export.f2t import fit_float32
+from qlspec.export.requant import fit_float32
 from qlspec.quant import QuantConfig, float_to_fake
 from qlspec.spec.models import Export
 
@@ -30,7 +30,7 @@ def integerised(mode, bits, gran, pool, topology="chain"):
     return _CACHE[key]
 
 
-ALL_CASES = [(*c, "chain") for c in CASES] + [(*c, t) for c in RESIDUAL_CASES for t in ("residual", "concat")]
+ALL_CASES = ALL_TOPOLOGY_CASES
 
 
 @pytest.mark.parametrize("mode,bits,gran,pool,topology", ALL_CASES)
@@ -107,7 +107,7 @@ def test_graph_structure_and_eps():
     np.testing.assert_allclose(net.eps[conv1.outputs[0]], fq.conv1.get_eps_w().double().numpy().ravel() / 128)
     assert len(conv1.inputs) == 2  # the bias is folded into the requantiser
     rq = g.nodes[2]
-    assert g.constants[rq.inputs[1]].shape == (4, 1, 1) and rq.attr("div") == 2**D
+    assert g.constants[rq.inputs[1]].shape == (4, 1, 1) and rq.attr("div") == 2**net.fits[0].shift
     assert (rq.attr("lo"), rq.attr("hi")) == (0, 255) and g.info(rq.outputs[0]).describe() == "u8[1x4x8x8]"
     pool = g.nodes[-4]
     pool_rq = g.nodes[-3]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from qlspec.quant.pact import FLOOR_TOLERANCE, PACTConv2d, PACTQuantFunc, PACTSignedAct, PACTUnsignedAct
+from qlspec.quant.pact import PACTConv2d, PACTQuantFunc, PACTSignedAct, PACTUnsignedAct
 
 H = 1e-6
 
@@ -27,7 +27,7 @@ def _x_away_from_edges(n: int, lo: float, hi: float, seed: int) -> torch.Tensor:
 def _fq(x, lo, hi, n, signed):
     eps = (hi - lo) / (n - 1)
     q_lo, q_hi = (-(n // 2), n // 2 - 1) if signed else (0, n - 1)
-    return PACTQuantFunc.apply(x, eps.detach(), lo, hi, q_lo, q_hi, True)
+    return PACTQuantFunc.apply(x, eps.detach(), lo, hi, q_lo, q_hi, "floor")
 
 
 @pytest.mark.parametrize("bits", [8, 6, 4, 2])
@@ -105,7 +105,7 @@ def test_in_range_dependence_on_eps_is_what_the_ste_drops():
     h = 1e-9
     fd = (loss(2.0 + h) - loss(2.0 - h)) / (2 * h)
     inside = x < 2.0
-    q = torch.clamp(torch.floor(x / (2.0 / (n - 1)) + FLOOR_TOLERANCE), 0, n - 1)
+    q = torch.clamp(torch.floor(x / (2.0 / (n - 1))), 0, n - 1)
     dropped = float((g * q / (n - 1))[inside].sum())
     assert fd == pytest.approx(hi.grad.item() + dropped, rel=1e-4)
 

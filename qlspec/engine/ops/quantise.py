@@ -10,16 +10,18 @@ from qlspec.engine.ops.base import Op, require
 from qlspec.graph.ir import TensorInfo
 
 
-ROUNDINGS = ("round", "floor")
+ROUNDINGS = ("floor", "half_up", "round")
 
 
 @dataclass(frozen=True)
 class Quantise(Op):
-    """y = clip(round(x / eps), lo, hi), or clip(floor(x / eps), lo, hi) with rounding="floor"
+    """y = clip(r(v), lo, hi), v = x / eps, r by `rounding`: "floor" floor(v), "half_up" floor(v + 0.5),
+    "round" half to even (np.rint, torch.round)
 
-    x: float32. The division is one IEEE float32 division (x and eps both float32, as
-    `torch.round(x / eps)` on float32 tensors); round is half to even (np.rint, torch.round).
-    floor is PACT's activation rule, the one F2T's input quantiser uses: with the default
+    x: float32. The division is one IEEE float32 division (x and eps both float32, as `x / eps` on
+    float32 tensors), and v + 0.5 one float32 addition: the fake quantiser's own arithmetic
+    (`qlspec.quant.pact.round_by`). F2T emits "floor" (PACT's activation rule) or "half_up" (a
+    quantiser with rounding); "round" reads files that ask for half to even. With the default
     normalisation (p - 127.5)/128 and eps 1/128 it maps a uint8 pixel p to p - 128 exactly
     (rounding would merge pixels 127 and 128).
     y: the smallest type holding [lo, hi] (QuantLab's default input is signed 8-bit: [-128, 127]).
@@ -44,6 +46,6 @@ class Quantise(Op):
 
     def run(self, x):
         v = np.asarray(x, np.float32) / np.float32(self.eps)
-        q = np.floor(v) if self.rounding == "floor" else np.rint(v)
+        q = np.floor(v) if self.rounding == "floor" else np.floor(v + np.float32(0.5)) if self.rounding == "half_up" else np.rint(v)
         require(not np.isnan(q).any(), "NaN in the input of Quantise")
         return np.clip(q, self.lo, self.hi).astype(np.int64)
