@@ -8,7 +8,7 @@ NME is reported in percent.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,6 +19,10 @@ from qlspec.face.params import ParamStats
 from qlspec.metrics.nme import NMEReport, nme_report
 from qlspec.preprocess import InputTransform
 from qlspec.report import row
+
+if TYPE_CHECKING:
+    from qlspec.export.f2t import Integerised
+    from qlspec.spec.models import AppSpec
 
 
 def load_split(data_dir: Path, split: str) -> FaceSet:
@@ -58,3 +62,30 @@ def yaw_bins_percent(report: NMEReport) -> dict[str, float | None]:
     bins = {b.label: (None if b.n == 0 else round(100 * b.nme, 4)) for b in report.bins}
     bins["mean of bins"] = round(100 * report.mean_of_bins, 4)
     return bins
+
+
+def fitting_images(data_dir: Path, spec: AppSpec) -> torch.Tensor:
+    """The images F2T fits each requantiser's D on: the first ``quantisation.ptq.samples`` training
+    images (the calibration set) and the first ``verify.samples`` validation images, pre-processed.
+    Every stage that integerises uses these, so they all get the same constants."""
+    train, val = load_split(data_dir, "train"), load_split(data_dir, "val")
+    prep = InputTransform.from_spec(spec.preprocess)
+    images = np.concatenate([train.images[:spec.quantisation.ptq.samples], val.images[:spec.verify.samples]])
+    return prep(images)
+
+
+def integerise(fq: torch.nn.Module, spec: AppSpec, data_dir: Path) -> Integerised:
+    """F2T of the fake-quantised `fq` as the spec asks (`export.requant_bits`, `export.headroom`),
+    D fitted on `fitting_images`: the one call the quantise stage (rung FQI) and the export stage
+    (rung TQ and the files) share."""
+    from qlspec.export import fake_to_true
+
+    x = fitting_images(data_dir, spec)
+    return fake_to_true(fq, input_shape=(1, *x.shape[1:]), requant_bits=spec.export.requant_bits, samples=x,
+                        headroom=spec.export.headroom)
+
+
+def integer_outputs(net: Integerised, faces: FaceSet, transform: InputTransform, batch_size: int = 64) -> np.ndarray:
+    """Rung FQI: the integer outputs (int64) of F2T's graph on `faces`, by the torch executor."""
+    return np.concatenate([net.run(transform(faces.images[s:s + batch_size]), engine="torch", batch=batch_size)
+                           for s in range(0, len(faces), batch_size)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -39,6 +40,17 @@ def apply(pipeline: Pipeline, *, until: str | None = None, only: str | None = No
     return pipeline.plan(until=until, only=only)
 
 
+def requantiser_section(export_dir: Path) -> str:
+    """The export's int32 cross-check, onnxruntime's count on the DORY file and the per-requantiser table."""
+    info = json.loads((export_dir / "export.json").read_text())
+    check, dory = info["int32_check"], info["self_check"]["dory"]
+    return (f"Every requantiser recomputed as Deeploy's int32 kernel on the validation images: {check['mismatches']} of "
+            f"{check['values']} values differ from the reference engine (smallest headroom {check['min_headroom']:.2f}x).\n"
+            f"onnxruntime running the DORY file (float32 arithmetic): {dory['onnxruntime_vs_tq_mismatches']} of "
+            f"{dory['onnxruntime_outputs']} outputs differ from TQ (0 is guaranteed only where every x*mul + add stays "
+            f"below 2^24).\n\n" + (export_dir / "requantisers.md").read_text())
+
+
 def write_final_report(pipeline: Pipeline, statuses: list[StageStatus]) -> None:
     """report.json / report.md from the rungs of the stages that are up to date."""
     current = {s.stage.name for s in statuses if s.state == "up to date"}
@@ -48,4 +60,6 @@ def write_final_report(pipeline: Pipeline, statuses: list[StageStatus]) -> None:
     if "compare" in current:
         table = (pipeline.build_dir / "compare" / "compare.md").read_text()
         sections["PTQ vs PACT QAT"] = table + "\n![PTQ vs QAT](compare/compare.png)\n"
+    if "export" in current:
+        sections["Requantisers (int32)"] = requantiser_section(pipeline.build_dir / "export")
     write_report(pipeline.build_dir, pipeline.spec.name, rows, {s.stage.name: s.state for s in statuses}, sections)

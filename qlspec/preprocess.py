@@ -30,7 +30,7 @@ class InputGrid:
 
     eps: float  # a float32 value
     signed: bool
-    rounding: str  # "floor" or "round"
+    rounding: str  # "floor" or "half_up" (the IR's `Quantise` rules)
     lo: int
     hi: int
     clip: float  # PACT's fixed bound giving this eps: -lower bound signed (128/std), upper bound unsigned (255/std)
@@ -50,12 +50,12 @@ def input_grid(mean: float, std: float) -> InputGrid:
     if not (np.isfinite(mean) and np.isfinite(std) and std > 0):
         raise ValueError(f"normalise needs a finite mean and a finite std > 0 (got mean {mean}, std {std})")
     frac = abs((mean % 1) - 0.5)  # 0: half-integers p - mean, 0.5: integers
-    rounding = "floor" if frac < 0.25 else "round"
+    rounding = "floor" if frac < 0.25 else "half_up"
     x = (PIXELS - np.float32(mean)) / np.float32(std)
     for signed in (False, True):
         eps = _eps(std, signed)
         v = x / eps
-        q = np.floor(v) if rounding == "floor" else np.rint(v)
+        q = np.floor(v) if rounding == "floor" else np.floor(v + np.float32(0.5))
         lo, hi = (-128, 127) if signed else (0, 255)
         if q.min() >= lo and q.max() <= hi and len(np.unique(q)) == 256:
             return InputGrid(float(eps), signed, rounding, lo, hi, (128 if signed else 255) / std)

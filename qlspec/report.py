@@ -1,7 +1,8 @@
 """The verification report: one row per rung of the ladder, as report.json and report.md.
 
 Rungs, in ladder order (DESIGN.md section 5): MEAN (the mean-parameter predictor, a baseline, not a
-rung), FP, FQ, TQ, ONNX, GRAPH, ARMCL. Each stage that produces rungs writes ``rungs.json`` (a list of
+rung), FP, FQ, FQI (the fake-quantised net evaluated with the exported integer arithmetic), TQ,
+ONNX, GRAPH, ARMCL. Each stage that produces rungs writes ``rungs.json`` (a list of
 rows) into its outputs; the report gathers the rows of the stages that are up to date.
 
 A row: rung, nme (%), n (samples), and against the previous rung max_abs_diff (largest absolute
@@ -18,7 +19,7 @@ from typing import Any
 
 from qlspec.stages.engine import write_json_atomic, write_text_atomic
 
-LADDER = ("MEAN", "FP", "FQ", "TQ", "ONNX", "GRAPH", "ARMCL")
+LADDER = ("MEAN", "FP", "FQ", "FQI", "TQ", "ONNX", "GRAPH", "ARMCL")
 COLUMNS = ("rung", "nme", "max_abs_diff", "mismatches", "n")
 
 
@@ -59,6 +60,8 @@ def render_markdown(name: str, rows: list[dict[str, Any]], stages: Mapping[str, 
         lines.append("| " + " | ".join(_cell(r.get(c)) for c in COLUMNS) + " |")
     lines += ["", "NME: mean 2D landmark error / sqrt(w*h) of the ground-truth 68-point box, %.",
               "MEAN: a predictor that always outputs the mean training parameters (baseline).",
+              "FQI: the fake-quantised network evaluated with the integer arithmetic the export writes "
+              "(exact accumulators, F2T's requantisers, pools as sums); TQ must equal it bit for bit.",
               "max abs diff, mismatches: against the rung above.", "", "## Stages", ""]
     lines += [f"- {stage}: {state}" for stage, state in stages.items()]
     for title, body in sections.items():

@@ -104,12 +104,12 @@ def run_engine(path: Path, inputs: np.ndarray, *, input_bits: int = 8, input_sig
     return np.asarray(run_graph(g, {INPUT: np.asarray(inputs)})[OUTPUT]).astype(np.int64)
 
 
-def run_onnxruntime(model: onnx.ModelProto, inputs: np.ndarray) -> np.ndarray:
-    """onnxruntime's float32 output for `model` (DORY annotations stripped first)."""
+def run_onnxruntime(model: onnx.ModelProto, inputs: np.ndarray, *, threads: int = 1) -> np.ndarray:
+    """onnxruntime's float32 output for `model` (DORY annotations stripped first), on `threads` threads."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
+    opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     sess = ort.InferenceSession(dory.strip_annotations(model).SerializeToString(), opts, providers=["CPUExecutionProvider"])
     return sess.run([OUTPUT], {INPUT: np.asarray(inputs, np.float32)})[0]

@@ -240,6 +240,14 @@ class ActivationQuant(SpecModel):
     init: Literal["max", "std", "const", "percentile"] = Field("const", description="Initial clipping bound.")
     clip: float = Field(6.0, gt=0, description="Initial bound for init 'const' (activation units).")
     percentile: float = Field(99.9, gt=50, le=100, description="Percentile for init 'percentile', %.")
+    rounding: Literal["floor", "half_up"] = Field(
+        "floor", description="'floor': PACT's and QuantLib's default; 'half_up': to the nearest level, halves up "
+        "(QuantLab's MobileNet configs set rounding true). FQ and the integer network apply the same rule.",
+    )
+    learn_clip: bool = Field(
+        True, description="Learn the upper clipping bound by backprop (PACT). QuantLib's PACTUnsignedAct with its "
+        "default symm=True sets the bound when quantisation starts and never trains it: false reproduces that.",
+    )
 
 
 class QatSchedule(SpecModel):

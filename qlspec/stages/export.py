@@ -1,8 +1,11 @@
 """Stage `export`: fake-to-true integerisation (rung TQ) and the QuantLab-format ONNX files.
 
 Reads the fake-quantised net of the `quantise` stage and the validation split of the `data` stage.
-F2T gives the qlspec integer graph (`qlspec.export.f2t`); rung TQ is that graph, input quantiser
-included, run by the reference engine on the validation images. Outputs:
+F2T gives the qlspec integer graph (`qlspec.evaluation.integerise`: each requantiser's D fitted for
+int32 on the calibration and validation images, `qlspec.export.requant`); rung TQ is that graph,
+input quantiser included, run by the reference engine on the validation images, with every
+requantiser recomputed on the way as Deeploy's int32 kernel does it (`qlspec.export.int32_check`).
+Outputs:
 
 - ``deeploy/`` and ``dory/``: both flavours, whatever ``export.flavour`` says (it names the primary
   one, which the convert stage reads), each with network.onnx, inputs.npz / outputs.npz (the first
@@ -11,12 +14,15 @@ included, run by the reference engine on the validation images. Outputs:
 - ``graph/``: F2T's graph (`qlspec.graph.io`), input quantiser included;
 - ``tq_outputs.npz``: ``output`` (int64 integer outputs of the graph on the first
   ``verify.samples`` validation images), ``z`` (the same times output eps: normalised parameters);
-- ``export.json``: primary flavour, output eps, self-check results;
-- ``rungs.json``: row TQ against FQ on those images: NME (%), ``max_abs_diff`` = max |TQ*eps - FQ|
-  (output units), ``mismatches`` = outputs with ``TQ != round(FQ/eps)``, and ``diff_histogram``
-  (``{TQ - round(FQ/eps): count}``), and ``per_layer``: every requantiser fed FQ's own input codes
-  on the first `LAYERWISE_IMAGES` images (`qlspec.export.layerwise`), where F2T's promise of at most
-  1 LSB is checked; end to end, one such flip before the last linear layer moves an output by a weight.
+- ``requantisers.json`` / ``requantisers.md``: per requantiser D, the multiplier's significant bits,
+  and observed (calibration and validation images) and worst-case int32 headroom;
+- ``export.json``: primary flavour, output eps, self-check results, the int32 cross-check;
+- ``rungs.json``: row TQ against FQI (the quantise stage's integer-faithful evaluation) on those
+  images: NME (%), ``max_abs_diff`` = max |TQ*eps - FQI*eps|, ``mismatches`` = outputs with
+  ``TQ != FQI`` (0 unless the two executors or stages disagree: the stage fails then); against the
+  float FQ: ``fq_max_abs_diff``, ``fq_lsb_histogram`` (``{TQ - round(FQ/eps): count}``) and
+  ``per_layer``: every requantiser fed FQ's own input codes on the first `LAYERWISE_IMAGES` images
+  (`qlspec.export.layerwise`), where the float gap F2T's arithmetic leaves shows.
 
 Before finishing, each exported file is run by qlspec's importer and reference engine on its test
 vector; any difference from TQ is a bug and stops the stage. The DORY file (standard ops once its
@@ -33,14 +39,17 @@ import onnx
 import torch
 
 from qlspec.errors import StageError
-from qlspec.evaluation import landmarks_from_outputs, load_split, load_stats, nme_row
-from qlspec.export import fake_to_true, histogram, run_engine, run_onnxruntime, write_flavour
+from qlspec.evaluation import integerise, landmarks_from_outputs, load_split, load_stats, nme_row
+from qlspec.export import histogram, run_engine, run_onnxruntime, write_flavour
+from qlspec.export.f2t import IMAGE, OUTPUT
+from qlspec.export.int32_check import Int32Report, cross_check
 from qlspec.export.layerwise import layerwise_summary
+from qlspec.export.requant import table_markdown
 from qlspec.face.store import load_face_model
 from qlspec.graph.io import save_graph
 from qlspec.preprocess import InputTransform
 from qlspec.report import write_rungs
-from qlspec.stages.engine import StageContext, digest_json
+from qlspec.stages.engine import StageContext, digest_json, write_json_atomic, write_text_atomic
 
 VECTORS = 4
 LAYERWISE_IMAGES = 64
@@ -58,16 +67,29 @@ def run(ctx: StageContext) -> None:
     stats = load_stats(ctx.inputs["data"])
     x = InputTransform.from_spec(spec.preprocess)(faces.images)
 
-    net = fake_to_true(fq, requant_bits=spec.export.requant_bits, input_shape=(1, *x.shape[1:]))
+    net = integerise(fq, spec, ctx.inputs["data"])
     q = net.quantise_input(x)
-    out = net.run(x, batch=BATCH)  # rung TQ: F2T's graph, run by the reference engine
+    int32 = Int32Report()
+    xs = x.numpy()
+    # rung TQ: F2T's graph by the reference engine, every requantiser also run as Deeploy's int32 kernel
+    out = np.concatenate([cross_check(net.graph, {IMAGE: xs[s:s + BATCH]}, OUTPUT, int32)[0] for s in range(0, len(xs), BATCH)])
+    if int32.mismatches:
+        ctx.log(f"  warning: {int32.mismatches} of {int32.values} requantised values overflow an int32 kernel "
+                f"(export.requant_bits = {spec.export.requant_bits}); unset it to fit D for int32")
     with torch.no_grad():
         y = torch.cat([fq(x[s:s + BATCH]) for s in range(0, len(x), BATCH)]).double().numpy()
     eps = np.broadcast_to(net.output_eps, out.shape[1:]).astype(np.float64)
     z = out * eps
+    fqi = np.load(ctx.inputs["quantise"] / "fqi_outputs.npz")["output"][:len(out)]
+    vs_fqi = int((fqi != out).sum())
+    if vs_fqi:
+        raise StageError(f"TQ (reference engine) differs from FQI (the quantise stage's integer evaluation) on {vs_fqi} of "
+                         f"{out.size} outputs", where="export")
     diff = out - np.round(y / eps)
     np.savez(ctx.out / "tq_outputs.npz", output=out, z=z.astype(np.float32))
     save_graph(net.graph, ctx.out / "graph")
+    write_json_atomic(ctx.out / "requantisers.json", [f.as_dict() for f in net.fits])
+    write_text_atomic(ctx.out / "requantisers.md", table_markdown(list(net.fits)))
 
     spec_hash = digest_json(spec.model_dump(mode="json"))
     n = min(VECTORS, len(q))
@@ -86,15 +108,19 @@ def run(ctx: StageContext) -> None:
 
     per_layer = layerwise_summary(fq, net, x[:LAYERWISE_IMAGES])
     row = nme_row("TQ", landmarks_from_outputs(z, stats, load_face_model(ctx.inputs["data"])), faces,
-                  max_abs_diff=float(np.abs(z - y).max()), mismatches=int((diff != 0).sum()),
-                  diff_histogram=histogram(diff), outputs=int(diff.size), output_lsb_max_diff=int(np.abs(diff).max()),
+                  max_abs_diff=float(np.abs(out - fqi).max() * eps.max()), mismatches=vs_fqi, outputs=int(out.size),
+                  fq_max_abs_diff=float(np.abs(z - y).max()), fq_lsb_differing=int((diff != 0).sum()),
+                  fq_lsb_histogram=histogram(diff), fq_lsb_max_diff=int(np.abs(diff).max()),
                   per_layer={**per_layer, "images": min(LAYERWISE_IMAGES, len(x))})
     write_rungs(ctx.out, [row])
     (ctx.out / "export.json").write_text(json.dumps({
         "primary": spec.export.flavour, "requant_bits": net.requant_bits, "spec_hash": spec_hash,
         "input_eps": net.input_eps, "output_eps": net.output_eps.tolist(), "nodes": net.graph.op_counts(),
-        "self_check": checks,
+        "self_check": checks, "int32_check": {k: v for k, v in int32.as_dict().items() if k != "peaks"},
+        "requantisers": len(net.fits), "min_observed_headroom": min((f.observed_headroom for f in net.fits), default=None),
     }, indent=1) + "\n")
-    ctx.log(f"  TQ NME {row['nme']:.2f}%; per requantiser {per_layer['differing']} of {per_layer['values']} values differ "
-            f"from FQ (max {per_layer['max_lsb']} LSB); end to end {row['mismatches']} of {diff.size} outputs differ from "
-            f"round(FQ/eps) (max {row['output_lsb_max_diff']} LSB); engine == TQ on both flavours")
+    ds = sorted({f.shift for f in net.fits})
+    ctx.log(f"  TQ NME {row['nme']:.2f}%, equal to FQI on all {out.size} outputs; D {ds[0]}..{ds[-1]}, int32 headroom >= "
+            f"{int32.min_headroom:.2f}x on the validation images ({int32.mismatches} of {int32.values} values differ in "
+            f"Deeploy's int32 arithmetic); onnxruntime (DORY file) differs on {checks['dory']['onnxruntime_vs_tq_mismatches']} "
+            f"of {out.size}; engine == TQ on both flavours")

@@ -9,7 +9,14 @@
 
 Outputs: fq_state.pt (state dict of the fake-quantised net), quant_config.json (the `QuantConfig`),
 network.json (the train stage's record of the float network, `qlspec.nets.registry`), outputs.npz (normalised outputs on the
-validation split), history.json (QAT only), rungs.json (row FQ, compared with FP).
+validation split), history.json (QAT only), fqi_outputs.npz (rung FQI: ``output``, the integer outputs
+of F2T's graph on the validation split, and ``z``, the same times output eps) and rungs.json (row FQ,
+compared with FP, and row FQI, compared with FQ).
+
+Rung FQI is the fake-quantised network evaluated with the integer arithmetic the export stage will
+write: F2T's graph (`qlspec.evaluation.integerise`, the same constants as the export) run by the torch
+executor. QAT validates this way too once the clipping bounds are frozen, so the NME it reports is
+the exported network's; rung TQ (the reference engine) must then equal FQI bit for bit.
 """
 
 from __future__ import annotations
@@ -23,11 +30,13 @@ import numpy as np
 import torch
 from torch import fx
 
-from qlspec.evaluation import landmarks_from_outputs, load_split, load_stats, network_outputs, nme_row
+from qlspec.evaluation import integer_outputs, integerise, landmarks_from_outputs, load_split, load_stats, network_outputs, nme_row
 from qlspec.face.store import load_face_model
 from qlspec.nets import registry
 from qlspec.preprocess import InputTransform
+from qlspec.metrics.nme import nme_report
 from qlspec.quant import PACTController, QuantConfig, calibrate, float_to_fake, pact_param_groups
+from qlspec.quant.controllers import is_frozen
 from qlspec.report import write_rungs
 from qlspec.spec.models import AppSpec
 from qlspec.stages.engine import StageContext
@@ -45,13 +54,15 @@ def quant_config(spec: AppSpec) -> QuantConfig:
     return QuantConfig(
         input_clip=grid.clip,
         input_signed=grid.signed,
-        input_rounding=grid.rounding == "round",
+        input_rounding=grid.rounding == "half_up",
         weight_bits=q.bits.weights,
         act_bits=q.bits.activations,
         weight_granularity=q.weights.granularity,
         weight_init=q.weights.init,
         act_init=q.activations.init,
         act_clip=q.activations.clip,
+        act_rounding=q.activations.rounding == "half_up",
+        act_learn_clip=q.activations.learn_clip,
         percentile=q.activations.percentile if q.algorithm == "pact" else q.ptq.percentile,
         fold_bn=q.algorithm == "ptq" and q.ptq.fold_bn,
     )
@@ -81,8 +92,10 @@ def run(ctx: StageContext) -> None:
     cfg = quant_config(spec)
     prep = InputTransform.from_spec(spec.preprocess)
     fq = float_to_fake(net, cfg, prep(train_set.images[:EXAMPLE_BATCH]))
+    face_model = load_face_model(ctx.inputs["data"])
+    integer = IntegerEvaluation(ctx, val_set, stats, face_model, prep)
     if q.algorithm == "pact":
-        _qat(ctx, fq, train_set, val_set, stats)
+        _qat(ctx, fq, train_set, val_set, stats, integer)
     else:
         n = min(q.ptq.samples, len(train_set))
         batches = [prep(train_set.images[s:min(s + 64, n)]) for s in range(0, n, 64)]
@@ -94,14 +107,49 @@ def run(ctx: StageContext) -> None:
     z = network_outputs(fq, val_set, prep)
     np.savez(ctx.out / "outputs.npz", z=z)
     z_fp = np.load(float_dir / "outputs.npz")["z"]
-    fq_row = nme_row("FQ", landmarks_from_outputs(z, stats, load_face_model(ctx.inputs["data"])), val_set, algorithm=q.algorithm,
+    fq_row = nme_row("FQ", landmarks_from_outputs(z, stats, face_model), val_set, algorithm=q.algorithm,
                      max_abs_diff=float(np.abs(z - z_fp).max()),
                      bits={"weights": q.bits.weights, "activations": q.bits.activations})
-    write_rungs(ctx.out, [fq_row])
-    ctx.log(f"  FQ ({q.algorithm} w{q.bits.weights}a{q.bits.activations}) NME {fq_row['nme']:.2f}%")
+    out, eps = integer.outputs(fq)
+    z_int = out * eps
+    np.savez(ctx.out / "fqi_outputs.npz", output=out, z=z_int.astype(np.float32))
+    lsb = out - np.round(z.astype(np.float64) / eps)
+    fqi_row = nme_row("FQI", landmarks_from_outputs(z_int, stats, face_model), val_set, max_abs_diff=float(np.abs(z_int - z).max()),
+                      outputs=int(out.size), outputs_off_round_fq=int((lsb != 0).sum()))
+    write_rungs(ctx.out, [fq_row, fqi_row])
+    ctx.log(f"  FQ ({q.algorithm} w{q.bits.weights}a{q.bits.activations}) NME {fq_row['nme']:.2f}%; "
+            f"integer-faithful (FQI) {fqi_row['nme']:.2f}%")
 
 
-def _qat(ctx: StageContext, fq: fx.GraphModule, train_set, val_set, stats) -> None:
+class IntegerEvaluation:
+    """Rung FQI for a fake-quantised net: F2T's graph (the export's constants) on the validation
+    split, by the torch executor. Remembers its last result, so validating the final QAT epoch and
+    writing the rung cost one integerisation."""
+
+    def __init__(self, ctx: StageContext, val_set, stats, face_model, prep: InputTransform) -> None:
+        self.ctx, self.val_set, self.stats, self.face_model, self.prep = ctx, val_set, stats, face_model, prep
+        self.last: tuple[dict, np.ndarray, np.ndarray] | None = None
+
+    def outputs(self, fq: fx.GraphModule) -> tuple[np.ndarray, np.ndarray]:
+        """(integer outputs int64 ``(N, 62)``, output eps broadcast to one output) on the validation split."""
+        state = {k: v.clone() for k, v in fq.state_dict().items()}
+        if self.last is not None and state.keys() == self.last[0].keys() and all(torch.equal(state[k], self.last[0][k]) for k in state):
+            return self.last[1], self.last[2]
+        net = integerise(fq, self.ctx.spec, self.ctx.inputs["data"])
+        out = integer_outputs(net, self.val_set, self.prep)
+        eps = np.broadcast_to(net.output_eps, out.shape[1:]).astype(np.float64)
+        self.last = (state, out, eps)
+        return out, eps
+
+    def __call__(self, fq: fx.GraphModule):
+        """The NME report of the integer arithmetic once the clipping bounds are frozen, else None."""
+        if not is_frozen(fq):
+            return None
+        out, eps = self.outputs(fq)
+        return nme_report(landmarks_from_outputs(out * eps, self.stats, self.face_model), self.val_set.landmarks, self.val_set.yaw_deg)
+
+
+def _qat(ctx: StageContext, fq: fx.GraphModule, train_set, val_set, stats, integer: IntegerEvaluation) -> None:
     spec = ctx.spec
     s, t = spec.quantisation.schedule, spec.training
     calibration = None
@@ -117,7 +165,7 @@ def _qat(ctx: StageContext, fq: fx.GraphModule, train_set, val_set, stats) -> No
         loss_cfg=LossConfig(param_weight=t.loss.param_weight, landmark_weight=t.loss.landmark_weight, landmark=t.loss.landmark),
         params_for_optimiser=pact_param_groups(fq, s.lr, weight_decay=t.optimizer.weight_decay),
         on_epoch_start=controller, ckpt_dir=ctx.out / "checkpoints", seed=t.seed, progress=ctx.progress,
-        face_model=load_face_model(ctx.inputs["data"]), transform=prep,
+        face_model=load_face_model(ctx.inputs["data"]), transform=prep, evaluator=integer,
     )
     (ctx.out / "history.json").write_text(json.dumps(result.history, indent=2) + "\n")
     shutil.rmtree(ctx.out / "checkpoints", ignore_errors=True)

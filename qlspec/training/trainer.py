@@ -160,6 +160,7 @@ def train(
     face_model: FaceModel | None = None,
     val_batch_size: int = 256,
     transform: InputTransform = DEFAULT,
+    evaluator: Callable[[nn.Module], NMEReport | None] | None = None,
 ) -> TrainResult:
     """Train `net` in place on `train_set`, validating on `val_set` after each epoch (module docstring).
 
@@ -167,7 +168,9 @@ def train(
     `on_validation_start(epoch, net)` before its validation. An exception raised by either leaves
     the checkpoint of the last finished epoch in place. `face_model` (default: the synthetic
     model) turns parameters into landmarks for the loss and the NME; `transform` turns stored images
-    into network inputs (the spec's ``preprocess``). Returns a `TrainResult`; the
+    into network inputs (the spec's ``preprocess``). `evaluator(net)`, when given, validates instead
+    of the float forward pass whenever it returns a report (QAT: the integer arithmetic once the
+    clipping bounds are frozen). Returns a `TrainResult`; the
     net ends in eval mode with the final (not the best) weights.
     """
     if epochs < 0 or batch_size < 2 or len(train_set) < batch_size:
@@ -231,7 +234,9 @@ def train(
                     bar.step(sums[0].item() / (i + 1))
             if on_validation_start is not None:
                 on_validation_start(epoch, net)
-            val = evaluate(net, val_set, stats, val_batch_size, face_model, transform)
+            val = evaluator(net) if evaluator is not None else None
+            if val is None:
+                val = evaluate(net, val_set, stats, val_batch_size, face_model, transform)
             means = (sums / max(1, steps_per_epoch)).tolist()
             history.append({
                 "epoch": epoch + 1, "lr": cur_lr if steps_per_epoch else lr,

@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+
 import pytest
 
 TINY = """\
@@ -129,6 +131,15 @@ def test_integer_rungs_are_bit_exact_and_the_report_keeps_them_after_compare(bui
     assert rungs["ONNX"]["mismatches"] == 0 and rungs["GRAPH"]["mismatches"] == 0
     assert rungs["ONNX"]["n"] == rungs["TQ"]["n"] == 16
     assert rungs["ONNX"]["nme"] == rungs["TQ"]["nme"] == rungs["GRAPH"]["nme"]
+    assert rungs["TQ"]["mismatches"] == 0  # against FQI, the quantise stage's integer evaluation
+    fqi = np.load(root / "build" / "tiny" / "quantise" / "fqi_outputs.npz")["output"]
+    tq = np.load(root / "build" / "tiny" / "export" / "tq_outputs.npz")["output"]
+    np.testing.assert_array_equal(fqi[:len(tq)], tq)
+    export = json.loads((root / "build" / "tiny" / "export" / "export.json").read_text())
+    assert export["int32_check"]["mismatches"] == 0 and export["int32_check"]["values"] > 0
+    md = (root / "build" / "tiny" / "report.md").read_text()
+    assert "## Requantisers (int32)" in md and "| requantiser | source | D | mul bits |" in md
+    assert "| FQI |" in md
     summary = (root / "build" / "tiny" / "convert" / "summary.txt").read_text()
     assert "ConvRequant" in summary and "peak activation memory" in summary
 

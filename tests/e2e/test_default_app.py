@@ -53,11 +53,21 @@ def test_pact_w8a8_stays_close_to_float(build):
 
 def test_integer_rungs(build):
     r = rungs(build)
-    assert abs(r["TQ"]["nme"] - r["FQ"]["nme"]) < 0.5
+    assert abs(r["TQ"]["nme"] - r["FQ"]["nme"]) < 0.05  # measured 0.001 (FQ 7.444, TQ 7.443); issue 10 asks 0.05
+    assert r["TQ"]["mismatches"] == 0 and r["TQ"]["nme"] == r["FQI"]["nme"]  # FQI is the exported arithmetic
     assert r["ONNX"]["mismatches"] == 0 and r["GRAPH"]["mismatches"] == 0
     assert r["ONNX"]["n"] == r["GRAPH"]["n"] == r["TQ"]["n"] == 1000
     for flavour in ("deeploy", "dory"):
         assert (build / "export" / flavour / "network.onnx").is_file()
+
+
+def test_every_requantiser_fits_int32_with_headroom(build):
+    info = json.loads((build / "export" / "export.json").read_text())
+    assert info["int32_check"]["mismatches"] == 0 and info["int32_check"]["min_headroom"] >= 2.0
+    fits = json.loads((build / "export" / "requantisers.json").read_text())
+    assert len(fits) == 28 and all(f["observed_headroom"] >= 2.0 for f in fits)
+    md = (build / "report.md").read_text()
+    assert "## Requantisers (int32)" in md and "onnxruntime running the DORY file" in md
 
 
 def test_second_apply_is_a_no_op_in_seconds(build):

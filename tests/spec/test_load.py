@@ -116,3 +116,22 @@ def test_every_library_fragment_and_example_validates(repo_root):
             load_spec(tmp)
         finally:
             tmp.unlink()
+
+
+def test_quantlab_mobilenet_preset_rounds_and_keeps_the_unsigned_bound_fixed(spec_file):
+    """QuantLab's MobileNet recipe: rounded activations, upper bound set at start and not learned."""
+    import torch
+
+    from qlspec.nets import registry
+    from qlspec.quant import float_to_fake
+    from qlspec.quant.pact import PACTUnsignedAct
+    from qlspec.stages.quantise import quant_config
+
+    spec = load_spec(spec_file("name: x\nextends: [networks/3ddfa-mb05.yaml, quant/quantlab-mobilenet.yaml]\n")).spec
+    assert spec.quantisation.activations.rounding == "half_up" and not spec.quantisation.activations.learn_clip
+    cfg = quant_config(spec)
+    assert cfg.act_rounding and not cfg.act_learn_clip
+    torch.manual_seed(0)
+    fq = float_to_fake(registry.build_from_spec(spec.network), cfg, torch.zeros(2, 3, 120, 120))
+    acts = [m for m in fq.modules() if isinstance(m, PACTUnsignedAct)]
+    assert acts and all(m.rule == "half_up" and not m.clip_hi.requires_grad for m in acts)
