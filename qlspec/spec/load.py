@@ -3,10 +3,20 @@
 Every value keeps the file, line and column it was written at, so each validation error is reported
 as ``FILE:LINE:COL: field.path: message``. Fragments are merged in the order `extends:` lists them,
 then the file itself on top: mappings merge key by key, anything else (lists, scalars) replaces.
+
+A spec is plain YAML data: mappings with string keys, lists, strings, numbers, booleans and null.
+Anything else is refused with its position: tags (``!foo``, ``!!python/...``, ``!!omap``, ``!!set``),
+merge keys (``<<``), dates, binary. Explicit limits keep hostile input cheap: `MAX_BYTES` per file,
+`MAX_DEPTH` levels of nesting, `MAX_VALUES` values per file after anchors and aliases are expanded
+(an alias bomb stops there), integers within int64, `MAX_EXTENDS_DEPTH` levels and `MAX_FRAGMENTS`
+fragment files per spec (each read once however often it is extended). `extends` resolves only
+inside the spec's own folder tree, the git repository that holds it (an example may extend its
+sibling) and the spec library, after symlinks are resolved.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 import types
@@ -16,8 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+import re
+
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.comments import CommentedMap, CommentedOrderedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
 from qlspec.errors import SpecError
@@ -26,6 +38,14 @@ from qlspec.spec.models import AppSpec
 SPEC_LIBRARY = Path(__file__).resolve().parents[2] / "specs"
 
 FieldPath = tuple[str | int, ...]
+
+MAX_BYTES = 256 * 1024
+MAX_DEPTH = 32
+MAX_VALUES = 20_000
+MAX_EXTENDS_DEPTH = 16
+MAX_FRAGMENTS = 64
+INT64 = 2**63
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -62,7 +82,9 @@ class LoadedSpec:
 def load_spec(path: str | os.PathLike[str]) -> LoadedSpec:
     """Read, merge and validate the spec at `path`; raise `SpecError` listing every located error."""
     path = Path(path)
-    source, fragments = _resolve(path, chain=())
+    folder = path.resolve().parent
+    repo = next((d for d in (folder, *folder.parents) if (d / ".git").exists()), folder)
+    source, fragments = _resolve(path, chain=(), confine=(folder, repo, SPEC_LIBRARY.resolve()), cache={})
     try:
         spec = AppSpec.model_validate(source.data, context={"base_dir": path.parent})
     except ValidationError as e:
@@ -83,28 +105,58 @@ def resolved_dict(loaded: LoadedSpec) -> dict[str, Any]:
 def read_yaml(path: Path) -> Source:
     """Parse one YAML file into plain data with positions; the top level must be a mapping."""
     try:
+        if path.stat().st_size > MAX_BYTES:
+            raise SpecError(f"spec file larger than {MAX_BYTES // 1024} KiB", where=_display(path))
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecError("file not found", where=_display(path)) from None
-    except (IsADirectoryError, UnicodeDecodeError) as e:
+    except (IsADirectoryError, UnicodeDecodeError, PermissionError, OSError) as e:
         raise SpecError(f"cannot read spec: {e.__class__.__name__}", where=_display(path)) from None
+    bad = _CONTROL.search(text)
+    if bad:
+        line = text.count("\n", 0, bad.start()) + 1
+        col = bad.start() - (text.rfind("\n", 0, bad.start()) + 1) + 1
+        raise SpecError(f"control character U+{ord(bad.group()):04X} is not allowed in a spec", where=f"{_display(path)}:{line}:{col}")
     try:
         node = YAML(typ="rt").load(text)
     except MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"{_display(path)}:{mark.line + 1}:{mark.column + 1}" if mark else _display(path)
         raise SpecError(f"invalid YAML: {e.problem or e.context}", where=where) from None
+    except RecursionError:
+        raise SpecError(f"nesting too deep (a spec may nest {MAX_DEPTH} levels)", where=_display(path)) from None
+    except Exception as e:  # noqa: BLE001 - whatever else the parser raises on malformed input (a number too
+        # long to convert, a tag on the wrong kind of node) is a YAML error in this file, not a crash
+        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else e.__class__.__name__
+        raise SpecError(f"invalid YAML: {reason}", where=_display(path)) from None
     if node is None:
         node = CommentedMap()
     if not isinstance(node, CommentedMap):
         raise SpecError("the top level of a spec must be a mapping of sections", where=f"{_display(path)}:1:1")
     source = Source(data={})
-    source.data = _plain(node, (), path, source)
+    source.data = _plain(node, (), path, source, [0])
     return source
 
 
-def _plain(node: Any, at: FieldPath, path: Path, source: Source) -> Any:
+def _where(path: Path, source: Source, at: FieldPath) -> str:
+    pos = source.values.get(at)
+    return str(pos) if pos else _display(path)
+
+
+def _plain(node: Any, at: FieldPath, path: Path, source: Source, count: list[int]) -> Any:
+    count[0] += 1
+    if count[0] > MAX_VALUES:
+        raise SpecError(f"more than {MAX_VALUES} values (after expanding anchors and aliases)", where=_where(path, source, at))
+    if len(at) > MAX_DEPTH:
+        raise SpecError(f"nesting deeper than {MAX_DEPTH} levels", where=_where(path, source, at))
+    tag = getattr(getattr(node, "tag", None), "value", None)
+    if tag is not None and isinstance(node, (CommentedMap, CommentedSeq)):
+        raise SpecError(f"YAML tags are not supported (got {str(tag)[:60]})", where=_where(path, source, at))
+    if isinstance(node, CommentedOrderedMap):
+        raise SpecError("YAML tags are not supported (got !!omap)", where=_where(path, source, at))
     if isinstance(node, CommentedMap):
+        if getattr(node, "merge", None):
+            raise SpecError("YAML merge keys (<<) are not supported: write the keys out", where=_where(path, source, at))
         out = {}
         for key, value in node.items():
             if not isinstance(key, str):
@@ -114,32 +166,46 @@ def _plain(node: Any, at: FieldPath, path: Path, source: Source) -> Any:
             vline, vcol = node.lc.value(key)
             source.keys[at + (key,)] = Position(path, kline + 1, kcol + 1)
             source.values[at + (key,)] = Position(path, vline + 1, vcol + 1)
-            out[key] = _plain(value, at + (key,), path, source)
+            out[key] = _plain(value, at + (key,), path, source, count)
         return out
     if isinstance(node, CommentedSeq):
         out_list = []
         for i, value in enumerate(node):
             line, col = node.lc.item(i)
             source.keys[at + (i,)] = source.values[at + (i,)] = Position(path, line + 1, col + 1)
-            out_list.append(_plain(value, at + (i,), path, source))
+            out_list.append(_plain(value, at + (i,), path, source, count))
         return out_list
+    if tag is not None and not str(tag).startswith("tag:yaml.org,2002:"):
+        raise SpecError(f"YAML tags are not supported (got {str(tag)[:60]})", where=_where(path, source, at))
     if isinstance(node, str):
         return str(node)
     if isinstance(node, bool) or node is None:
         return node
     if isinstance(node, int):
+        if not -INT64 <= int(node) < INT64:
+            raise SpecError("integer beyond 64 bits", where=_where(path, source, at))
         return int(node)
     if isinstance(node, float):
         return float(node)
-    return node
+    raise SpecError(f"unsupported YAML value ({type(node).__name__}): a spec holds strings, numbers, booleans, "
+                    "null, lists and mappings", where=_where(path, source, at))
 
 
-def _resolve(path: Path, chain: tuple[Path, ...]) -> tuple[Source, list[Path]]:
-    """`path` with its `extends:` fragments merged under it (recursively), and the fragments used."""
+def _resolve(path: Path, chain: tuple[Path, ...], confine: tuple[Path, ...],
+             cache: dict[Path, tuple[Source, list[Path]]]) -> tuple[Source, list[Path]]:
+    """`path` with its `extends:` fragments merged under it (recursively), and the fragments used.
+    `cache` holds each fragment resolved once (a diamond of extends costs one read per file)."""
     real = path.resolve()
     if real in chain:
         cycle = " -> ".join(_display(p) for p in chain + (real,))
         raise SpecError(f"extends: cycle {cycle}", where=_display(path))
+    if real in cache:
+        source, used = cache[real]
+        return _copy(source), list(used)
+    if len(chain) > MAX_EXTENDS_DEPTH:
+        raise SpecError(f"extends: more than {MAX_EXTENDS_DEPTH} levels deep", where=_display(path))
+    if len(cache) >= MAX_FRAGMENTS:
+        raise SpecError(f"extends: more than {MAX_FRAGMENTS} fragment files", where=_display(path))
     own = read_yaml(path)
     extends = own.data.get("extends", [])
     if isinstance(extends, str):
@@ -150,13 +216,21 @@ def _resolve(path: Path, chain: tuple[Path, ...]) -> tuple[Source, list[Path]]:
     fragments: list[Path] = []
     for i, name in enumerate(extends):
         where = own.values.get(("extends", i)) or own.values[("extends",)]
-        fragment = _find_fragment(str(name), path.parent, where)
-        frag_source, frag_used = _resolve(fragment, chain + (real,))
+        if not isinstance(name, str):
+            raise SpecError("extends: each entry must be a fragment path", where=str(where))
+        fragment = _find_fragment(name, path.parent, where, confine)
+        frag_source, frag_used = _resolve(fragment, chain + (real,), confine, cache)
         for key in ("extends", "name"):  # a fragment never names the application
             _drop(frag_source, key)
         merged = _merge(merged, frag_source)
         fragments += frag_used + [fragment]
-    return _merge(merged, own), fragments
+    result = _merge(merged, own)
+    cache[real] = (_copy(result), list(fragments))
+    return result, fragments
+
+
+def _copy(source: Source) -> Source:
+    return Source(copy.deepcopy(source.data), dict(source.keys), dict(source.values))
 
 
 def _drop(source: Source, key: str) -> None:
@@ -167,10 +241,21 @@ def _drop(source: Source, key: str) -> None:
             del table[path]
 
 
-def _find_fragment(name: str, base: Path, where: Position) -> Path:
+def _find_fragment(name: str, base: Path, where: Position, confine: tuple[Path, ...]) -> Path:
+    if "\x00" in name or len(name) > 1024:
+        raise SpecError("extends: not a usable fragment path", where=str(where))
     for candidate in (base / name, SPEC_LIBRARY / name):
-        if candidate.is_file():
-            return candidate
+        try:
+            if not candidate.is_file():
+                continue
+            real = candidate.resolve()
+        except (OSError, RuntimeError):
+            continue
+        if not any(real.is_relative_to(r) for r in confine):
+            raise SpecError(f"extends: fragment '{name}' lies outside the spec's folder, its git repository and "
+                            "the spec library",
+                            where=str(where))
+        return candidate
     known = sorted(str(p.relative_to(SPEC_LIBRARY)) for p in SPEC_LIBRARY.rglob("*.yaml"))
     hint = difflib.get_close_matches(name, known, n=1)
     tip = f" (did you mean '{hint[0]}'?)" if hint else f" (library: {', '.join(known)})"

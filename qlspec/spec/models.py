@@ -41,9 +41,10 @@ def existing_path(value: Path | None, info: ValidationInfo, *, need_file: bool) 
 
 
 class SpecModel(BaseModel):
-    """Base of every spec section: unknown keys are errors, values are immutable once loaded."""
+    """Base of every spec section: unknown keys are errors, values are immutable once loaded, and no
+    number is NaN or infinite."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -142,7 +143,7 @@ class SyntheticData(SpecModel):
     kind: Literal["synthetic"] = Field("synthetic", description="Procedural morphable-face images rendered locally.")
     train: int = Field(4000, ge=16, le=1_000_000, description="Number of training images.")
     val: int = Field(500, ge=8, le=100_000, description="Number of validation images (NME and every verification rung).")
-    seed: int = Field(0, ge=0, description="Seed of the renderer; the same seed gives the same bytes.")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of the renderer; the same seed gives the same bytes.")
 
 
 class Real3DDFAData(SpecModel):
@@ -212,7 +213,7 @@ class Training(SpecModel):
     batch_size: int = Field(64, ge=1, le=4096, description="Images per step.")
     optimizer: Optimizer = Field(default_factory=Optimizer, description="Optimiser and its hyper-parameters.")
     loss: Loss = Field(default_factory=Loss, description="Loss function.")
-    seed: int = Field(0, ge=0, description="Seed of initialisation and shuffling.")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of initialisation and shuffling.")
     threads: int = Field(2, ge=1, le=256, description="CPU threads torch may use.")
 
 

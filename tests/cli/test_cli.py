@@ -39,8 +39,8 @@ def test_schema_prints_json_schema():
 
 
 def test_diff_reports_changes_with_invalidated_stages_and_masks_secrets(spec_file, repo_root):
-    old = repo_root / "examples" / "3ddfa-synthetic" / "app.yaml"
-    new = spec_file(f"name: 3ddfa-synthetic\nextends: [{old}]\ntraining: {{epochs: 99}}\n"
+    old = spec_file((repo_root / "examples" / "3ddfa-synthetic" / "app.yaml").read_text(), name="old.yaml")
+    new = spec_file("name: 3ddfa-synthetic\nextends: [old.yaml]\ntraining: {epochs: 99}\n"
                     "deploy: {key: ~/.ssh/other_key}\n# a comment\n", name="new.yaml")
     r = qlspec("diff", old, new)
     assert r.returncode == 0, r.stderr
