@@ -32,12 +32,19 @@ def existing_path(value: Path | None, info: ValidationInfo, *, need_file: bool) 
     if value is None:
         return None
     base = (info.context or {}).get("base_dir")
-    path = value.expanduser()
-    if base is not None and not path.is_absolute():
-        path = Path(base) / path
-    if not (path.is_file() if need_file else path.exists()):
-        raise ValueError(f"file not found: {path}" if need_file else f"not found: {path}")
-    return path.resolve()
+    shown = str(value)[:80] + ("..." if len(str(value)) > 80 else "")
+    try:
+        path = value.expanduser()
+        if base is not None and not path.is_absolute():
+            path = Path(base) / path
+        found = path.is_file() if need_file else path.exists()
+        resolved = path.resolve() if found else None
+    except (RuntimeError, OSError, ValueError) as e:  # ~nosuchuser, a name too long, a NUL byte
+        raise ValueError(f"unusable path {shown!r} ({e.__class__.__name__}: {str(e)[:60]})") from None
+    if resolved is None:
+        shown = str(path)[:120] + ("..." if len(str(path)) > 120 else "")
+        raise ValueError(f"file not found: {shown}" if need_file else f"not found: {shown}")
+    return resolved
 
 
 class SpecModel(BaseModel):

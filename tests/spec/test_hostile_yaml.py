@@ -42,6 +42,9 @@ CORPUS = {
     "extends a number": "name: x\nextends: [3]\n",
     "non-string key": "name: x\n1: 2\n",
     "top-level list": "- name\n",
+    "pretrained of an unknown user": "name: x\nnetwork: {pretrained: '~nosuchuser/x'}\n",
+    "pretrained name too long": "name: x\nnetwork: {pretrained: " + "a" * 5000 + "}\n",
+    "pretrained with a NUL byte": "name: x\nnetwork: {pretrained: \"a\\0b\"}\n",
 }
 
 
@@ -106,11 +109,12 @@ def test_nesting_within_the_limit_still_loads_as_an_error_of_the_model_not_of_ya
 
 # -- generated documents -------------------------------------------------------------------------
 
-KEYS = st.sampled_from(["name", "training", "epochs", "seed", "data", "kind", "extends", "quantisation", "<<", "a", "1"])
+KEYS = st.sampled_from(["name", "training", "epochs", "seed", "data", "kind", "extends", "quantisation", "network", "pretrained",
+                       "<<", "a", "1"])
 SCALARS = st.one_of(
     st.sampled_from(["x", "1e999", ".nan", "-.inf", "~", "true", "2020-01-01", "0x10", "9" * 40, "'\x07'", "\"\\x00\"",
                      "!foo bar", "!!python/name:os.system", "*a", "&a 1", "synthetic", "3", "-1", "quant/pact-w8a8.yaml",
-                     "../x.yaml", "/etc/hosts"]),
+                     "../x.yaml", "/etc/hosts", "~nosuchuser/x", "a" * 3000]),
     st.integers(-(2**70), 2**70).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
 )
