@@ -10,6 +10,7 @@ from qlspec.report import gather, write_report
 from qlspec.report_pictures import pictures
 from qlspec.spec.load import load_spec
 from qlspec.stages.engine import Pipeline, StageStatus
+from qlspec.stages.lock import build_lock
 from qlspec.stages.registry import STAGES
 
 
@@ -26,18 +27,20 @@ def apply(pipeline: Pipeline, *, until: str | None = None, only: str | None = No
 
     `on_status(status, event)` is told each stage's fate: event is 'start', 'done', or 'pass'
     (up to date, skipped, not available yet). A failing stage raises; what was built before it stays.
+    The build folder is locked meanwhile (`qlspec.stages.lock`): a second run on it stops at once.
     """
-    for status in pipeline.plan(force=force, until=until, only=only):
-        if status.state == "will run":
-            on_status(status, "start")
-            pipeline.run_stage(status, progress=progress, log=log)
-            on_status(status, "done")
-        else:
-            on_status(status, "pass")
-        if status.state == "not available yet":
-            break
-    write_final_report(pipeline, pipeline.plan())  # the report covers every stage that is up to date
-    return pipeline.plan(until=until, only=only)
+    with build_lock(pipeline.build_dir):
+        for status in pipeline.plan(force=force, until=until, only=only):
+            if status.state == "will run":
+                on_status(status, "start")
+                pipeline.run_stage(status, progress=progress, log=log)
+                on_status(status, "done")
+            else:
+                on_status(status, "pass")
+            if status.state == "not available yet":
+                break
+        write_final_report(pipeline, pipeline.plan())  # the report covers every stage that is up to date
+        return pipeline.plan(until=until, only=only)
 
 
 def requantiser_section(export_dir: Path) -> str:

@@ -57,7 +57,7 @@ def test_changing_normalise_changes_the_input_quantiser():
     assert node.attr_dict == {"eps": 1 / 128, "lo": -128, "hi": 127, "rounding": "floor"}
     assert np.array_equal(q[0, 0].ravel(), np.arange(256) - 128)
     net, q = _quantiser_codes(0.0, 255.0)
-    assert net.input_quantiser.attr("rounding") == "round" and (net.input_quantiser.attr("lo"), net.input_quantiser.attr("hi")) == (0, 255)
+    assert net.input_quantiser.attr("rounding") == "half_up" and (net.input_quantiser.attr("lo"), net.input_quantiser.attr("hi")) == (0, 255)
     assert np.array_equal(q[0, 0].ravel(), np.arange(256))  # unsigned: pixel p -> code p
     assert net.input_info.describe().startswith("u8")
 
@@ -74,7 +74,7 @@ def test_the_input_grid_is_one_to_one_or_refused(mean, std):
         return
     x = (np.arange(256, dtype=np.float32) - np.float32(mean)) / np.float32(std)
     v = x / np.float32(grid.eps)
-    q = np.floor(v) if grid.rounding == "floor" else np.rint(v)
+    q = np.floor(v) if grid.rounding == "floor" else np.floor(v + np.float32(0.5))
     assert len(np.unique(q)) == 256 and grid.lo <= q.min() and q.max() <= grid.hi
 
 

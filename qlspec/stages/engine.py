@@ -248,9 +248,25 @@ class Pipeline:
         return record if record.get("schema") == RECORD_SCHEMA else None
 
     def _missing_outputs(self, name: str, record: Mapping[str, Any]) -> list[str]:
+        """Recorded outputs that are gone, changed size, or were written after the record and no longer
+        match its sha256 (a same-size edit is caught; untouched files are not re-read)."""
         folder = self.build_dir / name
-        return [rel for rel, meta in record.get("outputs", {}).items()
-                if not (folder / rel).is_file() or (folder / rel).stat().st_size != meta["size"]]
+        try:
+            recorded_at = (folder / RECORD).stat().st_mtime_ns
+        except OSError:
+            return list(record.get("outputs", {}))
+        bad = []
+        for rel, meta in record.get("outputs", {}).items():
+            f = folder / rel
+            try:
+                st = f.stat()
+                ok = f.is_file() and st.st_size == meta["size"] and (
+                    st.st_mtime_ns <= recorded_at or digest_file(f) == meta.get("sha256"))
+            except OSError:
+                ok = False
+            if not ok:
+                bad.append(rel)
+        return bad
 
     # ---------------------------------------------------------------------------------------------
     # running
