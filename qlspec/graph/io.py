@@ -97,9 +97,11 @@ def load_graph(directory: Path) -> Graph:
         stored = {t: _info_from(d) for t, d in doc["tensors"].items()}
         outputs = list(doc["outputs"])
         name = str(doc["name"])
-    except (KeyError, TypeError, ValueError, OSError, zipfile.BadZipFile) as e:
-        raise GraphError(f"corrupt graph folder ({type(e).__name__}: {e})", where=str(directory)) from None
-    g = make_graph(name, inputs, nodes, consts, outputs)
+        g = make_graph(name, inputs, nodes, consts, outputs)
+    except GraphError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError, OSError, zipfile.BadZipFile) as e:
+        raise GraphError(f"corrupt graph folder ({type(e).__name__}: {str(e)[:120]})", where=str(directory)) from None
     if dict(g.tensors) != stored:
         bad = sorted(t for t in set(stored) | set(g.tensors) if stored.get(t) != g.tensors.get(t))
         raise GraphError(f"stored tensor types disagree with this qlspec's ops for {bad[:5]}", where=str(gj))

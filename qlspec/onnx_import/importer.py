@@ -14,11 +14,11 @@ from typing import NoReturn
 
 import numpy as np
 import onnx
-from onnx import TensorProto, numpy_helper
+from onnx import TensorProto
 
 from qlspec.errors import GraphError, OnnxImportError
 from qlspec.graph.ir import Graph, GraphBuilder, Node, TensorInfo, narrow
-from qlspec.onnx_import.reader import Attributes, integral
+from qlspec.onnx_import.reader import Attributes, integral, tensor_value
 
 # ONNX element type -> (bits, signed) of an integer graph input; float inputs carry integers too
 _ELEM_TYPES = {
@@ -40,7 +40,12 @@ class Importer:
         self.graph = model.graph
         self.rules = rules
         self.opset = {o.domain or "": o.version for o in model.opset_import}.get("", 13)
-        self.raw_consts: dict[str, np.ndarray] = {i.name: numpy_helper.to_array(i) for i in self.graph.initializer}
+        self.raw_consts: dict[str, np.ndarray] = {}
+        for i in self.graph.initializer:
+            try:
+                self.raw_consts[i.name] = tensor_value(i, f"initializer {i.name[:80]!r}", path.parent)
+            except ValueError as e:
+                self.fail(None, str(e))
         self.builder = GraphBuilder(self.graph.name or path.stem)
         self.alias: dict[str, str] = {}
         self.pending_divisor: dict[str, tuple[int, onnx.NodeProto]] = {}
@@ -194,11 +199,21 @@ class Importer:
             pending = rest
         return done
 
+    def lower(self, rule: Lowering, node: onnx.NodeProto) -> None:
+        """Apply `rule`; a node without the inputs or outputs its op needs is a located error."""
+        names = [a.name for a in node.attribute]
+        if len(set(names)) != len(names):
+            self.fail(node, f"attribute {next(n for n in names if names.count(n) > 1)!r} is given more than once")
+        try:
+            rule(self, node)
+        except IndexError:
+            self.fail(node, f"too few inputs ({len(node.input)}) or outputs ({len(node.output)}) for {node.op_type}")
+
     def run(self) -> Graph:
         ordered = self._ordered()
         for node in ordered:  # constants first: a chain rule looks ahead at its Div's divisor
             if node.op_type == "Constant" and (node.domain or "") == "":
-                self.rules["Constant"](self, node)
+                self.lower(self.rules["Constant"], node)
                 self.consume(node)
         for node in ordered:
             if id(node) in self.consumed:
@@ -209,10 +224,12 @@ class Importer:
                 supported = ", ".join(sorted(self.rules))
                 self.fail(node, f"unsupported op {domain + '::' if domain else ''}{node.op_type} (supported: {supported}"
                                 f"; from the custom domains {', '.join(CUSTOM_DOMAINS)} only RequantShift)")
-            rule(self, node)
+            self.lower(rule, node)
         for t, (_, node) in self.pending_divisor.items():
             self.fail(node, "average pool output must go straight into a requantisation (sum then requantise)")
         outputs = [o.name for o in self.graph.output]
+        if not outputs:
+            self.fail(None, "the graph declares no outputs")
         renames = {}
         for o in outputs:
             src = self.alias.get(o, o)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
-from onnx import AttributeProto, numpy_helper
+from onnx import AttributeProto, TensorProto, numpy_helper
 
 from qlspec.errors import OnnxImportError
 
@@ -32,6 +32,39 @@ def load_model(path: Path) -> onnx.ModelProto:
     if not model.HasField("graph") or not model.graph.node:
         raise OnnxImportError("the file holds no graph (empty, truncated or not ONNX)", where=where)
     return model
+
+
+MAX_TENSOR_ELEMENTS = 2**28  # 1 GiB of float32: far beyond any edge network's largest weight
+
+
+def tensor_value(t: TensorProto, what: str, model_dir: Path | None) -> np.ndarray:
+    """The numpy value of an initializer or constant, or `ValueError` saying what is wrong with it.
+
+    Dims, element type and data length are checked before anything is allocated. External data is
+    read only from a plain file name beside the model (no absolute path, no ``..``, no symlink out
+    of the folder); QuantLab's files never use it."""
+    dims = [int(d) for d in t.dims]
+    if any(d < 0 for d in dims) or int(np.prod(dims, dtype=np.float64)) > MAX_TENSOR_ELEMENTS:
+        raise ValueError(f"{what} has unusable dims {dims}")
+    if t.data_type not in TensorProto.DataType.values() or t.data_type == TensorProto.UNDEFINED:
+        raise ValueError(f"{what} has unknown element type {t.data_type}")
+    base = None
+    if t.data_location == TensorProto.EXTERNAL:
+        entries = {e.key: e.value for e in t.external_data}
+        location = entries.get("location", "")
+        if model_dir is None or not location or Path(location).is_absolute() or Path(location).name != location:
+            raise ValueError(f"{what} names external data {location[:80]!r}: only a file beside the model is read")
+        target = (model_dir / location).resolve()
+        if target.parent != model_dir.resolve() or not target.is_file():
+            raise ValueError(f"{what} names external data {location[:80]!r}, which is not a file beside the model")
+        base = str(model_dir)
+    try:
+        value = numpy_helper.to_array(t, base_dir=base or "")
+    except Exception as e:  # noqa: BLE001 - onnx raises whatever numpy does on inconsistent data
+        raise ValueError(f"{what} is malformed ({e.__class__.__name__}: {str(e)[:100]})") from None
+    if list(value.shape) != dims:
+        raise ValueError(f"{what} holds {value.size} values for dims {dims}")
+    return value
 
 
 def integral(values: np.ndarray, what: str) -> np.ndarray:
@@ -63,6 +96,9 @@ class Attributes:
         self.fail = fail
         self.by_name = {a.name: a for a in node.attribute}
         self.read: set[str] = set()
+        if len(self.by_name) != len(node.attribute):
+            names = [a.name for a in node.attribute]
+            fail(f"attribute {next(n for n in names if names.count(n) > 1)!r} is given more than once")
 
     def has(self, name: str) -> bool:
         return name in self.by_name
@@ -109,7 +145,10 @@ class Attributes:
             return default
         if a.type == AttributeProto.INT:
             return int(a.i)
-        value = np.array(a.f) if a.type == AttributeProto.FLOAT else numpy_helper.to_array(a.t)
+        try:
+            value = np.array(a.f) if a.type == AttributeProto.FLOAT else tensor_value(a.t, f"attribute {name!r}", None)
+        except ValueError as e:
+            self.fail(str(e))
         if value.size != 1:
             self.fail(f"attribute {name!r} must hold one value (got shape {value.shape})")
         try:

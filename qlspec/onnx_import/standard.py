@@ -6,10 +6,10 @@ import math
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from qlspec.graph.ir import Node
 from qlspec.onnx_import.importer import Importer
+from qlspec.onnx_import.reader import tensor_value
 
 
 def _one_output(imp: Importer, node: onnx.NodeProto) -> str:
@@ -250,4 +250,7 @@ def lower_constant(imp: Importer, node: onnx.NodeProto) -> None:
         imp.fail(node, "only Constant with a TENSOR 'value' attribute is supported")
     a.read.add("value")
     a.finish()
-    imp.raw_consts[_one_output(imp, node)] = numpy_helper.to_array(attr.t)
+    try:
+        imp.raw_consts[_one_output(imp, node)] = tensor_value(attr.t, "attribute 'value'", None)
+    except ValueError as e:
+        imp.fail(node, str(e))

@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from qlspec.engine import run_graph
 from qlspec.errors import GraphError
@@ -75,3 +77,38 @@ def test_tampered_types_are_detected(tmp_path):
     (tmp_path / "graph.json").write_text(json.dumps(doc))
     with pytest.raises(GraphError, match="disagree"):
         load_graph(tmp_path)
+
+
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=8),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+                           max_leaves=8)
+
+
+def _paths(doc, prefix=()):
+    """Every (path) into a JSON document, containers and leaves."""
+    yield prefix
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc):
+            yield from _paths(v, prefix + (i,))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(picks=st.lists(st.tuples(st.integers(0, 10_000), JSON_VALUES), min_size=1, max_size=3))
+def test_graph_json_with_any_values_in_any_place_is_a_graph_or_a_graph_error(tmp_path, picks):
+    folder = save_graph(_graph(), tmp_path / "g")
+    doc = json.loads((folder / "graph.json").read_text())
+    for index, value in picks:
+        paths = [p for p in _paths(doc) if p]
+        *parent, last = paths[index % len(paths)]
+        node = doc
+        for part in parent:
+            node = node[part]
+        node[last] = value
+    (folder / "graph.json").write_text(json.dumps(doc))
+    try:
+        load_graph(folder)
+    except GraphError as e:
+        assert str(e)
