@@ -1,13 +1,18 @@
 """The `qlspec` command line: thin commands over the API; `main` is the only place errors are caught.
 
 Exit status: 0 success; 1 `plan --check` found work to do; 2 a user error (bad spec, missing file,
-unsupported ONNX, ...), printed as one line per error with its location. Anything else is a bug and
-keeps its traceback.
+unsupported ONNX, ...) or an I/O failure (full disk, read-only or unwritable path), printed as one
+line per error with its location. Anything else is a bug and keeps its traceback.
+
+Output never interprets what users wrote: the consoles take no markup (names like ``[/x]`` print as
+written; qlspec's own styling is passed explicitly with user text escaped) and control characters
+(terminal escape sequences in a node name) are printed as ``\\xNN``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -28,8 +33,23 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def clean(text: object) -> str:
+    """`text` with control characters shown as ``\\xNN`` (nothing reaches the terminal raw)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+
+
+class _Console(Console):
+    """A console that prints strings verbatim (no markup unless asked) and without control characters."""
+
+    def print(self, *objects, markup: bool | None = None, **kwargs) -> None:  # type: ignore[override]
+        super().print(*(clean(o) if isinstance(o, str) else o for o in objects), markup=bool(markup), **kwargs)
+
+
+out = _Console(highlight=False, soft_wrap=True)
+err = _Console(stderr=True, highlight=False, soft_wrap=True)
 
 SpecArg = Annotated[Path, typer.Argument(help="The application spec (YAML).", show_default=False)]
 BuildDir = Annotated[Path, typer.Option("--build-dir", help="Root of the build folders; outputs go to BUILD_DIR/<name>/<stage>/.")]
@@ -97,7 +117,7 @@ def apply(spec: SpecArg, build_dir: BuildDir = Path("build"), until: Until = Non
     out.print(f"report: {pipe.build_dir / 'report.md'}")
     pending = [s.stage.name for s in final if s.state == "not available yet"]
     if pending:
-        out.print(f"[dim]not available yet in qlspec {__version__}: {', '.join(pending)}[/dim]")
+        out.print(f"[dim]not available yet in qlspec {__version__}: {', '.join(pending)}[/dim]", markup=True)
 
 
 @app.command()
@@ -120,7 +140,7 @@ def compare(spec: SpecArg, build_dir: BuildDir = Path("build"),
         raise QlspecError(f"{'.'.join(map(str, first['loc']))}: {first['msg']} (got {first.get('input')!r})", where="qlspec compare") from None
     pipe = Pipeline(pipe.stages, pipe.spec.model_copy(update={"compare": section}), pipe.spec_path, pipe.build_root)
     api.apply(pipe, only="compare", progress=progress, on_status=_stage_printer(), log=out.print)
-    out.print((pipe.build_dir / "compare" / "compare.md").read_text(), markup=False)
+    out.print((pipe.build_dir / "compare" / "compare.md").read_text())
     out.print(f"chart: {pipe.build_dir / 'compare' / 'compare.png'}")
 
 
@@ -141,7 +161,7 @@ def diff(old: Annotated[Path, typer.Argument(help="The old spec.")], new: Annota
         return
     for c in changes:
         stages = ", ".join(c.stages) if c.stages else "none"
-        out.print(f"{c.path}: {escape(_json(c.old))} -> {escape(_json(c.new))}   [dim]invalidates: {stages}[/dim]")
+        out.print(f"{escape(c.path)}: {escape(_json(c.old))} -> {escape(_json(c.new))}   [dim]invalidates: {stages}[/dim]", markup=True)
     invalid = [s.name for s in STAGES if any(s.name in c.stages for c in changes)]
     out.print(f"{len(changes)} change(s); stages to rerun: {', '.join(invalid) if invalid else 'none'}")
 
@@ -203,9 +223,10 @@ def _stage_printer():
         name = status.stage.name
         if event == "start":
             started[name] = time.perf_counter()
-            out.print(f"[bold]{name:<9}[/bold] running: {status.stage.summary} [dim]({escape('; '.join(status.reasons))})[/dim]")
+            out.print(f"[bold]{name:<9}[/bold] running: {status.stage.summary} [dim]({escape('; '.join(status.reasons))})[/dim]",
+                      markup=True)
         elif event == "done":
-            out.print(f"[bold]{name:<9}[/bold] [green]done[/green] in {time.perf_counter() - started[name]:.1f} s")
+            out.print(f"[bold]{name:<9}[/bold] [green]done[/green] in {time.perf_counter() - started[name]:.1f} s", markup=True)
         else:
             _print_status(status)
 
@@ -215,7 +236,7 @@ def _stage_printer():
 def _print_status(status) -> None:
     style = STATE_STYLE[status.state]
     reasons = f"  [dim]({escape('; '.join(status.reasons))})[/dim]" if status.reasons else ""
-    out.print(f"[bold]{status.stage.name:<9}[/bold] [{style}]{status.state}[/{style}]{reasons}")
+    out.print(f"[bold]{status.stage.name:<9}[/bold] [{style}]{status.state}[/{style}]{reasons}", markup=True)
 
 
 def _json(value) -> str:
@@ -228,5 +249,9 @@ def main() -> None:
         app()
     except QlspecError as e:
         for line in str(e).splitlines():
-            err.print(Text.assemble(("error: ", "red"), line))
+            err.print(Text.assemble(("error: ", "red"), clean(line)))
+        raise SystemExit(2) from None
+    except OSError as e:  # a full disk, a read-only folder, an unwritable or missing path: the environment, not a bug
+        where = f"{e.filename}: " if e.filename else ""
+        err.print(Text.assemble(("error: ", "red"), clean(f"{where}{e.strerror or e.__class__.__name__}")))
         raise SystemExit(2) from None

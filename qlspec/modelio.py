@@ -74,12 +74,18 @@ def read_inputs(npz_path: Path, g: Graph) -> dict[str, np.ndarray]:
     after the inputs, which are ignored). Values are checked by `run_graph`."""
     npz_path = Path(npz_path)
     try:
-        with np.load(npz_path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        z = np.load(npz_path, allow_pickle=False)
     except FileNotFoundError:
         raise GraphError("no such file", where=str(npz_path)) from None
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise GraphError(f"not a readable .npz file ({e})", where=str(npz_path)) from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # EOFError: an empty file
+        raise GraphError(f"not a readable .npz file ({e.__class__.__name__}: {str(e)[:80]})", where=str(npz_path)) from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise GraphError("an .npy array, not an .npz of named inputs (save it with np.savez)", where=str(npz_path))
+    try:
+        with z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise GraphError(f"not a readable .npz file ({e.__class__.__name__}: {str(e)[:80]})", where=str(npz_path)) from None
     if all(t in arrays for t in g.inputs):
         return {t: arrays[t] for t in g.inputs}
     if len(arrays) < len(g.inputs):
@@ -91,6 +97,8 @@ def read_inputs(npz_path: Path, g: Graph) -> dict[str, np.ndarray]:
 def write_outputs(path: Path, outputs: Mapping[str, np.ndarray]) -> Path:
     """Write `outputs` to an .npz (keys = output names), atomically (temp file, then rename)."""
     path = Path(path)
+    if path.is_dir():
+        raise GraphError("is a folder: name the .npz file to write", where=str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:

@@ -1,0 +1,80 @@
+"""The CLI under hostile names, paths and files: one located line and exit 2, nothing printed raw."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qlspec.graph.io import save_graph
+from qlspec.graph.ir import GraphBuilder, Node, TensorInfo
+
+ESC = "\x1b[31m"
+
+
+def qlspec(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "qlspec", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.fixture
+def graph_dir(tmp_path):
+    b = GraphBuilder("g")
+    b.add_input("in", TensorInfo((1, 4), 8, True))
+    b.add_node(Node.make("Flatten", f"f{ESC}", ["in"], [f"out{ESC}red[/x]"], axis=1))
+    save_graph(b.build([f"out{ESC}red[/x]"]), tmp_path / "g")
+    np.savez(tmp_path / "in.npz", x=np.zeros((1, 4), np.int64))
+    return tmp_path
+
+
+def test_names_and_paths_print_verbatim_without_control_characters(graph_dir):
+    (graph_dir / "r[").mkdir()
+    r = qlspec("infer", "g", "--inputs", "in.npz", "-o", "r[/x].npz", cwd=graph_dir)
+    assert r.returncode == 0, r.stderr
+    assert "\x1b" not in r.stdout and "out\\x1b[31mred[/x]: int8 (1, 4)" in r.stdout and "wrote r[/x].npz" in r.stdout
+    assert (graph_dir / "r[" / "x].npz").is_file()
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("empty.npz", b"", "not a readable .npz file"),
+    ("garbage.npz", b"PK\x03\x04 not really a zip", "not a readable .npz file"),
+    ("in.npy", None, "an .npy array, not an .npz"),
+])
+def test_unusable_input_files_are_one_located_line(graph_dir, name, content, message):
+    if content is None:
+        np.save(graph_dir / name, np.zeros((1, 4)))
+    else:
+        (graph_dir / name).write_bytes(content)
+    r = qlspec("infer", "g", "--inputs", name, "-o", "o.npz", cwd=graph_dir)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and f"error: {name}: {message}" in r.stderr, r.stderr
+
+
+def test_unwritable_outputs_are_one_line_and_exit_2(graph_dir):
+    (graph_dir / "d").mkdir()
+    r = qlspec("infer", "g", "--inputs", "in.npz", "-o", "d", cwd=graph_dir)
+    assert r.returncode == 2 and "error: d: is a folder" in r.stderr
+    r = qlspec("schema", "-o", graph_dir / "missing" / "dir" / "schema.json", cwd=graph_dir)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "No such file or directory" in r.stderr
+    ro = graph_dir / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        probe = ro / "probe"
+        try:
+            probe.write_text("x")
+            pytest.skip("running as a user who can write into a read-only folder (root)")
+        except PermissionError:
+            pass
+        r = qlspec("infer", "g", "--inputs", "in.npz", "-o", ro / "o.npz", cwd=graph_dir)
+        assert r.returncode == 2 and "Permission denied" in r.stderr
+    finally:
+        ro.chmod(0o700)
+
+
+def test_an_error_line_shows_control_characters_escaped(tmp_path):
+    (tmp_path / "app.yaml").write_text(f"name: x\ntraining: {{\"ep{ESC}ochs\": 2}}\n")
+    r = qlspec("validate", "app.yaml", cwd=tmp_path)
+    assert r.returncode == 2 and "\x1b" not in r.stderr
+    assert Path(tmp_path / "app.yaml").is_file()
