@@ -15,10 +15,8 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # both sides single-threaded (set before numpy loads)
 
 import argparse  # noqa: E402
-import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -32,16 +30,7 @@ from qlspec.engine import run_graph  # noqa: E402
 from qlspec.graph.passes import optimise  # noqa: E402
 from qlspec.graph.summary import summarise  # noqa: E402
 from qlspec.onnx_import import import_onnx  # noqa: E402
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from timing import median_time  # noqa: E402  (bench/timing.py)
 
 
 def main() -> None:
