@@ -4,6 +4,7 @@ input .npz files and output .npz files."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import zipfile
 from collections.abc import Mapping
@@ -44,19 +45,36 @@ def side_input_types(onnx_path: Path) -> dict[str, tuple[int, bool]] | None:
     meta = folder / "metadata.json"
     if meta.is_file():
         data = _json(meta).get("input", {})
-        if {"name", "bits", "signed"} <= set(data):
-            return {data["name"]: (int(data["bits"]), bool(data["signed"]))}
+        if isinstance(data, dict) and {"name", "bits", "signed"} <= set(data):
+            if not isinstance(data["name"], str):
+                raise GraphError(f"input.name must be a string (got {data['name']!r:.40})", where=str(meta))
+            return {data["name"]: (_bits(data["bits"], meta, "input.bits"), _flag(data["signed"], meta, "input.signed"))}
     for config in sorted(folder.glob("config_*.json")):
         data = _json(config)
         if "input_bits" in data and "input_signed" in data:
-            return {first_input(onnx_path): (int(data["input_bits"]), bool(data["input_signed"]))}
+            return {first_input(onnx_path): (_bits(data["input_bits"], config, "input_bits"),
+                                             _flag(data["input_signed"], config, "input_signed"))}
     return None
+
+
+def _bits(value: object, path: Path, key: str) -> int:
+    whole = (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and math.isfinite(value)
+                                                                        and value.is_integer())
+    if not whole or not 1 <= int(value) <= 64:
+        raise GraphError(f"{key} must be an integer in 1..64 (got {value!r:.40})", where=str(path))
+    return int(value)
+
+
+def _flag(value: object, path: Path, key: str) -> bool:
+    if not isinstance(value, (bool, int)) or value not in (0, 1):
+        raise GraphError(f"{key} must be true or false (got {value!r:.40})", where=str(path))
+    return bool(value)
 
 
 def _json(path: Path) -> dict:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:  # ValueError covers JSONDecodeError
         raise GraphError(f"unreadable side JSON ({e.__class__.__name__})", where=str(path)) from None
     return data if isinstance(data, dict) else {}
 

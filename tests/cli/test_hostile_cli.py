@@ -78,3 +78,19 @@ def test_an_error_line_shows_control_characters_escaped(tmp_path):
     r = qlspec("validate", "app.yaml", cwd=tmp_path)
     assert r.returncode == 2 and "\x1b" not in r.stderr
     assert Path(tmp_path / "app.yaml").is_file()
+
+
+@pytest.mark.parametrize("side", ['{"input_bits": "abc", "input_signed": true}', '{"input_bits": null, "input_signed": true}',
+                                  '{"input_bits": NaN, "input_signed": true}', '{"input_bits": 8, "input_signed": "yes"}',
+                                  '{"input_bits": 1e400, "input_signed": 1}', b'\xff\xfe{"input_bits": 8}', '[[[' * 5000])
+def test_bad_dory_side_json_is_one_located_line(tmp_path, side):
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Flatten", ["input"], ["output"], axis=1)], "g",
+                          [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 11)]), tmp_path / "network.onnx")
+    (tmp_path / "config_network.json").write_bytes(side if isinstance(side, bytes) else side.encode())
+    r = qlspec("convert", "network.onnx", "-o", "out", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "config_network.json" in r.stderr, r.stderr
