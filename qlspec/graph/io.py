@@ -98,8 +98,8 @@ def load_graph(directory: Path) -> Graph:
         outputs = list(doc["outputs"])
         name = str(doc["name"])
         g = make_graph(name, inputs, nodes, consts, outputs)
-    except GraphError:
-        raise
+    except GraphError as e:
+        raise GraphError(e.message, where=f"{directory}: {e.where}" if e.where else str(directory)) from None
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError, OSError, zipfile.BadZipFile) as e:
         raise GraphError(f"corrupt graph folder ({type(e).__name__}: {str(e)[:120]})", where=str(directory)) from None
     if dict(g.tensors) != stored:

@@ -356,6 +356,8 @@ def make_graph(
             raise GraphError(f"op has {len(out_infos)} output(s), node lists {len(n.outputs)}", where=n.where())
         for t, info in zip(n.outputs, out_infos):
             tensors[t] = info
+    if not outputs:
+        raise GraphError("the graph has no outputs (nothing it computes would be returned)")
     for t in outputs:
         if t not in tensors:
             raise GraphError(f"graph output {t!r} is never defined")

@@ -94,3 +94,13 @@ def test_bad_dory_side_json_is_one_located_line(tmp_path, side):
     (tmp_path / "config_network.json").write_bytes(side if isinstance(side, bytes) else side.encode())
     r = qlspec("convert", "network.onnx", "-o", "out", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "config_network.json" in r.stderr, r.stderr
+
+
+def test_a_graph_folder_without_outputs_is_refused_not_run(graph_dir):
+    import json
+
+    doc = json.loads((graph_dir / "g" / "graph.json").read_text())
+    doc["outputs"] = []
+    (graph_dir / "g" / "graph.json").write_text(json.dumps(doc))
+    r = qlspec("infer", "g", "--inputs", "in.npz", "-o", "e.npz", cwd=graph_dir)
+    assert r.returncode == 2 and "error: g: the graph has no outputs" in r.stderr and not (graph_dir / "e.npz").exists()
