@@ -18,7 +18,7 @@ from onnx import TensorProto
 
 from qlspec.errors import GraphError, OnnxImportError
 from qlspec.graph.ir import Graph, GraphBuilder, Node, TensorInfo, narrow
-from qlspec.onnx_import.reader import Attributes, integral, tensor_value
+from qlspec.onnx_import.reader import Attributes, integral, tensor_value, unique_attributes
 
 # ONNX element type -> (bits, signed) of an integer graph input; float inputs carry integers too
 _ELEM_TYPES = {
@@ -201,9 +201,7 @@ class Importer:
 
     def lower(self, rule: Lowering, node: onnx.NodeProto) -> None:
         """Apply `rule`; a node without the inputs or outputs its op needs is a located error."""
-        names = [a.name for a in node.attribute]
-        if len(set(names)) != len(names):
-            self.fail(node, f"attribute {next(n for n in names if names.count(n) > 1)!r} is given more than once")
+        unique_attributes(node, lambda message: self.fail(node, message))
         try:
             rule(self, node)
         except IndexError:

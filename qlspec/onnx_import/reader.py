@@ -85,6 +85,15 @@ def integral(values: np.ndarray, what: str) -> np.ndarray:
     return r.astype(np.int64)
 
 
+def unique_attributes(node: onnx.NodeProto, fail) -> dict[str, AttributeProto]:
+    """The node's attributes by name; `fail(message)` when a name is given more than once (ONNX
+    would silently take the last)."""
+    names = [a.name for a in node.attribute]
+    if len(set(names)) != len(names):
+        fail(f"attribute {next(n for n in names if names.count(n) > 1)!r} is given more than once")
+    return {a.name: a for a in node.attribute}
+
+
 class Attributes:
     """Typed access to one node's attributes. Every read names the attribute; whatever is left
     unread when `finish()` is called is an unsupported attribute."""
@@ -94,11 +103,8 @@ class Attributes:
     def __init__(self, node: onnx.NodeProto, fail) -> None:
         self.node = node
         self.fail = fail
-        self.by_name = {a.name: a for a in node.attribute}
+        self.by_name = unique_attributes(node, fail)
         self.read: set[str] = set()
-        if len(self.by_name) != len(node.attribute):
-            names = [a.name for a in node.attribute]
-            fail(f"attribute {next(n for n in names if names.count(n) > 1)!r} is given more than once")
 
     def has(self, name: str) -> bool:
         return name in self.by_name
