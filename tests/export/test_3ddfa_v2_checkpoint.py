@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from export_toys import float32_magnitude
 
 from qlspec.export import fake_to_true, run_onnxruntime, to_onnx
 from qlspec.export.f2t import IMAGE, OUTPUT
@@ -47,9 +48,12 @@ def test_fitted_requantisers_run_exactly_in_int32(ptq_checkpoint):
     out, report = cross_check(net.graph, {IMAGE: x[64:].numpy()}, OUTPUT)
     assert report.mismatches == 0 and report.min_headroom >= 2.0 * (1 - 1e-6)
     assert len(net.fits) == 28 and all(f.observed_headroom >= 2.0 for f in net.fits)
-    # onnxruntime on the DORY file: counted, not promised (float32 holds x*mul + add exactly only below 2**24)
-    ort = np.rint(run_onnxruntime(to_onnx(net, "dory"), net.quantise_input(x[64:]))).astype(np.int64)
-    assert ort.shape == out.shape and 0 <= int((ort != out).sum()) <= out.size
+    # onnxruntime on the DORY file: counted, not promised, because its float32 arithmetic meets values
+    # beyond 2**24 (where not every integer is exact) at int32-fitted constants
+    q = net.quantise_input(x[64:])
+    assert float32_magnitude(net, q) > 2**24
+    ort = np.rint(run_onnxruntime(to_onnx(net, "dory"), q)).astype(np.int64)
+    assert ort.shape == out.shape
 
 
 def test_the_old_fixed_d_overflows_int32_kernels(ptq_checkpoint):
