@@ -59,3 +59,7 @@ class CheckpointError(QlspecError):
 class ExportError(QlspecError):
     """A fake-quantised network cannot be integerised or written (unsupported layer, unstarted
     quantiser, a constant that float32 cannot hold exactly); `where` names the fx node."""
+
+
+class BackendError(QlspecError):
+    """A backend cannot build or run a graph: a missing toolchain, a failed compile, a failed run."""

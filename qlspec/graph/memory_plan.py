@@ -4,7 +4,8 @@ lifetimes do not overlap share bytes.
 Lifetimes are in node steps of the topological order: a tensor lives from the step that defines
 it (graph inputs: before step 0) to its last reader (graph outputs: to the end). Placement is
 greedy by size (largest first, lowest offset that overlaps no placed tensor alive at the same
-time), the "greedy by size" planner of TFLite.
+time), the "greedy by size" planner of TFLite. With `align`, every size is rounded up to a multiple
+of it, so every offset is aligned too (what generated C++ needs for vector loads).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class MemoryPlan:
                         raise ValueError(f"{a} and {b} overlap in the memory plan")
 
 
-def plan_memory(g: Graph) -> MemoryPlan:
+def plan_memory(g: Graph, align: int = 1) -> MemoryPlan:
     end = len(g.nodes)
     life: dict[str, list[int]] = {t: [-1, -1] for t in g.inputs}
     for i, n in enumerate(g.nodes):
@@ -49,7 +50,7 @@ def plan_memory(g: Graph) -> MemoryPlan:
     for t in g.outputs:
         if t in life:
             life[t][1] = end
-    sizes = {t: g.tensors[t].nbytes for t in life}
+    sizes = {t: -(-g.tensors[t].nbytes // align) * align for t in life}
     lifetimes = {t: (s, e) for t, (s, e) in life.items()}
     placed: list[tuple[int, int, int, int]] = []  # (offset, size, start, end)
     offsets: dict[str, int] = {}

@@ -1,0 +1,68 @@
+#include "qlspec_io.h"
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+namespace qlspec {
+
+std::vector<uint8_t> read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw std::runtime_error(path + ": cannot open");
+  return std::vector<uint8_t>((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+
+static std::string field(const std::string& header, const std::string& key) {
+  const size_t k = header.find("'" + key + "'");
+  if (k == std::string::npos) throw std::runtime_error("npy header has no '" + key + "'");
+  size_t p = header.find(':', k) + 1;
+  while (p < header.size() && header[p] == ' ') ++p;
+  if (header[p] == '\'') return header.substr(p + 1, header.find('\'', p + 1) - p - 1);
+  if (header[p] == '(') return header.substr(p + 1, header.find(')', p) - p - 1);
+  return header.substr(p, header.find_first_of(",}", p) - p);
+}
+
+// numpy writes one-byte types with '|' and little-endian wider ones with '<'
+bool same_dtype(const std::string& a, const std::string& b) {
+  auto norm = [](std::string s) { if (!s.empty() && (s[0] == '|' || s[0] == '<' || s[0] == '=')) s[0] = '<'; return s; };
+  return norm(a) == norm(b);
+}
+
+Array read_npy(const std::string& path) {
+  const std::vector<uint8_t> raw = read_file(path);
+  if (raw.size() < 10 || std::memcmp(raw.data(), "\x93NUMPY", 6) != 0) throw std::runtime_error(path + ": not a .npy file");
+  const int major = raw[6];
+  const size_t hlen = major == 1 ? raw[8] | (raw[9] << 8) : raw[8] | (raw[9] << 8) | (raw[10] << 16) | (size_t(raw[11]) << 24);
+  const size_t start = (major == 1 ? 10 : 12) + hlen;
+  if (start > raw.size()) throw std::runtime_error(path + ": truncated header");
+  const std::string header(raw.begin() + (major == 1 ? 10 : 12), raw.begin() + start);
+  Array a;
+  a.descr = field(header, "descr");
+  if (field(header, "fortran_order") != "False") throw std::runtime_error(path + ": Fortran order is not supported");
+  std::stringstream ss(field(header, "shape"));
+  std::string dim;
+  while (std::getline(ss, dim, ',')) if (dim.find_first_not_of(' ') != std::string::npos) a.shape.push_back(std::stoll(dim));
+  a.data.assign(raw.begin() + start, raw.end());
+  return a;
+}
+
+void write_npy(const std::string& path, const std::string& descr, const std::vector<int64_t>& shape, const void* data,
+               size_t bytes) {
+  std::string dims;
+  for (int64_t d : shape) dims += std::to_string(d) + ",";
+  if (shape.size() > 1) dims.pop_back();
+  std::string header = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': (" + dims + "), }";
+  while ((10 + header.size() + 1) % 64) header += ' ';
+  header += '\n';
+  std::ofstream f(path + ".tmp", std::ios::binary);
+  const uint8_t preamble[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, uint8_t(header.size() & 255), uint8_t(header.size() >> 8)};
+  f.write(reinterpret_cast<const char*>(preamble), 10);
+  f.write(header.data(), static_cast<std::streamsize>(header.size()));
+  f.write(static_cast<const char*>(data), static_cast<std::streamsize>(bytes));
+  f.close();
+  if (!f || std::rename((path + ".tmp").c_str(), path.c_str()) != 0) throw std::runtime_error(path + ": cannot write");
+}
+
+}  // namespace qlspec

@@ -1,0 +1,76 @@
+"""Build a generated project with CMake and run the binary (under qemu when it is for aarch64)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from qlspec.codegen.toolchain import Toolchain
+from qlspec.errors import BackendError
+
+BINARY = "qlspec-net"
+
+
+def _tail(text: str, lines: int = 15) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def build_project(folder: Path, tc: Toolchain, *, jobs: int | None = None, timeout: float = 1800) -> Path:
+    """Configure and build `folder` into folder/out; returns the binary. The full log is build.log."""
+    out = folder / "out"
+    configure = [tc.cmake, "-S", str(folder), "-B", str(out), "-DCMAKE_BUILD_TYPE=Release"]
+    if not tc.native:
+        configure.append(f"-DCMAKE_TOOLCHAIN_FILE={folder / 'cmake' / 'toolchain-aarch64.cmake'}")
+    log = []
+    for cmd in (configure, [tc.cmake, "--build", str(out), "-j", str(jobs or os.cpu_count() or 1)]):
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise BackendError(f"`{' '.join(cmd[:2])}` took more than {timeout:.0f} s", where=str(folder)) from None
+        log.append(f"$ {' '.join(cmd)}\n{r.stdout}{r.stderr}")
+        (folder / "build.log").write_text("\n".join(log))
+        if r.returncode != 0:
+            raise BackendError(f"build failed (exit {r.returncode}); see {folder / 'build.log'}:\n{_tail(r.stdout + r.stderr)}",
+                               where=str(folder))
+    return out / BINARY
+
+
+@dataclass(frozen=True)
+class RunResult:
+    outputs: list[np.ndarray]
+    median_ms: float       # per batch, over the timed passes
+    wall_s: float
+
+
+def run_binary(binary: Path, inputs: list[np.ndarray], tc: Toolchain, *, threads: int = 1, repeat: int = 0,
+               cpu: str = "cortex-a72", timeout: float = 3600) -> RunResult:
+    """Run the network on `inputs` (one array per graph input, samples stacked on axis 0)."""
+    import time
+    with tempfile.TemporaryDirectory(prefix="qlspec-run-") as tmp:
+        files = []
+        for k, a in enumerate(inputs):
+            files.append(os.path.join(tmp, f"input_{k}.npy"))
+            np.save(files[-1], np.ascontiguousarray(a))
+        cmd = [*tc.run_prefix(cpu), str(binary), "--weights", str(binary.parent / "weights.bin"),
+               "--threads", str(threads), "--repeat", str(repeat), "--out", tmp, *files]
+        t0 = time.perf_counter()
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise BackendError(f"the network took more than {timeout:.0f} s", where=str(binary)) from None
+        wall = time.perf_counter() - t0
+        if r.returncode != 0:
+            raise BackendError(f"the network failed (exit {r.returncode}): {_tail(r.stderr or r.stdout, 5)}", where=str(binary))
+        outs = []
+        k = 0
+        while os.path.exists(os.path.join(tmp, f"output_{k}.npy")):
+            outs.append(np.load(os.path.join(tmp, f"output_{k}.npy")))
+            k += 1
+        timing = json.loads(Path(tmp, "timing.json").read_text())
+    return RunResult(outs, float(timing["median_ms_per_batch"]), wall)
