@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import os
 import shutil
 import time
 import uuid
@@ -383,13 +384,18 @@ def digest_json(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+SOURCE_SUFFIXES = (".py", ".h", ".cpp", ".cmake", ".in")
+
+
 def digest_sources(paths: Iterable[Path]) -> str:
-    """Digest of the Python sources at these files or packages (names relative to the package)."""
+    """Digest of the sources (Python, and the C++/CMake of `backends/`) at these files or folders,
+    names relative to the package (``../backends/armcl`` for the C++ runtime beside it)."""
     h = hashlib.sha256()
     for root in sorted(set(paths)):
-        files = sorted(root.rglob("*.py")) if root.is_dir() else [root] if root.exists() else []
+        files = sorted(f for f in root.rglob("*") if f.suffix in SOURCE_SUFFIXES and f.is_file()) if root.is_dir() \
+            else [root] if root.exists() else []
         for f in files:
-            h.update(str(f.relative_to(PACKAGE_DIR)).encode() + b"\0" + f.read_bytes() + b"\0")
+            h.update(os.path.relpath(f, PACKAGE_DIR).encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()
 
 
