@@ -11,7 +11,7 @@ import pytest
 
 def shared_exports() -> Path:
     root = os.environ.get("QLSPEC_SHARED")
-    base = Path(root) if root else Path(__file__).resolve().parents[2] / ".." / "shared"
+    base = Path(root) if root else Path(__file__).resolve().parents[1] / ".." / "shared"
     return (base / "quantlab-exports").resolve()
 
 
