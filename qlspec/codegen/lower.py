@@ -26,7 +26,7 @@ import numpy as np
 
 from qlspec.codegen.blob import Blob
 from qlspec.codegen.ctype import cpp_int, cpp_type
-from qlspec.codegen.requant import RequantPlan, plan_requant
+from qlspec.codegen.requant import I32, RequantPlan, plan_requant
 from qlspec.engine.ops import op_for
 from qlspec.engine.ops.base import magnitude
 from qlspec.engine.ops.reshape import Reshape
@@ -114,10 +114,9 @@ class _Lowerer:
     def requant_call(self, node: Node, x: str, tx: str, view: str, y: str, ty: str, p: RequantPlan) -> str:
         self.out.lanes[node.name] = p.lanes if tx == "int32_t" else "int64"
         m64, b64 = self.const_array(p.mul, "int64_t"), self.const_array(p.bias, "int64_t")
-        if p.lanes == "int32":
-            m32, b32 = self.const_array(p.mul.astype(np.int32), "int32_t"), self.const_array(p.bias.astype(np.int32), "int32_t")
-        else:
-            m32 = b32 = "nullptr"
+        fits = lambda a: -I32 <= int(a.min(initial=0)) and int(a.max(initial=0)) < I32  # noqa: E731
+        m32 = self.const_array(p.mul.astype(np.int32), "int32_t") if fits(p.mul) else "nullptr"
+        b32 = self.const_array(p.bias.astype(np.int32), "int32_t") if p.lanes == "int32" else "nullptr"
         return (f"requant<{tx}, {ty}>({x}, {y}, {view}, {m64}, {b64}, {m32}, {b32}, "
                 f"{'true' if p.per_channel else 'false'}, {p.shift}, {cpp_int(p.lo)}, {cpp_int(p.hi)});")
 

@@ -19,6 +19,7 @@ from collections import Counter
 from qlspec.codegen.build import BINARY, build_project
 from qlspec.codegen.project import write_project
 from qlspec.codegen.toolchain import armcl_toolchain
+from qlspec.errors import BackendError
 from qlspec.graph.io import load_graph
 from qlspec.stages.engine import StageContext, write_json_atomic
 
@@ -33,6 +34,9 @@ def _version(cmd: str) -> str:
 def run(ctx: StageContext) -> None:
     spec = ctx.spec
     tc = armcl_toolchain()
+    if spec.target.cpu == "native" and not tc.native:
+        raise BackendError("target.cpu native builds for the machine it runs on, which is not aarch64 here; "
+                           "use cortex-a72 to cross-build for the Raspberry Pi 4")
     graph = load_graph(ctx.inputs["convert"] / "graph")
     folder = ctx.out / "armcl"
     t0 = time.perf_counter()

@@ -85,7 +85,9 @@ STAGES: tuple[StageDef, ...] = (
         after=("data", "export", "convert", "build"),
         code=("codegen", "evaluation.py", "preprocess.py", "stages/convert.py", "face", "metrics", "graph"),
         run="qlspec.stages.verify:run",
-        enabled=lambda spec: "target.backend is reference (nothing to verify)" if spec.target.backend == "reference" else None,
+        enabled=lambda spec: ("target.backend is reference (nothing to verify)" if spec.target.backend == "reference"
+                              else "verify.emulator is board (the deploy stage runs rung BOARD)" if spec.verify.emulator == "board"
+                              else None),
     ),
     StageDef(
         name="deploy",

@@ -62,7 +62,7 @@ def edge_graph():
     """Linear layers whose requantiser's worst case sits just below 2^31 (int32 lanes, no slack) and
     their twins with mul + 1 (past the bound: int64 lanes), with shifts 0 (every bit of x*mul + add
     shows) and 3 (floor of negatives shows), fed the inputs that reach the worst case."""
-    k, n = 64, 12
+    k, n = 64, 14
     w = np.where((np.arange(k * n).reshape(n, k) % 3) == 0, 127, -128).astype(np.int8)
     worst = int(np.abs(w.astype(np.int64)).sum(axis=1).max()) * 128
     bias = 1000
@@ -76,6 +76,11 @@ def edge_graph():
     c.update(mz=np.array([1, -3, 65537], np.int32).reshape(1, 3, 1, 1), az=np.array([0, -5, 2**40], np.int64).reshape(1, 3, 1, 1))
     nodes += [node("RequantShift", f"planes_s{s}", ["z", "mz", "az"], [f"z{s}"], div=1 << s, lo=-(1 << 31), hi=(1 << 31) - 1)
               for s in (0, 3)]
+    # per-column constants past int32 (int64 lanes, a vector of constants per step, a tail of 2)
+    r = np.random.default_rng(3)
+    c.update(mc=r.integers(-2**20, 2**20, n).astype(np.int32), ac=r.integers(-2**40, 2**40, n).astype(np.int64))
+    nodes.append(node("GemmRequant", "edge_cols", ["x", "w", "", "mc", "ac"], ["ycols"], div=1 << 8, lo=-(1 << 31), hi=(1 << 31) - 1,
+                      trans_b=True))
     inputs = {"x": TensorInfo((3, k), 8, True), "z": TensorInfo((1, 3, 2, 7), 32, True)}
     return make_graph("edge", inputs, nodes, c, [n.outputs[0] for n in nodes])
 
@@ -124,7 +129,7 @@ def test_every_route_is_taken():
     assert kernels["conv_dw"] == "depthwise" and kernels["conv_grouped"] == kernels["conv_wide"] == "direct-conv"
     assert kernels["matmul_u8"] == "acl-gemmlowp"   # unsigned 8-bit weights (0..255) in int16 containers
     assert lanes["edge_32_s0"] == lanes["edge_32_s3"] == "int32" and lanes["rq_int64"] == "int64"
-    assert lanes["edge_64_s0"] == lanes["edge_64_s3"] == lanes["planes_s0"] == lanes["planes_s3"] == "int64"
+    assert lanes["edge_64_s0"] == lanes["edge_64_s3"] == lanes["planes_s0"] == lanes["planes_s3"] == lanes["edge_cols"] == "int64"
     assert set(kernels.values()) >= {"acl-gemmlowp", "depthwise", "direct-conv", "max-pool", "sum-pool", "requant", "copy",
                                      "add", "clip", "requant-add", "concat", "transpose", "pad", "quantise"}
 

@@ -105,9 +105,10 @@ struct View3 {
 // RequantShift (and the requantising half of ConvRequant/GemmRequant/MatMulRequant):
 //   y = clip((x*mul + bias) >> shift, lo, hi),  bias = add + div/2 (the generator folds the half in,
 // and a Conv/Gemm bias b as b*mul), exact in int64 for every x the IR admits (the IR checks it).
-// `mul32`/`bias32` (may be null) are the same constants as int32 when the generator proved
-// |x*mul + bias| < 2^31 for every x x's type can hold: then NEON runs four int32 lanes; otherwise two
-// int64 lanes (x and mul int32) or the scalar int64 loop. All three give identical results.
+// `mul32` (may be null) is mul as int32 when every multiplier fits; `bias32` (may be null) is bias as
+// int32 when the generator proved |x*mul + bias| < 2^31 for every x the accumulator can hold: then
+// NEON runs four int32 lanes; otherwise two int64 lanes (x and mul int32) or the scalar int64 loop.
+// All three give identical results.
 template <typename TX, typename TY>
 inline void requant_scalar_at(const TX* x, TY* y, const View3& v, int64_t o, int64_t c, int64_t i0, int64_t i1,
                               int64_t mul, int64_t bias, int shift, int64_t lo, int64_t hi) {
@@ -158,12 +159,12 @@ inline void requant(const TX* x, TY* y, const View3& v, const int64_t* mul, cons
         const int64_t k = per_channel ? c : 0;
         const int32_t* xr = xs + o * v.xo + c * v.xc;
         TY* yr = y + o * v.yo + c * v.yc;
-        if (mul32) {
+        if (bias32) {
           const int32x4_t m = vdupq_n_s32(mul32[k]), b = vdupq_n_s32(bias32[k]), s = vdupq_n_s32(-shift);
           const int32x4_t l = vdupq_n_s32(static_cast<int32_t>(lo)), h = vdupq_n_s32(static_cast<int32_t>(hi));
           for (int64_t i = 0; i < n4; i += 4) store4(yr + i * v.yi, v.yi, rq_lanes32(vld1q_s32(xr + i), m, b, s, l, h));
-        } else if (mul[k] >= INT32_MIN && mul[k] <= INT32_MAX) {
-          const int32x2_t m = vdup_n_s32(static_cast<int32_t>(mul[k]));
+        } else if (mul32) {
+          const int32x2_t m = vdup_n_s32(mul32[k]);
           const int64x2_t b = vdupq_n_s64(bias[k]), s = vdupq_n_s64(-shift), l = vdupq_n_s64(lo), h = vdupq_n_s64(hi);
           for (int64_t i = 0; i < n4; i += 4) {
             const int32x4_t xv = vld1q_s32(xr + i);
@@ -183,11 +184,21 @@ inline void requant(const TX* x, TY* y, const View3& v, const int64_t* mul, cons
       const int64_t c4 = v.channels & ~int64_t(3);
       const int32x4_t s = vdupq_n_s32(-shift);
       const int32x4_t l = vdupq_n_s32(static_cast<int32_t>(lo)), h = vdupq_n_s32(static_cast<int32_t>(hi));
+      const int64x2_t s64 = vdupq_n_s64(-shift), l64 = vdupq_n_s64(lo), h64 = vdupq_n_s64(hi);
       for (int64_t i = 0; i < v.inner; ++i) {
         const int32_t* xr = xs + o * v.xo + i * v.xi;
         TY* yr = y + o * v.yo + i * v.yi;
-        for (int64_t c = 0; c < c4; c += 4)
-          store4(yr + c * v.yc, v.yc, rq_lanes32(vld1q_s32(xr + c), vld1q_s32(mul32 + c), vld1q_s32(bias32 + c), s, l, h));
+        if (bias32) {
+          for (int64_t c = 0; c < c4; c += 4)
+            store4(yr + c * v.yc, v.yc, rq_lanes32(vld1q_s32(xr + c), vld1q_s32(mul32 + c), vld1q_s32(bias32 + c), s, l, h));
+        } else {
+          for (int64_t c = 0; c < c4; c += 4) {
+            const int32x4_t xv = vld1q_s32(xr + c), m = vld1q_s32(mul32 + c);
+            store4(yr + c * v.yc, v.yc,
+                   vcombine_s32(rq_lanes64(vget_low_s32(xv), vget_low_s32(m), vld1q_s64(bias + c), s64, l64, h64),
+                                rq_lanes64(vget_high_s32(xv), vget_high_s32(m), vld1q_s64(bias + c + 2), s64, l64, h64)));
+          }
+        }
         for (int64_t c = c4; c < v.channels; ++c)
           requant_scalar_at(x, y, v, o, c, i, i + 1, mul[c], bias[c], shift, lo, hi);
       }
