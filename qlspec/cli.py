@@ -202,13 +202,24 @@ def convert(model: Annotated[Path, typer.Argument(help="A QuantLab-exported ONNX
 @app.command()
 def infer(model: Annotated[Path, typer.Argument(help="A qlspec graph folder or a QuantLab ONNX file.")],
           inputs: Annotated[Path, typer.Option("--inputs", help="An .npz of integer inputs, matched by name or order.")],
-          output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the outputs (.npz).")]) -> None:
-    """Run the integer graph with the reference engine (numpy, exact integer semantics)."""
+          output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the outputs (.npz).")],
+          backend: Annotated[str, typer.Option("--backend", help="reference: the numpy engine; armcl: the generated ARM "
+                                               "Compute Library C++, cross-built and run under qemu-aarch64 as a Cortex-A72.")] = "reference",
+          threads: Annotated[int, typer.Option("--threads", min=1, max=64, help="Threads for --backend armcl.")] = 1,
+          project: Annotated[Optional[Path], typer.Option("--project", help="Keep the generated project in this folder.")] = None) -> None:
+    """Run the integer graph: with the reference engine (exact integer semantics) or a generated backend."""
     from qlspec.engine.run import run_graph
     from qlspec.modelio import load_model, read_inputs, write_outputs
 
+    if backend not in ("reference", "armcl"):
+        raise QlspecError(f"unknown backend {backend!r} (reference or armcl)", where="--backend")
     graph = load_model(model)
-    results = run_graph(graph, read_inputs(inputs, graph))
+    feeds = read_inputs(inputs, graph)
+    if backend == "reference":
+        results = run_graph(graph, feeds)
+    else:
+        from qlspec.codegen.run import run_generated
+        results = run_generated(graph, feeds, backend=backend, threads=threads, folder=project)
     write_outputs(output, results)
     for name, value in results.items():
         out.print(f"{name}: {value.dtype} {tuple(value.shape)}")

@@ -54,6 +54,23 @@ def requantiser_section(export_dir: Path) -> str:
             f"below 2^24).\n\n" + (export_dir / "requantisers.md").read_text())
 
 
+def armcl_section(build_dir: Path, verified: bool) -> str:
+    """What the build stage generated (kernels, requantiser lanes, memory) and what verify measured."""
+    b = json.loads((build_dir / "build" / "build.json").read_text())
+    kernels = ", ".join(f"{n} {k}" for k, n in b["kernels"].items())
+    lanes = ", ".join(f"{n} in {k}" for k, n in b["requant_lanes"].items())
+    text = (f"Generated C++ on ARM Compute Library 20.08 (`build/armcl/`, CMake; cross-built with {b['compiler']} in "
+            f"{b['compile_s']:.1f} s for {b['cpu']}). Kernels: {kernels}. Requantisers: {lanes} lanes "
+            f"(int32 only where |x*mul + add| < 2^31 is proven for every accumulator the layer can produce). "
+            f"Activation arena {b['arena_bytes']:,} bytes with the memory plan ({b['arena_naive_bytes']:,} without reuse); "
+            f"weights {b['weights_bytes']:,} bytes; binary {b['binary_bytes']:,} bytes.\n")
+    if verified:
+        v = json.loads((build_dir / "verify" / "verify.json").read_text())
+        text += (f"\nRung ARMCL: {v['mismatches']} of {v['outputs']:,} outputs differ from GRAPH on {v['samples']} images, run as "
+                 f"`{v['emulator']}` with {v['threads']} threads in {v['wall_s']:.1f} s (emulated speed, not the board's).\n")
+    return text
+
+
 def write_final_report(pipeline: Pipeline, statuses: list[StageStatus]) -> None:
     """report.json / report.md from the rungs of the stages that are up to date."""
     current = {s.stage.name for s in statuses if s.state == "up to date"}
@@ -65,4 +82,6 @@ def write_final_report(pipeline: Pipeline, statuses: list[StageStatus]) -> None:
         sections["PTQ vs PACT QAT"] = table + "\n![PTQ vs QAT](compare/compare.png)\n"
     if "export" in current:
         sections["Requantisers (int32)"] = requantiser_section(pipeline.build_dir / "export")
+    if "build" in current:
+        sections["ARM-CL backend"] = armcl_section(pipeline.build_dir, "verify" in current)
     write_report(pipeline.build_dir, pipeline.spec.name, rows, {s.stage.name: s.state for s in statuses}, sections)

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from qlspec.engine.ops import op_for
+from qlspec.engine.ops import Op, op_for
 from qlspec.errors import GraphError
 from qlspec.graph.ir import Graph, Node, TensorInfo
 
@@ -39,6 +39,17 @@ def _check_input(name: str, info: TensorInfo, value: object, batch_free: bool) -
     return a
 
 
+def check_inputs(g: Graph, inputs: Mapping[str, np.ndarray], ops: Sequence[Op] | None = None) -> dict[str, np.ndarray]:
+    """`inputs` as `g` takes them, in their containers: every input present, integer values within
+    the declared range (float only for a `Quantise` input), the declared shape (axis 0 free when every
+    op is batch-independent). What every executor of the graph accepts; GraphError otherwise."""
+    missing = [t for t in g.inputs if t not in inputs]
+    if missing:
+        raise GraphError(f"missing input(s) {missing}; the graph takes {list(g.inputs)}")
+    batch_free = all(op.batch_free() for op in (ops if ops is not None else [op_for(n) for n in g.nodes]))
+    return {t: _check_input(t, g.tensors[t], inputs[t], batch_free) for t in g.inputs}
+
+
 def run_graph(g: Graph, inputs: Mapping[str, np.ndarray], *, keep_intermediates: bool = False,
               observe: Observer | None = None) -> dict[str, np.ndarray]:
     """Execute `g` on integer `inputs` (by input name) and return its outputs by name.
@@ -51,14 +62,9 @@ def run_graph(g: Graph, inputs: Mapping[str, np.ndarray], *, keep_intermediates:
     `observe(node, inputs, result)` is called after each node (to collect statistics without keeping
     every tensor).
     """
-    missing = [t for t in g.inputs if t not in inputs]
-    if missing:
-        raise GraphError(f"missing input(s) {missing}; the graph takes {list(g.inputs)}")
     ops = [op_for(n) for n in g.nodes]
-    batch_free = all(op.batch_free() for op in ops)
     env: dict[str, np.ndarray] = dict(g.constants)
-    for t in g.inputs:
-        env[t] = _check_input(t, g.tensors[t], inputs[t], batch_free)
+    env.update(check_inputs(g, inputs, ops))
     last_use: dict[str, int] = {}
     for i, n in enumerate(g.nodes):
         for t in n.inputs:

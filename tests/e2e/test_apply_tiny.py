@@ -155,3 +155,30 @@ def test_report_shows_yaw_bins_and_pictures(built):
     for png in ("nme_by_yaw.png", "landmarks.png"):
         data = (build / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_armcl_rung_is_bit_exact_under_qemu(built):
+    root, _ = built
+    build = root / "build" / "tiny"
+    rungs = {row["rung"]: row for row in json.loads((build / "report.json").read_text())["rows"]}
+    assert rungs["ARMCL"]["mismatches"] == 0 and rungs["ARMCL"]["n"] == 16
+    assert rungs["ARMCL"]["nme"] == rungs["GRAPH"]["nme"]
+    assert np.array_equal(np.load(build / "verify" / "outputs.npz")["armcl"], np.load(build / "convert" / "outputs.npz")["graph"])
+    lowering = json.loads((build / "build" / "armcl" / "lowering.json").read_text())
+    assert {"acl-gemmlowp", "depthwise"} <= set(lowering["kernels"].values())
+    assert (build / "build" / "armcl" / "bin" / "qlspec-net").stat().st_size > 10_000
+    md = (build / "report.md").read_text()
+    assert "## ARM-CL backend" in md and "Rung ARMCL: 0 of" in md
+
+
+def test_build_without_the_toolchain_says_what_is_missing_and_keeps_the_last_build(built, tmp_path):
+    root, _ = built
+    binary = root / "build" / "tiny" / "build" / "armcl" / "bin" / "qlspec-net"
+    before = binary.read_bytes()
+    env = {"PATH": str(tmp_path), "HOME": str(tmp_path)}  # no cmake, no cross compiler, no qemu
+    r = subprocess.run([sys.executable, "-m", "qlspec", "apply", "app.yaml", "--force", "build", "--no-progress"],
+                       capture_output=True, text=True, cwd=root, env=env)
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cmake" in lines[0] and "qemu-aarch64" in lines[0] and "scripts/install.sh" in lines[0]
+    assert binary.read_bytes() == before

@@ -56,7 +56,8 @@ def test_integer_rungs(build):
     assert abs(r["TQ"]["nme"] - r["FQ"]["nme"]) < 0.05  # measured 0.001 (FQ 7.444, TQ 7.443); issue 10 asks 0.05
     assert r["TQ"]["mismatches"] == 0 and r["TQ"]["nme"] == r["FQI"]["nme"]  # FQI is the exported arithmetic
     assert r["ONNX"]["mismatches"] == 0 and r["GRAPH"]["mismatches"] == 0
-    assert r["ONNX"]["n"] == r["GRAPH"]["n"] == r["TQ"]["n"] == 1000
+    assert r["ONNX"]["n"] == r["GRAPH"]["n"] == r["TQ"]["n"] == r["ARMCL"]["n"] == 1000
+    assert r["ARMCL"]["mismatches"] == 0 and r["ARMCL"]["nme"] == r["GRAPH"]["nme"]  # the ARM-CL app under qemu
     for flavour in ("deeploy", "dory"):
         assert (build / "export" / flavour / "network.onnx").is_file()
 
