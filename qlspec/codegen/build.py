@@ -17,12 +17,16 @@ from qlspec.errors import BackendError
 BINARY = "qlspec-net"
 
 
-def _tail(text: str, lines: int = 15) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
+def _first_error(text: str) -> str:
+    """The first line a compiler, CMake or the runner flagged as an error (else the last line)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    flagged = [line for line in lines if "error" in line.lower()]
+    return (flagged or lines or ["no output"])[0][:300]
 
 
 def build_project(folder: Path, tc: Toolchain, *, jobs: int | None = None, timeout: float = 1800) -> Path:
     """Configure and build `folder` into folder/out; returns the binary. The full log is build.log."""
+    folder = Path(folder).resolve()
     out = folder / "out"
     configure = [tc.cmake, "-S", str(folder), "-B", str(out), "-DCMAKE_BUILD_TYPE=Release"]
     if not tc.native:
@@ -36,8 +40,8 @@ def build_project(folder: Path, tc: Toolchain, *, jobs: int | None = None, timeo
         log.append(f"$ {' '.join(cmd)}\n{r.stdout}{r.stderr}")
         (folder / "build.log").write_text("\n".join(log))
         if r.returncode != 0:
-            raise BackendError(f"build failed (exit {r.returncode}); see {folder / 'build.log'}:\n{_tail(r.stdout + r.stderr)}",
-                               where=str(folder))
+            raise BackendError(f"build failed (exit {r.returncode}): {_first_error(r.stdout + r.stderr)} "
+                               f"(full log: {folder / 'build.log'})", where=str(folder))
     return out / BINARY
 
 
@@ -66,7 +70,7 @@ def run_binary(binary: Path, inputs: list[np.ndarray], tc: Toolchain, *, threads
             raise BackendError(f"the network took more than {timeout:.0f} s", where=str(binary)) from None
         wall = time.perf_counter() - t0
         if r.returncode != 0:
-            raise BackendError(f"the network failed (exit {r.returncode}): {_tail(r.stderr or r.stdout, 5)}", where=str(binary))
+            raise BackendError(f"the network failed (exit {r.returncode}): {_first_error(r.stderr or r.stdout)}", where=str(binary))
         outs = []
         k = 0
         while os.path.exists(os.path.join(tmp, f"output_{k}.npy")):
