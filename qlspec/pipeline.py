@@ -66,7 +66,9 @@ def armcl_section(build_dir: Path, verified: bool) -> str:
             f"weights {b['weights_bytes']:,} bytes; binary {b['binary_bytes']:,} bytes.\n")
     if verified:
         v = json.loads((build_dir / "verify" / "verify.json").read_text())
-        text += (f"\nRung ARMCL: {v['mismatches']} of {v['outputs']:,} outputs differ from GRAPH on {v['samples']} images, run as "
+        native = " (output stage armcl-native: ARM-CL's fixed-point requantisation, measured, not the contract)" \
+            if v.get("output_stage") == "armcl-native" else ""
+        text += (f"\nRung ARMCL{native}: {v['mismatches']} of {v['outputs']:,} outputs differ from GRAPH on {v['samples']} images, run as "
                  f"`{v['emulator']}` with {v['threads']} threads in {v['wall_s']:.1f} s (emulated speed, not the board's).\n")
     return text
 

@@ -78,8 +78,8 @@ def _broadcast_strides(shape: tuple[int, ...], out: tuple[int, ...]) -> list[int
 
 
 class _Lowerer:
-    def __init__(self, g: Graph, acl: bool) -> None:
-        self.g, self.acl = g, acl
+    def __init__(self, g: Graph, acl: bool, native: bool) -> None:
+        self.g, self.acl, self.native = g, acl, native
         self.plan = plan_memory(g, align=ALIGN)
         self.out = Lowered(g, self.plan, Blob())
         for t in g.outputs:
@@ -119,6 +119,28 @@ class _Lowerer:
         b32 = self.const_array(p.bias.astype(np.int32), "int32_t") if p.lanes == "int32" else "nullptr"
         return (f"requant<{tx}, {ty}>({x}, {y}, {view}, {m64}, {b64}, {m32}, {b32}, "
                 f"{'true' if p.per_channel else 'false'}, {p.shift}, {cpp_int(p.lo)}, {cpp_int(p.hi)});")
+
+    def native_stage(self, node: Node, p: RequantPlan) -> tuple[str, int] | None:
+        """The arguments of `AclGemm::configure_native` after the B matrix (bias, qm, shifts, zo, lo,
+        hi) and zo, or None when the layer cannot use ARM-CL's fixed-point output stage: it needs positive
+        multipliers below 2^31 and an output range inside [-128, 127] or [0, 255].
+        ACL computes clamp(round(SRDHM(acc + B, qm) >> s) + zo) with qm = mul << (31 - b),
+        b = bits of mul, s = shift - b and B = round((add + bias*mul) / mul): close to
+        RequantShift, not equal to it (two roundings, B rounded)."""
+        zo = 128 if p.lo < 0 else 0
+        if not (self.native and p.per_channel and p.lo + zo >= 0 and p.hi + zo <= 255
+                and int(p.mul.min(initial=1)) > 0 and int(p.mul.max(initial=0)) < I32):
+            return None
+        add = p.bias - (1 << p.shift) // 2
+        b_acl = (2 * add + p.mul) // (2 * p.mul)  # round half up
+        if int(np.abs(b_acl).max(initial=0)) >= I32:
+            return None
+        bits = np.array([int(v).bit_length() for v in p.mul])
+        qm = p.mul << (31 - bits)
+        shifts = p.shift - bits
+        self.out.lanes[node.name] = "acl-fixed-point"
+        return (f"{self.const_array(b_acl.astype(np.int32), 'int32_t')}, {self.const_array(qm.astype(np.int32), 'int32_t')}, "
+                f"{self.const_array(shifts.astype(np.int32), 'int32_t')}, {zo}, {p.lo}, {p.hi}", zo)
 
     @staticmethod
     def dense_view(p: RequantPlan) -> str:
@@ -197,6 +219,17 @@ class _Lowerer:
             g = f"g{self.out.acl_layers}_"
             self.out.acl_layers += 1
             self.out.members.append(f"AclGemm {g};")
+            native = self.native_stage(node, plan)
+            if native is not None:
+                args, zo = native
+                self.out.setup.append(f"{g}.configure_native({hw}, {k}, {m}, {a_shift}, {b_shift}, {self.const_array(bmat, 'uint8_t')}, "
+                                      f"{args}, mm_);")
+                self.emit(node, "acl-native", [f"for (int64_t n = 0; n < {n}; ++n) {{",
+                                               f"  im2col({self.ptr(x)} + n * {c * h * wd}, {c}, {win}, {g});",
+                                               f"  {g}.run();",
+                                               f"  from_native({g}, {m}, {zo}, {self.ptr(node.outputs[0])} + n * {m * hw}, 1, {hw});",
+                                               "}"])
+                return
             self.out.setup.append(f"{g}.configure({hw}, {k}, {m}, {a_shift}, {b_shift}, {self.const_array(bmat, 'uint8_t')}, mm_);")
             view = f"View3{{1, {m}, {hw}, 0, 1, {g}.acc_row_stride(), 0, {hw}, 1}}"
             lines = [f"for (int64_t n = 0; n < {n}; ++n) {{",
@@ -284,8 +317,15 @@ class _Lowerer:
             g = f"g{self.out.acl_layers}_"
             self.out.acl_layers += 1
             self.out.members.append(f"AclGemm {g};")
-            self.out.setup.append(f"{g}.configure({m_}, {k_}, {n_}, {a_shift}, {b_shift}, "
-                                  f"{self.const_array((bm + b_shift).astype(np.uint8), 'uint8_t')}, mm_);")
+            bstored = self.const_array((bm + b_shift).astype(np.uint8), 'uint8_t')
+            native = self.native_stage(node, plan)
+            if native is not None:
+                args, zo = native
+                self.out.setup.append(f"{g}.configure_native({m_}, {k_}, {n_}, {a_shift}, {b_shift}, {bstored}, {args}, mm_);")
+                self.emit(node, "acl-native", [f"rows_to_a({self.ptr(a)}, {m_}, {k_}, {g});", f"{g}.run();",
+                                               f"from_native({g}, {n_}, {zo}, {self.ptr(y)}, {n_}, 1);"])
+                return
+            self.out.setup.append(f"{g}.configure({m_}, {k_}, {n_}, {a_shift}, {b_shift}, {bstored}, mm_);")
             view = f"View3{{{m_}, {n_}, 1, {g}.acc_row_stride(), 1, 0, {n_}, 1, 0}}"
             self.emit(node, "acl-gemmlowp", [f"rows_to_a({self.ptr(a)}, {m_}, {k_}, {g});", f"{g}.run();",
                                              self.requant_call(node, f"{g}.acc()", "int32_t", view, self.ptr(y), ty, plan)])
@@ -432,6 +472,7 @@ class _Lowerer:
                                 f"{self.ptr(y)}, {cpp_int(op.value)});"])
 
 
-def lower(g: Graph, acl: bool = True) -> Lowered:
-    """C++ for every node of `g`; `acl` routes 8-bit products through ARM Compute Library."""
-    return _Lowerer(g, acl).lower()
+def lower(g: Graph, acl: bool = True, native: bool = False) -> Lowered:
+    """C++ for every node of `g`; `acl` routes 8-bit products through ARM Compute Library, `native`
+    lets them end in ACL's fixed-point output stage where they can (`target.output_stage: armcl-native`)."""
+    return _Lowerer(g, acl, native).lower()

@@ -135,10 +135,11 @@ std::unique_ptr<Net> make_net(const std::string& weights, int threads) {{
 """
 
 
-def write_project(g: Graph, folder: Path, *, backend: str = "armcl", cpu: str = "cortex-a72") -> Lowered:
-    """Generate the project for `g` into `folder` (created; existing generated files replaced)."""
+def write_project(g: Graph, folder: Path, *, backend: str = "armcl", cpu: str = "cortex-a72", output_stage: str = "exact") -> Lowered:
+    """Generate the project for `g` into `folder` (created; existing generated files replaced).
+    `output_stage` "armcl-native" lets 8-bit products end in ACL's own requantisation (not exact)."""
     acl = backend == "armcl"
-    low = lower(g, acl=acl)
+    low = lower(g, acl=acl, native=acl and output_stage == "armcl-native")
     folder.mkdir(parents=True, exist_ok=True)
     runtime = folder / "runtime"
     if runtime.exists():
@@ -153,7 +154,7 @@ def write_project(g: Graph, folder: Path, *, backend: str = "armcl", cpu: str = 
     low.blob.write(folder / "weights.bin")
     summary = summarise(g)
     write_json_atomic(folder / "lowering.json", {
-        "backend": backend, "graph": g.name, "nodes": len(g.nodes), "acl_layers": low.acl_layers,
+        "backend": backend, "output_stage": output_stage, "graph": g.name, "nodes": len(g.nodes), "acl_layers": low.acl_layers,
         "arena_bytes": low.plan.arena_bytes, "naive_bytes": low.plan.naive_bytes, "weights_bytes": low.blob.size,
         "scratch_bytes": low.scratch_bytes, "macs": summary.to_dict().get("macs"),
         "kernels": low.kernels, "requant_lanes": low.lanes,

@@ -340,6 +340,16 @@ class Target(SpecModel):
     cpu: Literal["cortex-a72", "native"] = Field("cortex-a72", description="CPU the code is tuned for and emulated as.")
     backend: Literal["armcl", "reference"] = Field("armcl", description="'armcl': ARM Compute Library 20.08 C++; 'reference': numpy engine.")
     threads: int = Field(4, ge=1, le=64, description="Worker threads on the board.")
+    output_stage: Literal["exact", "armcl-native"] = Field(
+        "exact", description="'exact': every requantiser is the project's RequantShift kernel, bit-exact against GRAPH; "
+        "'armcl-native': 8-bit convolutions and linear layers end in ARM-CL's fused fixed-point output stage (faster, not "
+        "the contract: the verify stage reports how many outputs differ instead of requiring none).")
+
+    @model_validator(mode="after")
+    def _native_needs_armcl(self) -> Self:
+        if self.output_stage == "armcl-native" and self.backend != "armcl":
+            raise ValueError(f"output_stage armcl-native needs backend armcl (got {self.backend})")
+        return self
 
 
 class Verify(SpecModel):

@@ -4,7 +4,8 @@ cross-built for the Raspberry Pi 4 (aarch64, Cortex-A72).
 Reads the convert stage's graph. Outputs ``armcl/``: the CMake project (`qlspec.codegen.project`:
 network.cpp, weights.bin, the runtime sources, CMakeLists.txt, cmake/toolchain-aarch64.cmake;
 builds here across and on the board natively), ``armcl/bin/`` (qlspec-net and weights.bin, the
-cross-built application), ``armcl/lowering.json`` (the kernel and requantiser lanes of every node)
+cross-built application; with ``target.output_stage: armcl-native`` its 8-bit products end in ACL's
+own fixed-point requantisation, which is not the contract), ``armcl/lowering.json`` (the kernel and requantiser lanes of every node)
 and ``build.json`` (toolchain, timings, counts). Without the toolchain the stage stops with one
 line naming what is missing and how to install it.
 """
@@ -40,7 +41,7 @@ def run(ctx: StageContext) -> None:
     graph = load_graph(ctx.inputs["convert"] / "graph")
     folder = ctx.out / "armcl"
     t0 = time.perf_counter()
-    low = write_project(graph, folder, backend="armcl", cpu=spec.target.cpu)
+    low = write_project(graph, folder, backend="armcl", cpu=spec.target.cpu, output_stage=spec.target.output_stage)
     t1 = time.perf_counter()
     binary = build_project(folder, tc)
     t2 = time.perf_counter()
@@ -51,7 +52,7 @@ def run(ctx: StageContext) -> None:
     shutil.rmtree(folder / "out")  # CMake's tree names this partial folder; rebuild from the project instead
     kernels, lanes = Counter(low.kernels.values()), Counter(low.lanes.values())
     write_json_atomic(ctx.out / "build.json", {
-        "backend": "armcl", "cpu": spec.target.cpu, "compiler": _version(tc.cxx), "cmake": _version(tc.cmake),
+        "backend": "armcl", "output_stage": spec.target.output_stage, "cpu": spec.target.cpu, "compiler": _version(tc.cxx), "cmake": _version(tc.cmake),
         "generate_s": round(t1 - t0, 2), "compile_s": round(t2 - t1, 2),
         "binary_bytes": (bin_dir / BINARY).stat().st_size, "weights_bytes": low.blob.size,
         "arena_bytes": low.plan.arena_bytes, "arena_naive_bytes": low.plan.naive_bytes,

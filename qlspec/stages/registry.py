@@ -72,7 +72,7 @@ STAGES: tuple[StageDef, ...] = (
     StageDef(
         name="build",
         summary="generate the ARM Compute Library project and cross-build it for the board",
-        reads=("target.backend", "target.cpu", "target.board"),
+        reads=("target.backend", "target.cpu", "target.board", "target.output_stage"),
         after=("convert",),
         code=("codegen", "graph", "engine", "../backends/armcl"),
         run="qlspec.stages.build:run",
@@ -81,7 +81,8 @@ STAGES: tuple[StageDef, ...] = (
     StageDef(
         name="verify",
         summary="run the built app under qemu as a Cortex-A72 against GRAPH (rung ARMCL)",
-        reads=("verify.samples", "verify.emulator", "preprocess", "export.flavour", "target.backend", "target.cpu"),
+        reads=("verify.samples", "verify.emulator", "preprocess", "export.flavour", "target.backend", "target.cpu",
+               "target.output_stage"),
         after=("data", "export", "convert", "build"),
         code=("codegen", "evaluation.py", "preprocess.py", "stages/convert.py", "face", "metrics", "graph"),
         run="qlspec.stages.verify:run",

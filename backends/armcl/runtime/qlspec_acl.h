@@ -30,6 +30,14 @@ class AclGemm {
   // constant: K x N stored values (v + b_shift) row-major.
   void configure(int64_t M, int64_t K, int64_t N, int a_shift, int b_shift, const uint8_t* b_stored,
                  std::shared_ptr<arm_compute::IMemoryManager> mm);
+  // The optional `armcl-native` output stage: ACL's own fused fixed-point requantisation
+  // (out = clamp(round(SRDHM(acc + bias, qm) >> shift) + zo)), stored as QASYMM8 with zo = 128 for a
+  // signed range. Fast, not the contract: the verify stage measures how often it differs.
+  void configure_native(int64_t M, int64_t K, int64_t N, int a_shift, int b_shift, const uint8_t* b_stored,
+                        const int32_t* bias, const int32_t* qm, const int32_t* shifts, int zo, int lo, int hi,
+                        std::shared_ptr<arm_compute::IMemoryManager> mm);
+  const uint8_t* out_u8() const { return acc_base_; }
+  int64_t out_row_bytes() const { return acc_row_bytes_; }
   size_t a_bytes() const { return a_.info()->total_size(); }
   size_t acc_bytes() const { return c_.info()->total_size(); }
   // A and the accumulator live in scratch shared by every layer (layers run one after another).
@@ -44,7 +52,9 @@ class AclGemm {
 
  private:
   std::unique_ptr<arm_compute::NEGEMMLowpMatrixMultiplyCore> fn_;
-  arm_compute::Tensor a_, b_, c_;
+  void finish_configure(const arm_compute::GEMMInfo& info, const arm_compute::ITensor* bias, const uint8_t* b_stored,
+                        std::shared_ptr<arm_compute::IMemoryManager> mm);
+  arm_compute::Tensor a_, b_, c_, bias_;
   int64_t M_ = 0, K_ = 0, N_ = 0;
   int a_shift_ = 0;
   uint8_t* a_base_ = nullptr;
@@ -73,6 +83,18 @@ inline void im2col(const TX* x, int64_t channels, const Window& k, AclGemm& g) {
         }
       }
     }
+  }
+}
+
+// The native output stage's result back into the graph's layout: y[n*out_n + m*out_m] =
+// out[m][n] - zo (rows m of the GEMM are pixels or batch rows, columns n output channels).
+template <typename TY>
+inline void from_native(const AclGemm& g, int64_t N, int zo, TY* y, int64_t out_m, int64_t out_n) {
+  const uint8_t* base = g.out_u8();
+  const int64_t rs = g.out_row_bytes();
+  for (int64_t m = 0; m < g.M(); ++m) {
+    const uint8_t* row = base + m * rs;
+    for (int64_t n = 0; n < N; ++n) y[n * out_n + m * out_m] = static_cast<TY>(static_cast<int>(row[n]) - zo);
   }
 }
 
