@@ -16,12 +16,15 @@ std::vector<uint8_t> read_file(const std::string& path) {
 
 static std::string field(const std::string& header, const std::string& key) {
   const size_t k = header.find("'" + key + "'");
-  if (k == std::string::npos) throw std::runtime_error("npy header has no '" + key + "'");
-  size_t p = header.find(':', k) + 1;
+  const size_t colon = k == std::string::npos ? k : header.find(':', k);
+  if (colon == std::string::npos) throw std::runtime_error("npy header has no '" + key + "'");
+  size_t p = colon + 1;
   while (p < header.size() && header[p] == ' ') ++p;
-  if (header[p] == '\'') return header.substr(p + 1, header.find('\'', p + 1) - p - 1);
-  if (header[p] == '(') return header.substr(p + 1, header.find(')', p) - p - 1);
-  return header.substr(p, header.find_first_of(",}", p) - p);
+  if (p >= header.size()) throw std::runtime_error("npy header ends after '" + key + "'");
+  const char open = header[p];
+  const size_t close = open == '\'' ? header.find('\'', p + 1) : open == '(' ? header.find(')', p) : header.find_first_of(",}", p);
+  if (close == std::string::npos) throw std::runtime_error("npy header: unterminated '" + key + "'");
+  return open == '\'' || open == '(' ? header.substr(p + 1, close - p - 1) : header.substr(p, close - p);
 }
 
 // numpy writes one-byte types with '|' and little-endian wider ones with '<'
@@ -34,6 +37,7 @@ Array read_npy(const std::string& path) {
   const std::vector<uint8_t> raw = read_file(path);
   if (raw.size() < 10 || std::memcmp(raw.data(), "\x93NUMPY", 6) != 0) throw std::runtime_error(path + ": not a .npy file");
   const int major = raw[6];
+  if (major != 1 && (major != 2 || raw.size() < 12)) throw std::runtime_error(path + ": unsupported .npy version");
   const size_t hlen = major == 1 ? raw[8] | (raw[9] << 8) : raw[8] | (raw[9] << 8) | (raw[10] << 16) | (size_t(raw[11]) << 24);
   const size_t start = (major == 1 ? 10 : 12) + hlen;
   if (start > raw.size()) throw std::runtime_error(path + ": truncated header");
@@ -43,7 +47,13 @@ Array read_npy(const std::string& path) {
   if (field(header, "fortran_order") != "False") throw std::runtime_error(path + ": Fortran order is not supported");
   std::stringstream ss(field(header, "shape"));
   std::string dim;
-  while (std::getline(ss, dim, ',')) if (dim.find_first_not_of(' ') != std::string::npos) a.shape.push_back(std::stoll(dim));
+  while (std::getline(ss, dim, ','))
+    if (dim.find_first_not_of(' ') != std::string::npos) {
+      size_t used = 0;
+      const long long v = std::stoll(dim, &used);
+      if (dim.find_first_not_of(' ', used) != std::string::npos) throw std::runtime_error(path + ": bad shape in the header");
+      a.shape.push_back(v);
+    }
   a.data.assign(raw.begin() + start, raw.end());
   return a;
 }

@@ -272,50 +272,40 @@ inline void conv_plane(const TX* x /* image n, first channel of the group */, co
   }
 }
 
-// MaxPool: y = max over the window's positions inside the input (padding never wins), NCHW planes.
-template <typename T>
-inline void max_pool(const T* x, T* y, int64_t planes, const Window& k) {
-  for (int64_t p = 0; p < planes; ++p) {
-    const T* xp = x + p * k.h * k.w;
-    T* yp = y + p * k.ho * k.wo;
-    for (int64_t oy = 0; oy < k.ho; ++oy) {
-      for (int64_t ox = 0; ox < k.wo; ++ox) {
-        T best = std::numeric_limits<T>::lowest();
-        for (int64_t i = 0; i < k.kh; ++i) {
-          const int64_t iy = oy * k.sh + i * k.dh - k.pt;
-          if (iy < 0 || iy >= k.h) continue;
-          for (int64_t j = 0; j < k.kw; ++j) {
-            const int64_t ix = ox * k.sw + j * k.dw - k.pl;
-            if (ix >= 0 && ix < k.w) best = std::max(best, xp[iy * k.w + ix]);
-          }
-        }
-        yp[oy * k.wo + ox] = best;
-      }
-    }
-  }
-}
-
-// SumPool: y = sum of the window, zero outside the input (the 1/k lives in the next requantiser).
-template <typename TX, typename TY>
-inline void sum_pool(const TX* x, TY* y, int64_t planes, const Window& k) {
+// A window fold over NCHW planes: y = combine(...combine(init, x[first position])..., x[last]) over
+// the window's positions inside the input (positions in the padding are skipped).
+template <typename TX, typename TY, typename TA, typename F>
+inline void window_fold(const TX* x, TY* y, int64_t planes, const Window& k, TA init, F combine) {
   for (int64_t p = 0; p < planes; ++p) {
     const TX* xp = x + p * k.h * k.w;
     TY* yp = y + p * k.ho * k.wo;
     for (int64_t oy = 0; oy < k.ho; ++oy) {
       for (int64_t ox = 0; ox < k.wo; ++ox) {
-        int64_t s = 0;
+        TA acc = init;
         for (int64_t i = 0; i < k.kh; ++i) {
-          const int64_t iy = oy * k.sh + i - k.pt;
+          const int64_t iy = oy * k.sh + i * k.dh - k.pt;
           if (iy < 0 || iy >= k.h) continue;
           for (int64_t j = 0; j < k.kw; ++j) {
-            const int64_t ix = ox * k.sw + j - k.pl;
-            if (ix >= 0 && ix < k.w) s += xp[iy * k.w + ix];
+            const int64_t ix = ox * k.sw + j * k.dw - k.pl;
+            if (ix >= 0 && ix < k.w) acc = combine(acc, xp[iy * k.w + ix]);
           }
         }
-        yp[oy * k.wo + ox] = static_cast<TY>(s);
+        yp[oy * k.wo + ox] = static_cast<TY>(acc);
       }
     }
   }
+}
+
+// MaxPool: y = max over the window's positions inside the input (padding never wins).
+template <typename T>
+inline void max_pool(const T* x, T* y, int64_t planes, const Window& k) {
+  window_fold(x, y, planes, k, std::numeric_limits<T>::lowest(), [](T a, T b) { return std::max(a, b); });
+}
+
+// SumPool: y = sum of the window, zero outside the input (the 1/k lives in the next requantiser).
+template <typename TX, typename TY>
+inline void sum_pool(const TX* x, TY* y, int64_t planes, const Window& k) {
+  window_fold(x, y, planes, k, int64_t(0), [](int64_t a, TX b) { return a + static_cast<int64_t>(b); });
 }
 
 // GlobalSumPool: y[p] = sum of plane p.

@@ -43,9 +43,17 @@ static int run(int argc, char** argv) {
       if (i + 1 >= argc) throw std::runtime_error(a + " needs a value");
       return argv[++i];
     };
+    auto integer = [&]() -> int {
+      const std::string v = value();
+      size_t used = 0;
+      int n = 0;
+      try { n = std::stoi(v, &used); } catch (const std::exception&) { used = 0; }
+      if (used == 0 || used != v.size()) throw std::runtime_error(a + " needs an integer (got '" + v + "')");
+      return n;
+    };
     if (a == "--weights") weights = value();
-    else if (a == "--threads") threads = std::stoi(value());
-    else if (a == "--repeat") repeat = std::stoi(value());
+    else if (a == "--threads") threads = integer();
+    else if (a == "--repeat") repeat = integer();
     else if (a == "--out") out = value();
     else if (a == "--info") {
       const NetInfo& info = net_info();
@@ -56,6 +64,8 @@ static int run(int argc, char** argv) {
   }
   const NetInfo& info = net_info();
   if (out.empty()) throw std::runtime_error("--out DIR is required");
+  if (threads < 1 || threads > 256) throw std::runtime_error("--threads must be 1..256");
+  if (repeat < 0 || repeat > 100000) throw std::runtime_error("--repeat must be 0..100000");
   if (static_cast<int>(inputs.size()) != info.num_inputs)
     throw std::runtime_error("expected " + std::to_string(info.num_inputs) + " input file(s), got " + std::to_string(inputs.size()));
   std::vector<Array> arrays;
@@ -66,6 +76,14 @@ static int run(int argc, char** argv) {
     const Array& a = arrays.back();
     if (!same_dtype(a.descr, t.descr)) throw std::runtime_error(inputs[k] + ": dtype " + a.descr + ", the network takes " + t.descr);
     const int64_t batch = t.rank ? t.shape[0] : 1;
+    int64_t count = 1;
+    for (int64_t d : a.shape) {
+      if (d < 0 || d > (int64_t(1) << 40) || (d && count > (int64_t(1) << 40) / d)) throw std::runtime_error(inputs[k] + ": bad shape");
+      count *= d;
+    }
+    if (static_cast<uint64_t>(count) * t.itemsize != a.data.size())
+      throw std::runtime_error(inputs[k] + ": holds " + std::to_string(a.data.size()) + " data bytes, its shape needs " +
+                               std::to_string(count * t.itemsize));
     bool ok = static_cast<int>(a.shape.size()) == std::max(t.rank, 1) && a.shape[0] % batch == 0;
     for (int d = 1; ok && d < t.rank; ++d) ok = a.shape[d] == t.shape[d];
     if (!ok) throw std::runtime_error(inputs[k] + ": shape does not stack the network input " + t.name);
