@@ -50,10 +50,11 @@ class RunResult:
     outputs: list[np.ndarray]
     median_ms: float       # per batch, over the timed passes
     wall_s: float
+    node_ms: list[dict] | None = None   # with profile: per node in run order, {"kernel", "ms_per_batch"}
 
 
 def run_binary(binary: Path, inputs: list[np.ndarray], tc: Toolchain, *, threads: int = 1, repeat: int = 0,
-               cpu: str = "cortex-a72", timeout: float = 3600) -> RunResult:
+               cpu: str = "cortex-a72", timeout: float = 3600, profile: bool = False) -> RunResult:
     """Run the network on `inputs` (one array per graph input, samples stacked on axis 0)."""
     import time
     with tempfile.TemporaryDirectory(prefix="qlspec-run-") as tmp:
@@ -62,7 +63,7 @@ def run_binary(binary: Path, inputs: list[np.ndarray], tc: Toolchain, *, threads
             files.append(os.path.join(tmp, f"input_{k}.npy"))
             np.save(files[-1], np.ascontiguousarray(a))
         cmd = [*tc.run_prefix(cpu), str(binary), "--weights", str(binary.parent / "weights.bin"),
-               "--threads", str(threads), "--repeat", str(repeat), "--out", tmp, *files]
+               "--threads", str(threads), "--repeat", str(repeat), *(["--profile"] if profile else []), "--out", tmp, *files]
         t0 = time.perf_counter()
         try:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -77,4 +78,4 @@ def run_binary(binary: Path, inputs: list[np.ndarray], tc: Toolchain, *, threads
             outs.append(np.load(os.path.join(tmp, f"output_{k}.npy")))
             k += 1
         timing = json.loads(Path(tmp, "timing.json").read_text())
-    return RunResult(outs, float(timing["median_ms_per_batch"]), wall)
+    return RunResult(outs, float(timing["median_ms_per_batch"]), wall, timing.get("nodes"))

@@ -104,9 +104,12 @@ class _Lowerer:
         return f"c<{ty}>({off})"
 
     def emit(self, node: Node, kernel: str, lines: list[str]) -> None:
+        index = len(self.out.kernels)
         self.out.kernels[node.name] = kernel
         self.out.body.append(f"// {node.name}: {node.op} -> {kernel}")
-        self.out.body.extend(lines)
+        self.out.body.append("{ const auto t0_ = std::chrono::steady_clock::now();")
+        self.out.body.extend(f"  {line}" for line in lines)
+        self.out.body.append(f"  if (profile_) (*profile_)[{index}] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count(); }}")
 
     def scratch(self, nbytes: int) -> None:
         self.out.scratch_bytes = max(self.out.scratch_bytes, -(-nbytes // ALIGN) * ALIGN)

@@ -62,6 +62,7 @@ def render_network(low: Lowered, backend: str) -> str:
 // {len(g.nodes)} nodes; arena {plan.arena_bytes} bytes (memory plan; {plan.naive_bytes} without reuse);
 // weights blob {low.blob.size} bytes; {low.acl_layers} ACL GEMMLowp layers.
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <stdexcept>
@@ -80,7 +81,10 @@ const TensorDesc kInputs[] = {{
 const TensorDesc kOutputs[] = {{
 {_descs(g, g.outputs, plan)}
 }};
-const NetInfo kInfo = {{{_c_string(g.name)}, kInputs, {len(g.inputs)}, kOutputs, {len(g.outputs)}, {plan.arena_bytes}, "{backend}"}};
+const char* const kNodeNames[] = {{{", ".join(_c_string(n) for n in low.kernels) or "nullptr"}}};
+const char* const kNodeKernels[] = {{{", ".join(_c_string(k) for k in low.kernels.values()) or "nullptr"}}};
+const NetInfo kInfo = {{{_c_string(g.name)}, kInputs, {len(g.inputs)}, kOutputs, {len(g.outputs)}, {plan.arena_bytes}, "{backend}",
+                       {len(low.kernels)}, kNodeNames, kNodeKernels}};
 constexpr size_t kBlobBytes = {low.blob.size};
 
 uint8_t* align(uint8_t* p) {{

@@ -85,3 +85,11 @@ def test_wrong_weights_and_flags(built, tmp_path):
         assert_clean(r)
     ok = run(built, tmp_path, tmp_path / "x.npy")
     assert ok.returncode == 0 and np.load(tmp_path / "output_0.npy").shape == (1, 4, 5, 5)
+
+
+def test_profile_times_every_node(built):
+    from qlspec.codegen.build import run_binary
+    x = np.zeros((3, 1, 5, 5), np.int8)
+    r = run_binary(built.binary, [x], built.tc, repeat=2, profile=True)
+    assert [n["kernel"] for n in r.node_ms] == list(built.lowered.kernels.values()) == ["acl-gemmlowp"]
+    assert r.node_ms[0]["ms_per_batch"] > 0 and r.median_ms > 0

@@ -1,10 +1,11 @@
 // qlspec-net: runs the generated network on .npy inputs and writes .npy outputs.
 //
-//   qlspec-net [--weights FILE] [--threads N] [--repeat R] --out DIR INPUT.npy...
+//   qlspec-net [--weights FILE] [--threads N] [--repeat R] [--profile] --out DIR INPUT.npy...
 //
 // One INPUT per graph input, in order, in the graph's container type, with any number of samples
 // stacked on axis 0 (a multiple of the graph's batch). Writes DIR/output_<k>.npy (samples stacked
-// the same way) and DIR/timing.json (median milliseconds per batch over R timed passes).
+// the same way) and DIR/timing.json (median milliseconds per batch over R timed passes; with
+// --profile, each node's mean milliseconds per batch and its kernel, over every pass).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -36,6 +37,7 @@ static int64_t elements(const TensorDesc& t, int from) {
 static int run(int argc, char** argv) {
   std::string weights = exe_dir() + "/weights.bin", out;
   int threads = 1, repeat = 0;
+  bool profile = false;
   std::vector<std::string> inputs;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -55,6 +57,7 @@ static int run(int argc, char** argv) {
     else if (a == "--threads") threads = integer();
     else if (a == "--repeat") repeat = integer();
     else if (a == "--out") out = value();
+    else if (a == "--profile") profile = true;
     else if (a == "--info") {
       const NetInfo& info = net_info();
       std::printf("%s: %d input(s), %d output(s), arena %lld bytes, backend %s\n", info.name, info.num_inputs,
@@ -93,6 +96,8 @@ static int run(int argc, char** argv) {
   }
   std::unique_ptr<Net> net = make_net(weights, threads);
   uint8_t* arena = net->arena();
+  std::vector<double> per_node(static_cast<size_t>(info.num_nodes), 0.0);
+  if (profile) net->set_profile(&per_node);
   std::vector<std::vector<uint8_t>> results(info.num_outputs);
   for (int k = 0; k < info.num_outputs; ++k) results[k].resize(samples * elements(info.outputs[k], 0) * info.outputs[k].itemsize);
   std::vector<double> times;
@@ -123,7 +128,16 @@ static int run(int argc, char** argv) {
   std::sort(times.begin(), times.end());
   std::ofstream tj(out + "/timing.json");
   tj << "{\"samples\": " << samples << ", \"passes\": " << times.size() << ", \"threads\": " << threads
-     << ", \"median_ms_per_batch\": " << times[times.size() / 2] << "}\n";
+     << ", \"median_ms_per_batch\": " << times[times.size() / 2];
+  if (profile) {
+    const double batches = static_cast<double>(std::max<int64_t>(samples, 1)) * (repeat + 1);
+    tj << ",\n \"nodes\": [";
+    for (int i = 0; i < info.num_nodes; ++i)
+      tj << (i ? ",\n  " : "\n  ") << "{\"kernel\": \"" << info.node_kernels[i] << "\", \"ms_per_batch\": "
+         << 1000.0 * per_node[static_cast<size_t>(i)] / batches << "}";
+    tj << "]";
+  }
+  tj << "}\n";
   return 0;
 }
 

@@ -3,6 +3,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "qlspec_io.h"
 
@@ -13,6 +14,11 @@ class Net {
   virtual ~Net() = default;
   virtual void run() = 0;          // one batch: reads the inputs from the arena, writes the outputs there
   virtual uint8_t* arena() = 0;
+  // With a vector of one slot per node, run() adds each node's wall time (seconds) to its slot.
+  void set_profile(std::vector<double>* per_node) { profile_ = per_node; }
+
+ protected:
+  std::vector<double>* profile_ = nullptr;
 };
 
 struct NetInfo {
@@ -23,6 +29,9 @@ struct NetInfo {
   int num_outputs;
   int64_t arena_bytes;
   const char* backend;             // "armcl" or "cpu"
+  int num_nodes;
+  const char* const* node_names;   // per node, in run order
+  const char* const* node_kernels; // the kernel each node runs (lowering.json's "kernels")
 };
 
 const NetInfo& net_info();
