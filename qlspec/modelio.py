@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from qlspec import atomic
 from qlspec.errors import GraphError
 from qlspec.graph.io import GRAPH_FILE, load_graph
 from qlspec.graph.ir import Graph
@@ -118,8 +118,5 @@ def write_outputs(path: Path, outputs: Mapping[str, np.ndarray]) -> Path:
     if path.is_dir():
         raise GraphError("is a folder: name the .npz file to write", where=str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **{k: np.asarray(v) for k, v in outputs.items()})
-    os.replace(tmp, path)
+    atomic.save_npz(path, **outputs)
     return path

@@ -12,6 +12,7 @@ unit papers use (3DDFA_V2 mb1 on AFLW2000-3D: 3.51).
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Mapping
@@ -22,6 +23,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+
+from qlspec import atomic
 
 __all__ = ["MAX_PNG_BYTES", "landmark_overlays", "nme_by_yaw_chart", "ptq_vs_qat_chart"]
 
@@ -49,13 +52,14 @@ def _save(fig: Figure, path: str | os.PathLike[str], dpi: int) -> Path:
     rgb = Image.fromarray(np.asarray(canvas.buffer_rgba())[:, :, :3].copy(), "RGB")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    rgb.save(tmp, format="PNG")
-    for colours in (256, 64):
-        if tmp.stat().st_size <= MAX_PNG_BYTES:
+    image = rgb
+    for colours in (256, 64, None):
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        if buf.tell() <= MAX_PNG_BYTES or colours is None:
             break
-        rgb.quantize(colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(tmp, format="PNG")
-    os.replace(tmp, path)
+        image = rgb.quantize(colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    atomic.write_bytes(path, buf.getvalue())
     return path
 
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from qlspec.stages.engine import write_json_atomic, write_text_atomic
+from qlspec import atomic
 
 LADDER = ("MEAN", "FP", "FQ", "FQI", "TQ", "ONNX", "GRAPH", "ARMCL")
 COLUMNS = ("rung", "nme", "max_abs_diff", "mismatches", "n")
@@ -32,7 +32,7 @@ def row(rung: str, *, nme: float | None, n: int, max_abs_diff: float | None = No
 
 
 def write_rungs(folder: Path, rows: Iterable[Mapping[str, Any]]) -> None:
-    write_json_atomic(folder / "rungs.json", list(rows))
+    atomic.write_json(folder / "rungs.json", list(rows))
 
 
 def gather(stage_dirs: Iterable[Path]) -> list[dict[str, Any]]:
@@ -49,8 +49,8 @@ def write_report(build_dir: Path, name: str, rows: list[dict[str, Any]], stages:
                  sections: Mapping[str, str] = {}) -> None:
     """report.json and report.md in `build_dir`; `stages` maps each stage to its state; `sections`
     are further markdown sections (title -> body) appended to report.md."""
-    write_json_atomic(build_dir / "report.json", {"name": name, "rows": rows, "stages": dict(stages)})
-    write_text_atomic(build_dir / "report.md", render_markdown(name, rows, stages, sections))
+    atomic.write_json(build_dir / "report.json", {"name": name, "rows": rows, "stages": dict(stages)})
+    atomic.write_text(build_dir / "report.md", render_markdown(name, rows, stages, sections))
 
 
 def render_markdown(name: str, rows: list[dict[str, Any]], stages: Mapping[str, str],

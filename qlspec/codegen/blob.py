@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qlspec.stages.engine import write_bytes_atomic
+from qlspec import atomic
 
 ALIGN = 64
 
@@ -41,4 +41,4 @@ class Blob:
         return b"".join(self._parts)
 
     def write(self, path: Path) -> None:
-        write_bytes_atomic(path, self.bytes())
+        atomic.write_bytes(path, self.bytes())

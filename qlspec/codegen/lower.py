@@ -186,7 +186,7 @@ class _Lowerer:
     def _conv(self, node: Node, conv, ins, requant) -> None:
         x, w = ins[0], ins[1]
         b = ins[2] if len(ins) > 2 and ins[2] else None
-        xi, wi, yi = self.info(x), self.info(w), self.info(node.outputs[0])
+        xi, yi = self.info(x), self.info(node.outputs[0])
         if not self.g.is_constant(w):
             raise BackendError("convolution weights computed at run time are not supported by the generator")
         wv = self.g.constants[w].astype(np.int64)

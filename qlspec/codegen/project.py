@@ -7,12 +7,11 @@ import json
 import shutil
 from pathlib import Path
 
-from qlspec import __version__
+from qlspec import __version__, atomic
 from qlspec.codegen.ctype import npy_descr
 from qlspec.codegen.lower import ALIGN, Lowered, lower
 from qlspec.graph.ir import Graph
 from qlspec.graph.summary import summarise
-from qlspec.stages.engine import write_json_atomic, write_text_atomic
 
 BACKENDS = Path(__file__).resolve().parents[2] / "backends"
 RUNTIME = BACKENDS / "armcl" / "runtime"
@@ -153,11 +152,11 @@ def write_project(g: Graph, folder: Path, *, backend: str = "armcl", cpu: str = 
     shutil.copy2(TOOLCHAIN, folder / "cmake" / TOOLCHAIN.name)
     cmake = (CMAKE_TEMPLATE.read_text().replace("@VERSION@", __version__).replace("@NAME@", "qlspec_net")
              .replace("@WITH_ACL@", "ON" if acl else "OFF").replace("@CPU@", cpu))
-    write_text_atomic(folder / "CMakeLists.txt", cmake)
-    write_text_atomic(folder / "network.cpp", render_network(low, backend))
+    atomic.write_text(folder / "CMakeLists.txt", cmake)
+    atomic.write_text(folder / "network.cpp", render_network(low, backend))
     low.blob.write(folder / "weights.bin")
     summary = summarise(g)
-    write_json_atomic(folder / "lowering.json", {
+    atomic.write_json(folder / "lowering.json", {
         "backend": backend, "output_stage": output_stage, "graph": g.name, "nodes": len(g.nodes), "acl_layers": low.acl_layers,
         "arena_bytes": low.plan.arena_bytes, "naive_bytes": low.plan.naive_bytes, "weights_bytes": low.blob.size,
         "scratch_bytes": low.scratch_bytes, "macs": summary.to_dict().get("macs"),

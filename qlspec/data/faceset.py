@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
+
+from qlspec import atomic
 
 __all__ = ["FaceSet"]
 
@@ -58,11 +59,7 @@ class FaceSet:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write one uncompressed .npz (keys images, params, landmarks, yaw_deg), atomically."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, images=self.images, params=self.params, landmarks=self.landmarks, yaw_deg=self.yaw_deg)
-        os.replace(tmp, path)
+        atomic.save_npz(path, images=self.images, params=self.params, landmarks=self.landmarks, yaw_deg=self.yaw_deg)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> FaceSet:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from qlspec import atomic
 
 __all__ = ["ParamStats"]
 
@@ -62,11 +63,7 @@ class ParamStats:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write ``mean`` and ``std`` to one .npz file (atomically: temp file, then rename)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, mean=self.mean, std=self.std)
-        os.replace(tmp, path)
+        atomic.save_npz(path, mean=self.mean, std=self.std)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ParamStats:

@@ -18,12 +18,12 @@ half-written graph.
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from qlspec import atomic
 from qlspec.errors import GraphError
 from qlspec.graph.ir import IR_VERSION, Graph, Node, TensorInfo, make_graph
 
@@ -62,13 +62,8 @@ def save_graph(g: Graph, directory: Path) -> Path:
                    "attrs": {k: _attr_json(v) for k, v in n.attrs}} for n in g.nodes],
         "tensors": {t: _info_json(i) for t, i in g.tensors.items()},
     }
-    tmp_json = directory / f".{GRAPH_FILE}.tmp"
-    tmp_npz = directory / f".{CONSTANTS_FILE}.tmp"
-    tmp_json.write_text(json.dumps(doc, indent=1) + "\n")
-    with open(tmp_npz, "wb") as f:
-        np.savez(f, **{keys[name]: np.asarray(a) for name, a in g.constants.items()})
-    os.replace(tmp_npz, directory / CONSTANTS_FILE)
-    os.replace(tmp_json, directory / GRAPH_FILE)
+    atomic.save_npz(directory / CONSTANTS_FILE, **{keys[name]: a for name, a in g.constants.items()})
+    atomic.write_json(directory / GRAPH_FILE, doc, indent=1)  # last: a folder with graph.json is complete
     return directory
 
 

@@ -17,12 +17,13 @@ import subprocess
 import time
 from collections import Counter
 
+from qlspec import atomic
 from qlspec.codegen.build import BINARY, build_project
 from qlspec.codegen.project import write_project
 from qlspec.codegen.toolchain import armcl_toolchain
 from qlspec.errors import BackendError
 from qlspec.graph.io import load_graph
-from qlspec.stages.engine import StageContext, write_json_atomic
+from qlspec.stages.engine import StageContext
 
 
 def _version(cmd: str) -> str:
@@ -51,7 +52,7 @@ def run(ctx: StageContext) -> None:
     shutil.copy2(folder / "weights.bin", bin_dir / "weights.bin")
     shutil.rmtree(folder / "out")  # CMake's tree names this partial folder; rebuild from the project instead
     kernels, lanes = Counter(low.kernels.values()), Counter(low.lanes.values())
-    write_json_atomic(ctx.out / "build.json", {
+    atomic.write_json(ctx.out / "build.json", {
         "backend": "armcl", "output_stage": spec.target.output_stage, "cpu": spec.target.cpu, "compiler": _version(tc.cxx), "cmake": _version(tc.cmake),
         "generate_s": round(t1 - t0, 2), "compile_s": round(t2 - t1, 2),
         "binary_bytes": (bin_dir / BINARY).stat().st_size, "weights_bytes": low.blob.size,
@@ -59,6 +60,6 @@ def run(ctx: StageContext) -> None:
         "kernels": dict(sorted(kernels.items())), "requant_lanes": dict(sorted(lanes.items())),
     })
     ctx.log(f"  {len(graph.nodes)} nodes: " + ", ".join(f"{n} {k}" for k, n in sorted(kernels.items())))
-    ctx.log(f"  requantisers: " + ", ".join(f"{n} in {k} lanes" for k, n in sorted(lanes.items()))
+    ctx.log("  requantisers: " + ", ".join(f"{n} in {k} lanes" for k, n in sorted(lanes.items()))
             + f"; arena {low.plan.arena_bytes / 1024:.0f} KiB (without reuse {low.plan.naive_bytes / 1024:.0f} KiB); "
             f"compiled in {t2 - t1:.1f} s")

@@ -17,10 +17,11 @@ import json
 import time
 from typing import Any
 
+from qlspec import atomic
 from qlspec.plots import ptq_vs_qat_chart
 from qlspec.spec.models import AppSpec
 from qlspec.stages import quantise
-from qlspec.stages.engine import StageContext, write_json_atomic, write_text_atomic
+from qlspec.stages.engine import StageContext
 
 NAMES = {"ptq": "PTQ", "pact": "PACT QAT"}
 
@@ -50,8 +51,8 @@ def run(ctx: StageContext) -> None:
                          "seconds": float((folder / "seconds.txt").read_text())})
     reference = {r["rung"]: r for r in json.loads((ctx.inputs["train"] / "rungs.json").read_text())}
     result = {"rows": rows, "fp_nme": reference["FP"]["nme"], "mean_nme": reference["MEAN"]["nme"]}
-    write_json_atomic(ctx.out / "compare.json", result)
-    write_text_atomic(ctx.out / "compare.md", render(result))
+    atomic.write_json(ctx.out / "compare.json", result)
+    atomic.write_text(ctx.out / "compare.md", render(result))
     chart = {NAMES[a]: {r["bits"]: r["nme"] / 100 for r in rows if r["algorithm"] == a} for a in spec.compare.algorithms}
     ptq_vs_qat_chart(chart, ctx.out / "compare.png", float_nme=result["fp_nme"] / 100, baseline_nme=result["mean_nme"] / 100)
 

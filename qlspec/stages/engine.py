@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from qlspec import __version__
+from qlspec import __version__, atomic
 from qlspec.errors import StageError
 from qlspec.spec.models import AppSpec
 
@@ -300,7 +300,7 @@ class Pipeline:
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "qlspec": __version__,
         }
-        write_json_atomic(partial / RECORD, record)
+        atomic.write_json(partial / RECORD, record)
         final = self.build_dir / stage.name
         trash = self.build_dir / ".partial" / f"trash-{stage.name}-{uuid.uuid4().hex[:8]}"
         if final.exists():
@@ -412,16 +412,3 @@ def digest_outputs(folder: Path) -> dict[str, dict[str, Any]]:
             for f in sorted(p for p in folder.rglob("*") if p.is_file())}
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    write_bytes_atomic(path, text.encode())
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary name beside `path`, then rename: a reader sees the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)

@@ -38,6 +38,7 @@ import numpy as np
 import onnx
 import torch
 
+from qlspec import atomic
 from qlspec.errors import StageError
 from qlspec.evaluation import integerise, landmarks_from_outputs, load_split, load_stats, nme_row
 from qlspec.export import histogram, run_engine, run_onnxruntime, write_flavour
@@ -49,7 +50,7 @@ from qlspec.face.store import load_face_model
 from qlspec.graph.io import save_graph
 from qlspec.preprocess import InputTransform
 from qlspec.report import write_rungs
-from qlspec.stages.engine import StageContext, digest_json, write_json_atomic, write_text_atomic
+from qlspec.stages.engine import StageContext, digest_json
 
 VECTORS = 4
 LAYERWISE_IMAGES = 64
@@ -88,8 +89,8 @@ def run(ctx: StageContext) -> None:
     diff = out - np.round(y / eps)
     np.savez(ctx.out / "tq_outputs.npz", output=out, z=z.astype(np.float32))
     save_graph(net.graph, ctx.out / "graph")
-    write_json_atomic(ctx.out / "requantisers.json", [f.as_dict() for f in net.fits])
-    write_text_atomic(ctx.out / "requantisers.md", table_markdown(list(net.fits)))
+    atomic.write_json(ctx.out / "requantisers.json", [f.as_dict() for f in net.fits])
+    atomic.write_text(ctx.out / "requantisers.md", table_markdown(list(net.fits)))
 
     spec_hash = digest_json(spec.model_dump(mode="json"))
     n = min(VECTORS, len(q))

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import fx
 
+from qlspec import atomic
 from qlspec.evaluation import integer_outputs, integerise, landmarks_from_outputs, load_split, load_stats, network_outputs, nme_row
 from qlspec.face.store import load_face_model
 from qlspec.nets import registry
@@ -101,7 +102,7 @@ def run(ctx: StageContext) -> None:
         batches = [prep(train_set.images[s:min(s + 64, n)]) for s in range(0, n, 64)]
         calibrate(fq, batches, method=q.ptq.calibration, percentile=q.ptq.percentile)
         ctx.log(f"  calibrated {q.ptq.calibration} bounds on {n} training images")
-    torch.save(fq.state_dict(), ctx.out / "fq_state.pt")
+    atomic.save_torch(ctx.out / "fq_state.pt", fq.state_dict())
     (ctx.out / "quant_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
     shutil.copyfile(float_dir / "network.json", ctx.out / "network.json")
     z = network_outputs(fq, val_set, prep)

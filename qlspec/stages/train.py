@@ -16,6 +16,7 @@ import shutil
 import numpy as np
 import torch
 
+from qlspec import atomic
 from qlspec.evaluation import landmarks_from_outputs, load_split, load_stats, network_outputs, nme_row, rung_row
 from qlspec.face.store import load_face_model
 from qlspec.metrics.nme import mean_predictor_nme
@@ -48,7 +49,7 @@ def run(ctx: StageContext) -> None:
                             landmark=cfg.loss.landmark),
         ckpt_dir=ctx.out / "checkpoints", seed=cfg.seed, progress=ctx.progress, face_model=face_model, transform=prep,
     )
-    torch.save(net.state_dict(), ctx.out / "model.pt")
+    atomic.save_torch(ctx.out / "model.pt", net.state_dict())
     registry.write_record(spec.network, spec.preprocess.size, ctx.out)
     (ctx.out / "history.json").write_text(json.dumps(result.history, indent=2) + "\n")
     z = network_outputs(net, val_set, prep)

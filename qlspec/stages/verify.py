@@ -16,6 +16,7 @@ import json
 
 import numpy as np
 
+from qlspec import atomic
 from qlspec.codegen.build import BINARY, run_binary
 from qlspec.codegen.toolchain import armcl_toolchain
 from qlspec.errors import StageError
@@ -25,7 +26,7 @@ from qlspec.graph.io import load_graph
 from qlspec.preprocess import InputTransform
 from qlspec.report import write_rungs
 from qlspec.stages.convert import integer_inputs
-from qlspec.stages.engine import StageContext, write_json_atomic
+from qlspec.stages.engine import StageContext
 
 
 def run(ctx: StageContext) -> None:
@@ -54,7 +55,7 @@ def run(ctx: StageContext) -> None:
     np.savez(ctx.out / "outputs.npz", armcl=out)
     write_rungs(ctx.out, [row])
     emulator = " ".join(tc.run_prefix(spec.target.cpu)) or "native"
-    write_json_atomic(ctx.out / "verify.json", {
+    atomic.write_json(ctx.out / "verify.json", {
         "emulator": emulator, "samples": len(q), "threads": spec.target.threads, "wall_s": round(result.wall_s, 2),
         "median_ms_per_image_emulated": round(result.median_ms, 3), "mismatches": int(bad.sum()), "outputs": int(out.size),
         "output_stage": spec.target.output_stage})

@@ -29,7 +29,6 @@ Semantics:
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from qlspec import atomic
 from qlspec.data.faceset import FaceSet
 from qlspec.errors import CheckpointError
 from qlspec.face.morphable import FaceModel, synthetic_face_model
@@ -260,9 +260,7 @@ def train(
 
 
 def _save(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic.save_torch(path, state)
 
 
 def _resume(path: Path, net: nn.Module, opt: torch.optim.Optimizer, settings: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:

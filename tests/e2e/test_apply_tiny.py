@@ -8,6 +8,7 @@ BUILT = [s.name for s in STAGES[: next(i for i, s in enumerate(STAGES) if s.run 
 UNBUILT = [s.name for s in STAGES if s.run is None]
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -182,3 +183,46 @@ def test_build_without_the_toolchain_says_what_is_missing_and_keeps_the_last_bui
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "cmake" in lines[0] and "qemu-aarch64" in lines[0] and "scripts/install.sh" in lines[0]
     assert binary.read_bytes() == before
+
+
+def in_private_fs(root, script: str, size_kib: int):
+    """Run bash `script` in a private mount namespace where $SMALL is a fresh tmpfs of `size_kib`
+    holding a copy of the built folder (a real full disk or read-only folder, nothing simulated)."""
+    unshare = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-rm"]
+    small = root / "small"
+    small.mkdir(exist_ok=True)
+    prologue = (f"set -u; mount -t tmpfs -o size={size_kib}k tmpfs {small} && cp -a {root / 'build'}/. {small}/ || exit 99\n"
+                f"q() {{ {sys.executable} -m qlspec \"$@\" --build-dir {small}; }}\n")
+    return subprocess.run([*unshare, "bash", "-c", prologue + script], capture_output=True, text=True, cwd=root, timeout=600)
+
+
+def build_kib(root) -> int:
+    return sum(f.stat().st_size for f in (root / "build").rglob("*") if f.is_file()) // 1024
+
+
+def test_a_full_disk_is_one_line_and_keeps_every_built_stage(built):
+    root, _ = built
+    r = in_private_fs(root, """
+q apply app.yaml --force quantise --no-progress > apply.out 2> apply.err; echo "apply=$?"
+q plan app.yaml > plan.out 2>&1; echo "plan=$?"
+cat apply.err plan.out
+""", size_kib=build_kib(root) + 256)
+    assert "apply=2" in r.stdout and "plan=0" in r.stdout, r.stdout + r.stderr
+    err = [line for line in r.stdout.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "No space left on device" in err[0], r.stdout
+    assert "Traceback" not in r.stdout
+    for stage in BUILT:
+        assert f"{stage:<9} up to date" in r.stdout, r.stdout  # the failed stage left the built one in place
+
+
+def test_a_read_only_build_folder_is_one_line(built):
+    root, _ = built
+    r = in_private_fs(root, f"""
+mount -o remount,ro {root / 'small'} || exit 98
+q plan app.yaml > plan.out 2>&1; echo "plan=$?"
+q apply app.yaml --force convert --no-progress > apply.out 2> apply.err; echo "apply=$?"
+cat apply.err plan.out
+""", size_kib=build_kib(root) + 256)
+    assert "plan=0" in r.stdout and "apply=2" in r.stdout, r.stdout + r.stderr
+    err = [line for line in r.stdout.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "Read-only file system" in err[0], r.stdout
