@@ -12,6 +12,7 @@ import pytest
 from armcl_helpers import Built, node
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from fuzzing import examples
 
 from qlspec.graph.ir import TensorInfo, make_graph
 
@@ -47,7 +48,7 @@ def assert_clean(r):
 VALID = npy_bytes(np.zeros((3, 1, 5, 5), np.int8))
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(cut=st.integers(0, len(VALID)), flips=st.lists(st.tuples(st.integers(0, len(VALID) - 1), st.integers(0, 255)), max_size=6),
        tail=st.binary(max_size=40))
 def test_mutated_inputs_are_refused_cleanly(built, tmp_path, cut, flips, tail):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from fuzzing import examples
 
 from qlspec.engine import run_graph
 from qlspec.errors import GraphError
@@ -95,7 +96,7 @@ def _paths(doc, prefix=()):
             yield from _paths(v, prefix + (i,))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(picks=st.lists(st.tuples(st.integers(0, 10_000), JSON_VALUES), min_size=1, max_size=3))
 def test_graph_json_with_any_values_in_any_place_is_a_graph_or_a_graph_error(tmp_path, picks):
     folder = save_graph(_graph(), tmp_path / "g")

@@ -17,6 +17,7 @@ import pytest
 from export_toys import SIZE, fake_quantised
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from fuzzing import examples
 from onnx import AttributeProto, TensorProto, helper
 
 from qlspec.errors import QlspecError
@@ -94,7 +95,7 @@ OPS = st.tuples(st.sampled_from(["dims", "dtype", "truncate_data", "external", "
                 st.integers(0, 1000), st.integers(0, 1000))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(flavour=st.sampled_from(["deeploy", "dory"]), ops=st.lists(OPS, min_size=1, max_size=3), cut=st.none() | st.integers(0, 5000))
 def test_mutated_files_import_or_fail_with_a_located_error(tmp_path, monkeypatch, flavour, ops, cut):
     (tmp_path / "secret.txt").write_bytes(SECRET)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from fuzzing import examples
 
 from qlspec.errors import QlspecError
 from qlspec.face.bfm import read_trusted_pickle
@@ -42,7 +43,7 @@ def mutated(data: bytes, cut: int | None, flips: list[tuple[int, int]]) -> bytes
     return bytes(b)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cut=st.none() | st.integers(0, 400), flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=4),
        raw=st.none() | st.binary(max_size=64))
 def test_pickles_load_or_fail_with_a_located_error(tmp_path, cut, flips, raw):
@@ -72,7 +73,7 @@ def test_a_code_running_pickle_is_refused(tmp_path):
     assert not marker.exists()
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cut=st.none() | st.integers(0, 200_000), flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=6))
 def test_checkpoints_load_or_fail_with_a_located_error(tmp_path, cut, flips):
     if not _CKPT:

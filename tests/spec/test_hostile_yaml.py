@@ -12,6 +12,7 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from fuzzing import examples
 
 from qlspec.errors import SpecError
 from qlspec.spec.load import MAX_DEPTH, load_spec
@@ -133,7 +134,7 @@ def documents(depth: int):
     )
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(max_examples=examples(250), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(body=st.dictionaries(KEYS, documents(3), max_size=5))
 def test_generated_documents_never_escape_as_tracebacks(tmp_path, body):
     text = "name: gen\n" + "".join(f"{k}: {v}\n" for k, v in body.items() if k != "name")
@@ -142,7 +143,7 @@ def test_generated_documents_never_escape_as_tracebacks(tmp_path, body):
     check(path)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.binary(max_size=300))
 def test_arbitrary_bytes_never_escape_as_tracebacks(tmp_path, data):
     path = tmp_path / "app.yaml"
