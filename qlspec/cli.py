@@ -204,15 +204,16 @@ def infer(model: Annotated[Path, typer.Argument(help="A qlspec graph folder or a
           inputs: Annotated[Path, typer.Option("--inputs", help="An .npz of integer inputs, matched by name or order.")],
           output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the outputs (.npz).")],
           backend: Annotated[str, typer.Option("--backend", help="reference: the numpy engine; armcl: the generated ARM "
-                                               "Compute Library C++, cross-built and run under qemu-aarch64 as a Cortex-A72.")] = "reference",
-          threads: Annotated[int, typer.Option("--threads", min=1, max=64, help="Threads for --backend armcl.")] = 1,
+                                               "Compute Library C++, cross-built and run under qemu-aarch64 as a Cortex-A72; "
+                                               "cpu: the same C++ without ACL, built and run on this machine.")] = "reference",
+          threads: Annotated[int, typer.Option("--threads", min=1, max=64, help="Threads for --backend armcl (ACL's scheduler).")] = 1,
           project: Annotated[Optional[Path], typer.Option("--project", help="Keep the generated project in this folder.")] = None) -> None:
     """Run the integer graph: with the reference engine (exact integer semantics) or a generated backend."""
     from qlspec.engine.run import run_graph
     from qlspec.modelio import load_model, read_inputs, write_outputs
 
-    if backend not in ("reference", "armcl"):
-        raise QlspecError(f"unknown backend {backend!r} (reference or armcl)", where="--backend")
+    if backend not in ("reference", "armcl", "cpu"):
+        raise QlspecError(f"unknown backend {backend!r} (reference, armcl or cpu)", where="--backend")
     graph = load_model(model)
     feeds = read_inputs(inputs, graph)
     if backend == "reference":

@@ -1,4 +1,5 @@
-"""`qlspec infer --backend armcl`: any convertible file, generated, cross-built and run under qemu."""
+"""`qlspec infer --backend armcl|cpu`: any convertible file, generated, cross-built and run under qemu
+(or built and run here without ACL)."""
 
 from __future__ import annotations
 
@@ -20,15 +21,19 @@ def qlspec(*args, cwd):
 
 @pytest.mark.skipif(not (CASE / "network.onnx").exists(), reason="shared QuantLab exports not found")
 def test_infer_armcl_equals_the_reference_engine(tmp_path):
-    for backend in ("reference", "armcl"):
+    for backend in ("reference", "armcl", "cpu"):
         r = qlspec("infer", CASE / "network.onnx", "--inputs", CASE / "inputs.npz", "-o", f"{backend}.npz", "--backend", backend,
-                   "--project", tmp_path / "project", cwd=tmp_path)
+                   "--project", tmp_path / f"project-{backend}", cwd=tmp_path)
         assert r.returncode == 0, r.stdout + r.stderr
-    ref, acl = np.load(tmp_path / "reference.npz"), np.load(tmp_path / "armcl.npz")
-    assert ref.files == acl.files and all(np.array_equal(ref[k], acl[k]) and ref[k].dtype == acl[k].dtype for k in ref.files)
+    ref = np.load(tmp_path / "reference.npz")
+    for backend in ("armcl", "cpu"):
+        got = np.load(tmp_path / f"{backend}.npz")
+        assert ref.files == got.files and all(np.array_equal(ref[k], got[k]) and ref[k].dtype == got[k].dtype for k in ref.files)
+    acl = np.load(tmp_path / "armcl.npz")
     expected = np.load(CASE / "outputs.npz")
     assert np.array_equal(acl[acl.files[0]].reshape(-1), expected[expected.files[0]].reshape(-1))
-    assert (tmp_path / "project" / "network.cpp").exists() and (tmp_path / "project" / "CMakeLists.txt").exists()
+    assert (tmp_path / "project-armcl" / "network.cpp").exists() and (tmp_path / "project-armcl" / "CMakeLists.txt").exists()
+    assert not (tmp_path / "project-cpu" / "runtime" / "qlspec_acl.h").exists()  # the portable build has no ACL at all
 
 
 @pytest.mark.skipif(not (CASE / "network.onnx").exists(), reason="shared QuantLab exports not found")

@@ -1,6 +1,6 @@
-"""Small graphs of every IR op, generated as ARM-CL projects, cross-built once per module and run
-under qemu-aarch64 on inputs across each tensor's whole range (hypothesis picks more), against the
-reference engine bit for bit. Between them they take every kernel route of the generator: ACL's
+"""Small graphs of every IR op, generated as ARM-CL projects (cross-built once per module, run under
+qemu-aarch64) and as portable `cpu` projects (built and run here), on inputs across each tensor's
+whole range (hypothesis picks more), against the reference engine bit for bit. Between them they take every kernel route of the generator: ACL's
 GEMMLowp core with signed and unsigned operands, depthwise, grouped and wide direct convolutions,
 direct GEMMs, and requantisers in int32 lanes at the very edge of their proven bound and in int64
 lanes."""
@@ -111,10 +111,11 @@ def moves_graph():
 GRAPHS = {"convs": convs_graph, "edge": edge_graph, "moves": moves_graph}
 
 
-@pytest.fixture(scope="module", params=sorted(GRAPHS))
+@pytest.fixture(scope="module", params=[(name, backend) for name in sorted(GRAPHS) for backend in ("armcl", "cpu")],
+                ids=lambda p: f"{p[0]}-{p[1]}")
 def built(request, tmp_path_factory):
-    g = GRAPHS[request.param]()
-    return Built(g, tmp_path_factory.mktemp(request.param) / "armcl")
+    name, backend = request.param
+    return Built(GRAPHS[name](), tmp_path_factory.mktemp(name) / backend, backend=backend)
 
 
 def test_every_route_is_taken():
