@@ -8,7 +8,6 @@ BUILT = [s.name for s in STAGES[: next(i for i, s in enumerate(STAGES) if s.run 
 UNBUILT = [s.name for s in STAGES if s.run is None]
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import time
 import numpy as np
 
 import pytest
+from private_fs import run_private
 
 TINY = """\
 apiVersion: qlspec/v1
@@ -186,14 +186,13 @@ def test_build_without_the_toolchain_says_what_is_missing_and_keeps_the_last_bui
 
 
 def in_private_fs(root, script: str, size_kib: int):
-    """Run bash `script` in a private mount namespace where $SMALL is a fresh tmpfs of `size_kib`
-    holding a copy of the built folder (a real full disk or read-only folder, nothing simulated)."""
-    unshare = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-rm"]
+    """Run bash `script` where $SMALL-mounted `root/small` is a fresh tmpfs of `size_kib` holding a copy
+    of the built folder (a real full disk or read-only folder); `q` runs qlspec on it."""
     small = root / "small"
     small.mkdir(exist_ok=True)
-    prologue = (f"set -u; mount -t tmpfs -o size={size_kib}k tmpfs {small} && cp -a {root / 'build'}/. {small}/ || exit 99\n"
-                f"q() {{ {sys.executable} -m qlspec \"$@\" --build-dir {small}; }}\n")
-    return subprocess.run([*unshare, "bash", "-c", prologue + script], capture_output=True, text=True, cwd=root, timeout=600)
+    prologue = (f"mount -t tmpfs -o size={size_kib}k tmpfs {small} && cp -a {root / 'build'}/. {small}/ || exit 99\n"
+                f"q() {{ $QLSPEC \"$@\" --build-dir {small}; }}\n")
+    return run_private(prologue + script, cwd=root)
 
 
 def build_kib(root) -> int:
