@@ -29,3 +29,15 @@ def cpp_int(v: int) -> str:
     if v == -(1 << 63):
         return "INT64_MIN"
     return f"INT64_C({v})"
+
+
+def c_string(s: str) -> str:
+    """A C++ string literal holding the UTF-8 bytes of `s`: printable ASCII as is, everything else
+    (quotes, backslashes, '?' which could start a trigraph, control characters, newlines, non-ASCII)
+    as three-digit octal escapes. Names come from users' files, so none can end the literal, a
+    comment or a line of the generated code."""
+    out = []
+    for b in s.encode("utf-8", "surrogatepass"):
+        ch = chr(b)
+        out.append(ch if 0x20 <= b < 0x7F and ch not in '"\\?' else f"\\{b:03o}")
+    return '"' + "".join(out) + '"'

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from qlspec.codegen.blob import Blob
-from qlspec.codegen.ctype import cpp_int, cpp_type
+from qlspec.codegen.ctype import c_string, cpp_int, cpp_type
 from qlspec.codegen.requant import I32, RequantPlan, plan_requant
 from qlspec.engine.ops import op_for
 from qlspec.engine.ops.base import magnitude
@@ -106,7 +106,7 @@ class _Lowerer:
     def emit(self, node: Node, kernel: str, lines: list[str]) -> None:
         index = len(self.out.kernels)
         self.out.kernels[node.name] = kernel
-        self.out.body.append(f"// {node.name}: {node.op} -> {kernel}")
+        self.out.body.append(f"// {c_string(node.name)}: {node.op} -> {kernel}")
         self.out.body.append("{ const auto t0_ = std::chrono::steady_clock::now();")
         self.out.body.extend(f"  {line}" for line in lines)
         self.out.body.append(f"  if (profile_) (*profile_)[{index}] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count(); }}")

@@ -1,5 +1,6 @@
 """The generated runner (qlspec-net) fed hostile files, as a user on the board could: truncated,
-mutated or foreign .npy inputs, a wrong weights blob, bad flags. Every outcome is a clean run or
+mutated or foreign .npy inputs, a wrong weights blob, bad flags; its graph's names are hostile too
+(quotes, newlines, trigraphs, control characters), and must reach the C++ only as escaped literals. Every outcome is a clean run or
 one error line with exit status 2, never a crash, a hang or an out-of-bounds read."""
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     c = {"w": np.arange(-20, 16, dtype=np.int8).reshape(4, 1, 3, 3), "m": np.array(3, np.int32), "a": np.array(1, np.int32)}
-    g = make_graph("hostile", {"x": TensorInfo((1, 1, 5, 5), 8, True)},
-                   [node("ConvRequant", "c", ["x", "w", "", "m", "a"], ["y"], div=16, lo=-128, hi=127, pads=(1, 1, 1, 1))], c, ["y"])
+    # names from a user's file that would end a C++ string, comment or line if pasted into the code
+    x, y = 'x"\n); abort(); //', "y\\\n??/\x01\u00e9"
+    g = make_graph('g"\n*/', {x: TensorInfo((1, 1, 5, 5), 8, True)},
+                   [node("ConvRequant", "c\n}; abort(); //??/", [x, "w", "", "m", "a"], [y], div=16, lo=-128, hi=127, pads=(1, 1, 1, 1))],
+                   c, [y])
     return Built(g, tmp_path_factory.mktemp("hostile") / "armcl")
 
 

@@ -141,11 +141,22 @@ static int run(int argc, char** argv) {
   return 0;
 }
 
+// One line whatever a message holds: control characters (a newline in a tensor name) as \xHH.
+static std::string one_line(const std::string& s) {
+  std::string out;
+  char hex[8];
+  for (unsigned char c : s) {
+    if (c < 0x20 || c == 0x7f) { std::snprintf(hex, sizeof hex, "\\x%02x", c); out += hex; }
+    else out += static_cast<char>(c);
+  }
+  return out;
+}
+
 int main(int argc, char** argv) {
   try {
     return run(argc, argv);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "qlspec-net: %s\n", e.what());
+    std::fprintf(stderr, "qlspec-net: %s\n", one_line(e.what()).c_str());
     return 2;
   }
 }
