@@ -108,7 +108,21 @@ def moves_graph():
     return make_graph("moves", inputs, nodes, c, ["rs", "p2", "p3", "r1", "s2"])
 
 
-GRAPHS = {"convs": convs_graph, "edge": edge_graph, "moves": moves_graph}
+def products_graph():
+    """Products off the ACL route: a batched MatMul of two activations with broadcasting, a Gemm with
+    a transposed A and an activation as C; and a 3-D MatMul with constant weights, folded onto ACL."""
+    r = np.random.default_rng(5)
+    c = {"w5": r.integers(-128, 128, (4, 5)).astype(np.int8), "wq": r.integers(-128, 128, (4, 5)).astype(np.int8),
+         "mq": r.integers(1, 99, 5).astype(np.int32), "aq": r.integers(-99, 99, 5).astype(np.int32)}
+    nodes = [node("MatMul", "bmm", ["p", "q"], ["y1"]),
+             node("Gemm", "gemm_ta", ["r", "w5", "c"], ["y2"], trans_a=True),
+             node("MatMulRequant", "bmm_rq", ["p", "wq", "mq", "aq"], ["y3"], div=1 << 7, lo=-128, hi=127)]
+    inputs = {"p": TensorInfo((2, 3, 4), 8, True), "q": TensorInfo((1, 4, 5), 8, False), "r": TensorInfo((4, 3), 8, True),
+              "c": TensorInfo((3, 5), 16, True)}
+    return make_graph("products", inputs, nodes, c, ["y1", "y2", "y3"])
+
+
+GRAPHS = {"convs": convs_graph, "edge": edge_graph, "moves": moves_graph, "products": products_graph}
 
 
 @pytest.fixture(scope="module", params=[(name, backend) for name in sorted(GRAPHS) for backend in ("armcl", "cpu")],
@@ -129,6 +143,7 @@ def test_every_route_is_taken():
     assert kernels["conv_acl"] == kernels["gemm_acl"] == "acl-gemmlowp"
     assert kernels["conv_dw"] == "depthwise" and kernels["conv_grouped"] == kernels["conv_wide"] == "direct-conv"
     assert kernels["matmul_u8"] == "acl-gemmlowp"   # unsigned 8-bit weights (0..255) in int16 containers
+    assert kernels["bmm"] == kernels["gemm_ta"] == "direct-gemm" and kernels["bmm_rq"] == "acl-gemmlowp"
     assert lanes["edge_32_s0"] == lanes["edge_32_s3"] == "int32" and lanes["rq_int64"] == "int64"
     assert lanes["edge_64_s0"] == lanes["edge_64_s3"] == lanes["planes_s0"] == lanes["planes_s3"] == lanes["edge_cols"] == "int64"
     assert set(kernels.values()) >= {"acl-gemmlowp", "depthwise", "direct-conv", "max-pool", "sum-pool", "requant", "copy",
