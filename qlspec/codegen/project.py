@@ -36,15 +36,17 @@ def render_network(low: Lowered, backend: str) -> str:
     body = "\n".join(f"    {s}" for s in low.body)
     scratch_imports = ""
     if acl and low.acl_layers:
-        layers = [f"g{i}_" for i in range(low.acl_layers)]
+        layers = ", ".join(f"&g{i}_" for i in range(low.acl_layers))
         scratch_imports = (
+            "    // every GEMM's A matrix and accumulator share one scratch buffer: layers run one after another\n"
+            f"    AclGemm* const layers[] = {{{layers}}};\n"
             "    size_t a_bytes = 0, acc_bytes = 0;\n"
-            + "".join(f"    a_bytes = std::max(a_bytes, {g}.a_bytes()); acc_bytes = std::max(acc_bytes, {g}.acc_bytes());\n" for g in layers)
-            + f"    a_bytes = (a_bytes + {ALIGN - 1}) / {ALIGN} * {ALIGN};\n"
-            + f"    acl_scratch_.assign(a_bytes + acc_bytes + {ALIGN}, 0);\n"
-            + "    uint8_t* base = align(acl_scratch_.data());\n"
-            + "".join(f"    {g}.import_scratch(base, base + a_bytes);\n" for g in layers)
-            + "    mm_->populate(allocator_, 1);\n")
+            "    for (AclGemm* g : layers) { a_bytes = std::max(a_bytes, g->a_bytes()); acc_bytes = std::max(acc_bytes, g->acc_bytes()); }\n"
+            f"    a_bytes = (a_bytes + {ALIGN - 1}) / {ALIGN} * {ALIGN};\n"
+            f"    acl_scratch_.assign(a_bytes + acc_bytes + {ALIGN}, 0);\n"
+            "    uint8_t* base = align(acl_scratch_.data());\n"
+            "    for (AclGemm* g : layers) g->import_scratch(base, base + a_bytes);\n"
+            "    mm_->populate(allocator_, 1);\n")
     acl_head = ('#include "qlspec_acl.h"\n#include "arm_compute/runtime/Allocator.h"\n'
                 '#include "arm_compute/runtime/BlobLifetimeManager.h"\n#include "arm_compute/runtime/MemoryManagerOnDemand.h"\n'
                 '#include "arm_compute/runtime/NEON/NEScheduler.h"\n#include "arm_compute/runtime/PoolManager.h"\n') if acl else ""
