@@ -145,6 +145,28 @@ class _Lowerer:
         return (f"{self.const_array(b_acl.astype(np.int32), 'int32_t')}, {self.const_array(qm.astype(np.int32), 'int32_t')}, "
                 f"{self.const_array(shifts.astype(np.int32), 'int32_t')}, {zo}, {p.lo}, {p.hi}", zo)
 
+    def acl_layer(self, node: Node, x: TensorInfo, bmat: np.ndarray, m: int, plan: RequantPlan) -> tuple[str, int | None] | None:
+        """Configure an ACL GEMMLowp layer for A (m x K, activations of type x) @ bmat (K x N, the
+        constant weights), or None when the operands are not 8-bit. Returns the layer's member name
+        and, with the native output stage, its output offset zo (None: exact, our requantiser)."""
+        lo, hi = int(bmat.min(initial=0)), int(bmat.max(initial=0))
+        b_shift = 128 if lo < 0 else 0
+        if not (self.acl and x.bits <= 8 and not x.is_float and lo + b_shift >= 0 and hi + b_shift <= 255):
+            return None
+        k, n = bmat.shape
+        a_shift = 128 if x.signed else 0
+        g = f"g{self.out.acl_layers}_"
+        self.out.acl_layers += 1
+        self.out.members.append(f"AclGemm {g};")
+        head = f"{m}, {k}, {n}, {a_shift}, {b_shift}, {self.const_array((bmat + b_shift).astype(np.uint8), 'uint8_t')}"
+        native = self.native_stage(node, plan)
+        if native is None:
+            self.out.setup.append(f"{g}.configure({head}, mm_);")
+            return g, None
+        args, zo = native
+        self.out.setup.append(f"{g}.configure_native({head}, {args}, mm_);")
+        return g, zo
+
     @staticmethod
     def dense_view(p: RequantPlan) -> str:
         o, c, i = p.view
@@ -163,11 +185,15 @@ class _Lowerer:
                 raise BackendError(e.message, where=e.where or node.where()) from None
         return self.out
 
-    def _requant_parts(self, node: Node, op, mul: str, add: str, out_shape, x_bound, bias) -> RequantPlan:
-        for t in (mul, add):
+    def constants(self, *names: str) -> list[np.ndarray]:
+        for t in names:
             if not self.g.is_constant(t):
                 raise BackendError(f"requantisation constant {t!r} is computed at run time; the generator needs it constant")
-        return plan_requant(out_shape, self.g.constants[mul], self.g.constants[add], op.div, op.lo, op.hi, x_bound, bias)
+        return [self.g.constants[t] for t in names]
+
+    def _requant_parts(self, node: Node, op, mul: str, add: str, out_shape, x_bound, bias) -> RequantPlan:
+        mv, av = self.constants(mul, add)
+        return plan_requant(out_shape, mv, av, op.div, op.lo, op.hi, x_bound, bias)
 
     def _RequantShift(self, node: Node, op) -> None:
         x, mul, add = node.inputs
@@ -178,7 +204,7 @@ class _Lowerer:
 
     # Conv, ConvRequant ---------------------------------------------------------------------
     def _Conv(self, node: Node, op) -> None:
-        self._conv(node, op.conv if hasattr(op, "conv") else op, node.inputs[:3], None)
+        self._conv(node, op, node.inputs[:3], None)
 
     def _ConvRequant(self, node: Node, op) -> None:
         self._conv(node, op.conv, node.inputs[:3], (node.inputs[3], node.inputs[4], op))
@@ -212,35 +238,16 @@ class _Lowerer:
         plan = plan.on_axis(1)
         ty = cpp_type(yi)
         hw = ho * wo
-        eight = lambda info: info.bits <= 8 and not info.is_float  # noqa: E731
-        w8 = int(wv.min(initial=0)) >= -128 and int(wv.max(initial=0)) <= 255 and (int(wv.min(initial=0)) >= 0 or int(wv.max(initial=0)) <= 127)
-        if self.acl and conv.group == 1 and eight(xi) and w8:
-            k = cg * kh * kw
-            b_shift = 128 if wv.min(initial=0) < 0 else 0
-            a_shift = 128 if xi.signed else 0
-            bmat = (wv.reshape(m, k).T + b_shift).astype(np.uint8)  # K x N, stored values
-            g = f"g{self.out.acl_layers}_"
-            self.out.acl_layers += 1
-            self.out.members.append(f"AclGemm {g};")
-            native = self.native_stage(node, plan)
-            if native is not None:
-                args, zo = native
-                self.out.setup.append(f"{g}.configure_native({hw}, {k}, {m}, {a_shift}, {b_shift}, {self.const_array(bmat, 'uint8_t')}, "
-                                      f"{args}, mm_);")
-                self.emit(node, "acl-native", [f"for (int64_t n = 0; n < {n}; ++n) {{",
-                                               f"  im2col({self.ptr(x)} + n * {c * h * wd}, {c}, {win}, {g});",
-                                               f"  {g}.run();",
-                                               f"  from_native({g}, {m}, {zo}, {self.ptr(node.outputs[0])} + n * {m * hw}, 1, {hw});",
-                                               "}"])
-                return
-            self.out.setup.append(f"{g}.configure({hw}, {k}, {m}, {a_shift}, {b_shift}, {self.const_array(bmat, 'uint8_t')}, mm_);")
-            view = f"View3{{1, {m}, {hw}, 0, 1, {g}.acc_row_stride(), 0, {hw}, 1}}"
-            lines = [f"for (int64_t n = 0; n < {n}; ++n) {{",
-                     f"  im2col({self.ptr(x)} + n * {c * h * wd}, {c}, {win}, {g});",
-                     f"  {g}.run();",
-                     "  " + self.requant_call(node, f"{g}.acc()", "int32_t", view, f"{self.ptr(node.outputs[0])} + n * {m * hw}", ty, plan),
-                     "}"]
-            self.emit(node, "acl-gemmlowp", lines)
+        layer = self.acl_layer(node, xi, wv.reshape(m, -1).T, hw, plan) if conv.group == 1 else None
+        if layer is not None:
+            g, zo = layer
+            y = f"{self.ptr(node.outputs[0])} + n * {m * hw}"
+            finish = (f"from_native({g}, {m}, {zo}, {y}, 1, {hw});" if zo is not None else
+                      self.requant_call(node, f"{g}.acc()", "int32_t", f"View3{{1, {m}, {hw}, 0, 1, {g}.acc_row_stride(), 0, {hw}, 1}}",
+                                        y, ty, plan))
+            self.emit(node, "acl-native" if zo is not None else "acl-gemmlowp",
+                      [f"for (int64_t n = 0; n < {n}; ++n) {{", f"  im2col({self.ptr(x)} + n * {c * h * wd}, {c}, {win}, {g});",
+                       f"  {g}.run();", f"  {finish}", "}"])
             return
         tacc = "int32_t" if int(acc_bound.max(initial=0)) < (1 << 31) else "int64_t"
         self.scratch(m * hw * (4 if tacc == "int32_t" else 8))
@@ -303,35 +310,17 @@ class _Lowerer:
             plan = plan_requant(out2, np.ones(1, np.int64), np.zeros(1, np.int64), 1, yi.lo, yi.hi, acc_bound, bias)
         else:
             mul, add, rop = requant
-            mv = np.asarray(self.g.constants.get(mul, np.zeros(0)))
-            av = np.asarray(self.g.constants.get(add, np.zeros(0)))
-            for name, v in ((mul, mv), (add, av)):
-                if not self.g.is_constant(name):
-                    raise BackendError(f"requantisation constant {name!r} is computed at run time; the generator needs it constant")
-            mv = np.broadcast_to(mv, yi.shape).reshape(out2)
-            av = np.broadcast_to(av, yi.shape).reshape(out2)
+            mv, av = (np.broadcast_to(v, yi.shape).reshape(out2) for v in self.constants(mul, add))
             plan = plan_requant(out2, mv, av, rop.div, rop.lo, rop.hi, acc_bound, bias)
-        eight = lambda info: info.bits <= 8  # noqa: E731
-        if self.acl and b_const and c_const and not trans_a and eight(ai) and plan.axis in (None, 1) and \
-                int(bm.min(initial=0)) >= -128 and int(bm.max(initial=0)) <= (127 if bm.min(initial=0) < 0 else 255):
-            plan = plan.on_axis(1)
-            b_shift = 128 if bm.min(initial=0) < 0 else 0
-            a_shift = 128 if ai.signed else 0
-            g = f"g{self.out.acl_layers}_"
-            self.out.acl_layers += 1
-            self.out.members.append(f"AclGemm {g};")
-            bstored = self.const_array((bm + b_shift).astype(np.uint8), 'uint8_t')
-            native = self.native_stage(node, plan)
-            if native is not None:
-                args, zo = native
-                self.out.setup.append(f"{g}.configure_native({m_}, {k_}, {n_}, {a_shift}, {b_shift}, {bstored}, {args}, mm_);")
-                self.emit(node, "acl-native", [f"rows_to_a({self.ptr(a)}, {m_}, {k_}, {g});", f"{g}.run();",
-                                               f"from_native({g}, {n_}, {zo}, {self.ptr(y)}, {n_}, 1);"])
-                return
-            self.out.setup.append(f"{g}.configure({m_}, {k_}, {n_}, {a_shift}, {b_shift}, {bstored}, mm_);")
-            view = f"View3{{{m_}, {n_}, 1, {g}.acc_row_stride(), 1, 0, {n_}, 1, 0}}"
-            self.emit(node, "acl-gemmlowp", [f"rows_to_a({self.ptr(a)}, {m_}, {k_}, {g});", f"{g}.run();",
-                                             self.requant_call(node, f"{g}.acc()", "int32_t", view, self.ptr(y), ty, plan)])
+        layer = (self.acl_layer(node, ai, bm, m_, plan.on_axis(1))
+                 if b_const and c_const and not trans_a and plan.axis in (None, 1) else None)
+        if layer is not None:
+            g, zo = layer
+            finish = (f"from_native({g}, {n_}, {zo}, {self.ptr(y)}, {n_}, 1);" if zo is not None else
+                      self.requant_call(node, f"{g}.acc()", "int32_t", f"View3{{{m_}, {n_}, 1, {g}.acc_row_stride(), 1, 0, {n_}, 1, 0}}",
+                                        self.ptr(y), ty, plan.on_axis(1)))
+            self.emit(node, "acl-native" if zo is not None else "acl-gemmlowp",
+                      [f"rows_to_a({self.ptr(a)}, {m_}, {k_}, {g});", f"{g}.run();", finish])
             return
         tacc = "int32_t" if int(np.max(acc_bound)) < (1 << 31) else "int64_t"
         self.scratch(m_ * n_ * (4 if tacc == "int32_t" else 8))
