@@ -43,9 +43,14 @@ def build_lock(build_dir: Path) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
-def _holder(path: Path) -> str:
-    try:
-        info = json.loads(path.read_text() or "{}")
-        return f"pid {info['pid']} on {info['host']} since {info['since']} ({info['command']!r})"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "another qlspec process"
+def _holder(path: Path, patience: float = 2.0) -> str:
+    """Who holds the lock, as the holder wrote it; a holder that has just taken it gets `patience` seconds to say so."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            info = json.loads(path.read_text() or "{}")
+            return f"pid {info['pid']} on {info['host']} since {info['since']} ({info['command']!r})"
+        except (OSError, ValueError, KeyError, TypeError):
+            if time.monotonic() >= deadline:
+                return "another qlspec process"
+            time.sleep(0.02)

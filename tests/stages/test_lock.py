@@ -36,6 +36,25 @@ def test_a_second_holder_is_refused_and_named(tmp_path):
         pass
 
 
+def test_a_holder_that_has_not_yet_written_its_name_is_still_named(tmp_path):
+    """The holder takes the lock, then writes who it is: a second run arriving in between waits for the name."""
+    import fcntl
+    import os
+    import threading
+
+    fd = os.open(tmp_path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    late = threading.Timer(0.3, lambda: os.write(fd, b'{"pid": 4242, "host": "h", "since": "t", "command": "c"}'))
+    late.start()
+    try:
+        with pytest.raises(StageError, match=r"in use by pid 4242 on h"):
+            with build_lock(tmp_path):
+                pass
+    finally:
+        late.join()
+        os.close(fd)
+
+
 def test_a_killed_holder_releases_the_lock(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
                                "from qlspec.stages.lock import build_lock\n"
