@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import difflib
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -26,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-import re
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedOrderedMap, CommentedSeq
@@ -34,6 +34,7 @@ from ruamel.yaml.error import MarkedYAMLError
 
 from qlspec.errors import SpecError
 from qlspec.spec.models import AppSpec
+from qlspec.spec.secrets import is_secret
 
 SPEC_LIBRARY = Path(__file__).resolve().parents[2] / "specs"
 
@@ -122,7 +123,7 @@ def read_yaml(path: Path) -> Source:
     except MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"{_display(path)}:{mark.line + 1}:{mark.column + 1}" if mark else _display(path)
-        raise SpecError(f"invalid YAML: {e.problem or e.context}", where=where) from None
+        raise SpecError(f"invalid YAML: {_without_values(e.problem or e.context)}", where=where) from None
     except RecursionError:
         raise SpecError(f"nesting too deep (a spec may nest {MAX_DEPTH} levels)", where=_display(path)) from None
     except Exception as e:  # noqa: BLE001 - whatever else the parser raises on malformed input (a number too
@@ -324,13 +325,19 @@ def _locate(err: dict[str, Any], source: Source, path: Path) -> tuple[str, str]:
             first = message.split(" ", 1)[0]
             if (loc + (first,)) in source.values:  # a cross-field rule names its field first
                 loc = loc + (first,)
-        if "input" in err and not isinstance(err["input"], (dict, list)) and kind != "value_error":
+        if "input" in err and not isinstance(err["input"], (dict, list)) and kind != "value_error" \
+                and not is_secret(".".join(map(str, loc))):
             message += f" (got {err['input']!r})"
         position = _nearest(source.values, loc)
     dotted = ".".join(str(p) for p in loc) or "(spec)"
     return (str(position) if position else f"{_display(path)}:1:1", f"{dotted}: {message}")
 
 
+
+
+def _without_values(problem: str) -> str:
+    """A parser message without the values it quotes (a duplicated `password` key would print both)."""
+    return re.sub(r'^(found duplicate key ".*?") with value .*$', r"\1", str(problem))
 
 
 _BOUNDS = {"greater_than": ("gt", ">"), "greater_than_equal": ("ge", ">="),

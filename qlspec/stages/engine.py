@@ -30,6 +30,7 @@ from typing import Any, Literal
 from qlspec import __version__, atomic
 from qlspec.errors import StageError
 from qlspec.spec.models import AppSpec
+from qlspec.spec.secrets import is_secret
 
 RECORD = "stage.json"
 RECORD_SCHEMA = 1
@@ -49,6 +50,7 @@ class StageContext:
     build_dir: Path
     progress: bool = True
     log: Callable[[str], None] = print
+    options: Mapping[str, Any] = field(default_factory=dict)   # command-line choices that are not spec fields
 
 
 @dataclass(frozen=True)
@@ -118,9 +120,8 @@ class Pipeline:
     # planning
 
     def spec_slice(self, stage: StageDef) -> dict[str, Any]:
-        """The flattened spec fields a stage reads, secrets replaced by their digest."""
-        picked = {k: v for k, v in self.resolved.items() if any(_under(k, r) for r in stage.reads)}
-        return {k: (mask(v) if k in secret_paths() else v) for k, v in sorted(picked.items())}
+        """The flattened spec fields a stage reads, without secrets (they change how a board is reached, not a result)."""
+        return {k: v for k, v in sorted(self.resolved.items()) if any(_under(k, r) for r in stage.reads) and not is_secret(k)}
 
     def code_digest(self, stage: StageDef) -> str:
         return digest_sources(PACKAGE_DIR / c for c in stage.code + (f"stages/{stage.name}.py",))
@@ -272,8 +273,10 @@ class Pipeline:
     # ---------------------------------------------------------------------------------------------
     # running
 
-    def run_stage(self, status: StageStatus, *, progress: bool, log: Callable[[str], None]) -> None:
-        """Run one stage into its partial folder, record it, then move it into place."""
+    def run_stage(self, status: StageStatus, *, progress: bool, log: Callable[[str], None],
+                  options: Mapping[str, Any] = {}) -> None:
+        """Run one stage into its partial folder, record it, then move it into place. `options` are
+        command-line choices the stage may read (``trust_new_host_key``); they are not part of the key."""
         stage, key, basis = status.stage, status.key, status.basis
         assert stage.run is not None and key is not None and basis is not None
         partial = self.build_dir / ".partial" / f"{stage.name}-{key[:16]}"
@@ -285,7 +288,7 @@ class Pipeline:
             if self.read_record(up) is None:
                 raise StageError(f"input stage '{up}' has not been built", where=str(path))
         started = time.time()
-        _implementation(stage)(StageContext(self.spec, self.spec_path, partial, inputs, self.build_dir, progress, log))
+        _implementation(stage)(StageContext(self.spec, self.spec_path, partial, inputs, self.build_dir, progress, log, options))
         (partial / RECORD).unlink(missing_ok=True)
         record = {
             "schema": RECORD_SCHEMA,
@@ -334,33 +337,6 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _under(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(prefix + ".")
-
-
-def secret_paths() -> set[str]:
-    """Dotted paths of spec fields marked secret in the models."""
-    from qlspec.spec.models import AppSpec as _App
-
-    found: set[str] = set()
-
-    def walk(model: Any, prefix: str) -> None:
-        for name, info in model.model_fields.items():
-            key = info.alias or name
-            if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("secret"):
-                found.add(prefix + key)
-            ann = info.annotation
-            for sub in getattr(ann, "__args__", (ann,)):
-                if isinstance(sub, type) and hasattr(sub, "model_fields"):
-                    walk(sub, prefix + key + ".")
-
-    walk(_App, "")
-    return found
-
-
-def mask(value: Any) -> Any:
-    """A secret as a short digest: changes are visible, the value is not."""
-    if value is None:
-        return None
-    return f"<secret sha256:{hashlib.sha256(str(value).encode()).hexdigest()[:8]}>"
 
 
 def diff_slices(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:

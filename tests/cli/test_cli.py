@@ -41,12 +41,12 @@ def test_schema_prints_json_schema():
 def test_diff_reports_changes_with_invalidated_stages_and_masks_secrets(spec_file, repo_root):
     old = spec_file((repo_root / "examples" / "3ddfa-synthetic" / "app.yaml").read_text(), name="old.yaml")
     new = spec_file("name: 3ddfa-synthetic\nextends: [old.yaml]\ntraining: {epochs: 99}\n"
-                    "deploy: {key: ~/.ssh/other_key}\n# a comment\n", name="new.yaml")
+                    "deploy: {password: other-pass}\n# a comment\n", name="new.yaml")
     r = qlspec("diff", old, new)
     assert r.returncode == 0, r.stderr
     epochs = next(line for line in r.stdout.splitlines() if line.startswith("training.epochs: "))
     assert epochs.endswith("-> 99   invalidates: train, quantise, compare, export, convert, build, verify, deploy")
-    assert 'deploy.key: "<secret sha256:' in r.stdout and "other_key" not in r.stdout and "id_ed25519" not in r.stdout
+    assert 'deploy.password: null -> "<secret>"   invalidates: none' in r.stdout and "other-pass" not in r.stdout
     assert "2 change(s)" in r.stdout
 
 

@@ -148,13 +148,14 @@ def test_resumable_stage_finds_its_partial_folder_again(spec_file, tmp_path):
     assert (tmp_path / "build" / "demo" / "train" / "checkpoint").is_file()
 
 
-def test_secrets_are_digested_in_records(spec_file, tmp_path):
+def test_secrets_are_not_in_keys_or_records(spec_file, tmp_path):
     path = spec_file("name: demo\ndeploy: {password: hunter2}\n")
     stage = StageDef("deploy", "d", reads=("deploy",), after=(), code=(), run=lambda ctx: None)
     p = Pipeline((stage,), load_spec(path).spec, path, tmp_path / "build")
     run_all(p)
     text = (tmp_path / "build" / "demo" / "deploy" / "stage.json").read_text()
-    assert "hunter2" not in text and "<secret sha256:" in text
+    assert "hunter2" not in text and "deploy.password" not in text and "sha256:" not in text
+    assert "deploy.host" in text  # what is not secret is recorded
 
 
 def test_a_disabled_stage_skips_its_consumers(spec_file, tmp_path):
