@@ -54,6 +54,8 @@ err = _Console(stderr=True, highlight=False, soft_wrap=True)
 SpecArg = Annotated[Path, typer.Argument(help="The application spec (YAML).", show_default=False)]
 BuildDir = Annotated[Path, typer.Option("--build-dir", help="Root of the build folders; outputs go to BUILD_DIR/<name>/<stage>/.")]
 Until = Annotated[Optional[str], typer.Option("--until", help="Stop after this stage.")]
+TrustNewHostKey = Annotated[bool, typer.Option("--trust-new-host-key", help="Accept a board's host key not yet in "
+                                                "deploy.known_hosts, and add it there (a changed key is always refused).")]
 
 STATE_STYLE = {"up to date": "green", "will run": "yellow", "not available yet": "dim", "skipped": "dim"}
 
@@ -108,16 +110,47 @@ def plan(spec: SpecArg, build_dir: BuildDir = Path("build"), until: Until = None
 @app.command()
 def apply(spec: SpecArg, build_dir: BuildDir = Path("build"), until: Until = None,
           force: Annotated[list[str], typer.Option("--force", help="Rerun this stage even if up to date (repeatable).")] = [],
-          progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True) -> None:
+          progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+          trust_new_host_key: TrustNewHostKey = False) -> None:
     """Run every stale stage of the spec in order, then write build/<name>/report.md."""
     from qlspec import pipeline as api
 
     pipe = api.open_pipeline(spec, build_dir)
-    final = api.apply(pipe, until=until, force=force, progress=progress, on_status=_stage_printer(), log=out.print)
+    final = api.apply(pipe, until=until, force=force, progress=progress, on_status=_stage_printer(), log=out.print,
+                      options={"trust_new_host_key": trust_new_host_key})
     out.print(f"report: {pipe.build_dir / 'report.md'}")
     pending = [s.stage.name for s in final if s.state == "not available yet"]
     if pending:
         out.print(f"[dim]not available yet in qlspec {__version__}: {', '.join(pending)}[/dim]", markup=True)
+
+
+@app.command()
+def deploy(spec: SpecArg, build_dir: BuildDir = Path("build"),
+           rollback: Annotated[bool, typer.Option("--rollback", help="Make the previous release current again; "
+                                                   "builds and uploads nothing.")] = False,
+           trust_new_host_key: TrustNewHostKey = False,
+           progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True) -> None:
+    """Push the built app to the board in the spec's deploy section, run it there and check it against
+    GRAPH (rung BOARD), whether or not deploy.enabled is set; stale stages before it run first."""
+    from qlspec import pipeline as api
+    from qlspec.stages.engine import Pipeline
+
+    pipe = api.open_pipeline(spec, build_dir)
+    target = pipe.spec.deploy
+    if rollback:
+        from qlspec.deploy import rollback as roll_back
+
+        was, now = roll_back(target, spec.parent, trust_new_host_key=trust_new_host_key)
+        out.print(f"current release on {target.user}@{target.host}:{target.port}: {now} (was {was})")
+        return
+    enabled = pipe.spec.model_copy(update={"deploy": target.model_copy(update={"enabled": True})})
+    pipe = Pipeline(pipe.stages, enabled, pipe.spec_path, pipe.build_root)
+    final = api.apply(pipe, until="deploy", force=["deploy"], progress=progress, on_status=_stage_printer(), log=out.print,
+                      options={"trust_new_host_key": trust_new_host_key})
+    skipped = next(s for s in final if s.stage.name == "deploy")
+    if skipped.state != "up to date":
+        raise QlspecError(f"deploy did not run: {'; '.join(skipped.reasons)}", where=str(spec))
+    out.print(f"report: {pipe.build_dir / 'report.md'}")
 
 
 @app.command()

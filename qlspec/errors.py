@@ -63,3 +63,8 @@ class ExportError(QlspecError):
 
 class BackendError(QlspecError):
     """A backend cannot build or run a graph: a missing toolchain, a failed compile, a failed run."""
+
+
+class DeployError(QlspecError):
+    """The board cannot be reached or refuses a step: an unknown host, a refused key, a changed host
+    key, a full disk, a board without ARM-CL, a run that fails or times out; `where` is user@host:port."""

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from qlspec.report import gather, write_report
 from qlspec.report_pictures import pictures
@@ -22,18 +23,19 @@ def open_pipeline(spec_path: Path, build_root: Path = Path("build")) -> Pipeline
 
 def apply(pipeline: Pipeline, *, until: str | None = None, only: str | None = None, force: Iterable[str] = (), progress: bool = True,
           on_status: Callable[[StageStatus, str], None] = lambda status, event: None,
-          log: Callable[[str], None] = print) -> list[StageStatus]:
+          log: Callable[[str], None] = print, options: Mapping[str, Any] = {}) -> list[StageStatus]:
     """Run every stale stage in order up to `until`, then write the report; returns the final plan.
 
     `on_status(status, event)` is told each stage's fate: event is 'start', 'done', or 'pass'
     (up to date, skipped, not available yet). A failing stage raises; what was built before it stays.
     The build folder is locked meanwhile (`qlspec.stages.lock`): a second run on it stops at once.
+    `options` reach the stages as command-line choices (``trust_new_host_key`` for deploy).
     """
     with build_lock(pipeline.build_dir):
         for status in pipeline.plan(force=force, until=until, only=only):
             if status.state == "will run":
                 on_status(status, "start")
-                pipeline.run_stage(status, progress=progress, log=log)
+                pipeline.run_stage(status, progress=progress, log=log, options=options)
                 on_status(status, "done")
             else:
                 on_status(status, "pass")
@@ -73,6 +75,20 @@ def armcl_section(build_dir: Path, verified: bool) -> str:
     return text
 
 
+def deploy_section(build_dir: Path) -> str:
+    """Where the app went, what was uploaded, and what the board measured."""
+    d = json.loads((build_dir / "deploy" / "deploy.json").read_text())
+    sent = (f"uploaded {d['uploaded_files']} files ({d['uploaded_bytes']:,} bytes)" if d["uploaded_bytes"]
+            else "already on the board: nothing uploaded")
+    removed = f"; removed old releases {', '.join(d['removed_releases'])}" if d["removed_releases"] else ""
+    launcher = f" through `{d['launcher']}`" if d["launcher"] else ""
+    return (f"Release `{d['release']}` ({d['install']}) on `{d['board']}` at `{d['path']}`: {sent}; it is the current release "
+            f"(previous: {d['previous'] or 'none'}){removed}.\n\n"
+            f"Rung BOARD: {d['mismatches']} of {d['outputs']:,} outputs differ from GRAPH on {d['samples']} images, run{launcher} "
+            f"with {d['threads']} threads; median {d['median_ms_per_batch']:.2f} ms per image on the board over {d['repeat']} timed "
+            f"pass(es) (per-node times: `deploy/timing.json`; landmarks: `deploy/landmarks.json`).\n")
+
+
 def write_final_report(pipeline: Pipeline, statuses: list[StageStatus]) -> None:
     """report.json / report.md from the rungs of the stages that are up to date."""
     current = {s.stage.name for s in statuses if s.state == "up to date"}
@@ -86,4 +102,6 @@ def write_final_report(pipeline: Pipeline, statuses: list[StageStatus]) -> None:
         sections["Requantisers (int32)"] = requantiser_section(pipeline.build_dir / "export")
     if "build" in current:
         sections["ARM-CL backend"] = armcl_section(pipeline.build_dir, "verify" in current)
+    if "deploy" in current:
+        sections["Deployment"] = deploy_section(pipeline.build_dir)
     write_report(pipeline.build_dir, pipeline.spec.name, rows, {s.stage.name: s.state for s in statuses}, sections)

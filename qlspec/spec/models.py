@@ -360,15 +360,58 @@ class Verify(SpecModel):
 
 
 class Deploy(SpecModel):
-    """Where `qlspec apply` pushes the built application (over SSH, with fabric)."""
+    """Where and how `qlspec apply` (stage `deploy`) and `qlspec deploy` push the built application, over
+    SSH with fabric.
 
-    enabled: bool = Field(False, description="Push to the board at the end of apply.")
-    host: str = Field("rpi4.local", min_length=1, description="Board host name or address.")
+    On the board, `path` holds ``releases/<id>/`` (one folder per distinct build, named by the digest
+    of its files, so an unchanged build uploads nothing), ``current`` (a link switched atomically to
+    a release only after it ran on the sample images and matched GRAPH), ``history`` and ``runs/``.
+    Host keys are always verified against `known_hosts`; trusting a new key is the command-line flag
+    ``--trust-new-host-key``, never a spec setting.
+    """
+
+    enabled: bool = Field(False, description="Deploy at the end of `qlspec apply` (stage deploy).")
+    host: str = Field("rpi4.local", min_length=1, max_length=253, pattern=r"^[A-Za-z0-9_.:\[\]-]+$",
+                      description="Board host name or address.")
     port: int = Field(22, ge=1, le=65535, description="SSH port.")
-    user: str = Field("pi", min_length=1, description="SSH user.")
-    key: str | None = Field("~/.ssh/id_ed25519", description="Private key file for SSH.", json_schema_extra=SECRET)
-    password: str | None = Field(None, description="SSH password, if no key is used.", json_schema_extra=SECRET)
-    path: str = Field("/home/pi/apps/qlspec-app", min_length=1, description="Folder on the board the app is copied into.")
+    user: str = Field("pi", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", description="SSH user.")
+    key: str | None = Field("~/.ssh/id_ed25519", max_length=4096,
+                            description="Private key file (relative to the spec's folder, or ~); null: ssh-agent only.")
+    agent: bool = Field(True, description="Also offer the keys of a running ssh-agent.")
+    passphrase: str | None = Field(None, description="Passphrase of `key`, if it has one (prefer ssh-agent).",
+                                   json_schema_extra=SECRET)
+    password: str | None = Field(None, description="SSH password, if the board takes no key (discouraged).",
+                                 json_schema_extra=SECRET)
+    known_hosts: str = Field("~/.ssh/known_hosts", min_length=1, max_length=4096,
+                             description="File of trusted host keys (OpenSSH format; relative to the spec's folder, or ~).")
+    path: str = Field("/home/pi/apps/qlspec-app", min_length=2, max_length=1024, pattern=r"^(/|~/)[^\x00-\x1f\x7f]*$",
+                      description="Folder on the board holding the releases (absolute, or ~/ for the user's home).")
+    keep_releases: int = Field(3, ge=1, le=100, description="Releases kept on the board (the current one among them).")
+    install: Literal["push", "build"] = Field(
+        "push", description="'push': upload the binary cross-built here; 'build': upload the CMake project and build it "
+        "on the board (needs cmake, g++ and libarm-compute-dev there).")
+    cmake_args: list[Annotated[str, Field(max_length=1024)]] = Field(
+        default_factory=list, max_length=32, description="Extra CMake configure arguments for install: build.")
+    launcher: str = Field("", max_length=1024,
+                          description="Command prefix the board runs the app with (shell words), e.g. "
+                          "'qemu-aarch64 -cpu cortex-a72 -L /' for an x86 test board; empty on a Raspberry Pi.")
+    samples: int = Field(16, ge=1, le=100_000, description="Validation images the board runs (at most verify.samples).")
+    repeat: int = Field(3, ge=0, le=1000, description="Timed passes over the samples for the median latency.")
+    connect_timeout: float = Field(15.0, gt=0, le=600, description="Seconds to wait for the SSH connection.")
+    command_timeout: float = Field(900.0, gt=0, le=86_400, description="Seconds any one command on the board may take.")
+
+    @field_validator("launcher")
+    @classmethod
+    def _shell_words(cls, value: str) -> str:
+        import shlex
+
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ValueError("must be one line of shell words without control characters")
+        try:
+            shlex.split(value)
+        except ValueError as e:
+            raise ValueError(f"must split into shell words ({e})") from None
+        return value
 
 
 # --------------------------------------------------------------------------------------------------
@@ -402,4 +445,6 @@ class AppSpec(SpecModel):
     def _samples_within_validation_set(self) -> Self:
         if isinstance(self.data, SyntheticData) and self.verify.samples > self.data.val:
             raise ValueError(f"verify.samples ({self.verify.samples}) must be <= data.val ({self.data.val})")
+        if self.deploy.samples > self.verify.samples:
+            raise ValueError(f"deploy.samples ({self.deploy.samples}) must be <= verify.samples ({self.verify.samples})")
         return self

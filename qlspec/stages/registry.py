@@ -84,7 +84,7 @@ STAGES: tuple[StageDef, ...] = (
         reads=("verify.samples", "verify.emulator", "preprocess", "export.flavour", "target.backend", "target.cpu",
                "target.output_stage"),
         after=("data", "export", "convert", "build"),
-        code=("codegen", "evaluation.py", "preprocess.py", "stages/convert.py", "face", "metrics", "graph"),
+        code=("codegen", "evaluation.py", "preprocess.py", "stages/convert.py", "stages/samples.py", "face", "metrics", "graph"),
         run="qlspec.stages.verify:run",
         enabled=lambda spec: ("target.backend is reference (nothing to verify)" if spec.target.backend == "reference"
                               else "verify.emulator is board (the deploy stage runs rung BOARD)" if spec.verify.emulator == "board"
@@ -92,9 +92,15 @@ STAGES: tuple[StageDef, ...] = (
     ),
     StageDef(
         name="deploy",
-        summary="push the built app to the board over SSH",
-        reads=("deploy", "target.board"),
-        after=("build",),
-        code=("deploy",),
+        summary="push the built app to the board with fabric, run it there against GRAPH (rung BOARD)",
+        reads=("deploy.host", "deploy.port", "deploy.user", "deploy.path", "deploy.install", "deploy.cmake_args", "deploy.launcher",
+               "deploy.samples", "deploy.repeat", "deploy.keep_releases", "target.threads", "target.output_stage", "verify.samples",
+               "preprocess", "export.flavour"),
+        after=("data", "export", "convert", "build"),
+        code=("deploy", "codegen/build.py", "evaluation.py", "preprocess.py", "stages/convert.py", "stages/samples.py", "face",
+              "metrics", "graph"),
+        run="qlspec.stages.deploy:run",
+        enabled=lambda spec: ("deploy.enabled is false" if not spec.deploy.enabled
+                              else "target.backend is reference (nothing to deploy)" if spec.target.backend == "reference" else None),
     ),
 )

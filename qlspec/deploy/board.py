@@ -1,0 +1,226 @@
+"""The application's folder on the board: content-addressed releases, an atomic `current` link.
+
+    <path>/releases/<id>/       one per distinct build; <id> = digest of its files (release_id)
+                 bin/qlspec-net, bin/weights.bin, MANIFEST.sha256, and .installed once it passed the
+                 install check (the binary loads, with ARM-CL, on the board)
+    <path>/current -> releases/<id>     switched by rename, so it is always a whole release
+    <path>/history                      the release ids that were made current, oldest first
+    <path>/runs/<stamp>/                inputs and outputs of the runs on the sample images
+    <path>/.upload-<id>-<nonce>/        an upload in progress; renamed into releases/ when complete
+
+An upload goes to a fresh folder and is checked (sha256sum) before it is renamed into place; a
+release becomes current only after it ran on the sample images and matched, so a failure at any
+step leaves the previous release current and runnable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import shlex
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from qlspec.codegen.build import BINARY
+from qlspec.deploy.ssh import Remote, first_line, where
+from qlspec.errors import DeployError
+
+PROJECT_SKIP = ("bin", "out", "build.log", "lowering.json")
+
+
+def release_files(armcl: Path, install: str) -> dict[str, Path]:
+    """What goes to the board, by path inside the release: the cross-built binary and its weights
+    ('push'), or the CMake project to build there ('build')."""
+    if install == "push":
+        return {f"bin/{BINARY}": armcl / "bin" / BINARY, "bin/weights.bin": armcl / "bin" / "weights.bin"}
+    return {str(f.relative_to(armcl)): f for f in sorted(armcl.rglob("*"))
+            if f.is_file() and f.relative_to(armcl).parts[0] not in PROJECT_SKIP}
+
+
+def release_id(files: Mapping[str, Path], install: str) -> str:
+    """16 hex digits of the sha256 over the install mode and every file's path and bytes."""
+    h = hashlib.sha256(install.encode() + b"\0")
+    for rel in sorted(files):
+        h.update(rel.encode() + b"\0" + hashlib.sha256(files[rel].read_bytes()).digest())
+    return h.hexdigest()[:16]
+
+
+def manifest(files: Mapping[str, Path]) -> str:
+    """sha256sum's own format, so the board checks the upload with `sha256sum -c`."""
+    return "".join(f"{hashlib.sha256(files[rel].read_bytes()).hexdigest()}  {rel}\n" for rel in sorted(files))
+
+
+def q(path: str) -> str:
+    return shlex.quote(path)
+
+
+@dataclass(frozen=True)
+class Board:
+    """The app folder `root` (absolute) on a connected board."""
+
+    remote: Remote
+    root: str
+
+    @classmethod
+    def open(cls, remote: Remote) -> "Board":
+        path = remote.deploy.path
+        if path.startswith("~/"):
+            _, home, _ = remote.run('printf %s "$HOME"', "find the home folder")
+            path = home.rstrip("/") + path[1:]
+        remote.run(f"mkdir -p {q(path)}/releases {q(path)}/runs", "create the app folder")
+        return cls(remote, path.rstrip("/"))
+
+    def release(self, rid: str) -> str:
+        return f"{self.root}/releases/{rid}"
+
+    def installed(self) -> list[str]:
+        """Ids of the complete releases on the board."""
+        _, out, _ = self.remote.run(f"cd {q(self.root)}/releases && for d in */; do [ -e \"$d.installed\" ] && "
+                                    "printf '%s\\n' \"${d%/}\"; done; true", "list the releases")
+        return out.split()
+
+    def current(self) -> str | None:
+        _, out, _ = self.remote.run(f"readlink {q(self.root)}/current || true", "read the current release")
+        name = out.strip().rsplit("/", 1)[-1]
+        return name or None
+
+    def history(self) -> list[str]:
+        _, out, _ = self.remote.run(f"cat {q(self.root)}/history 2>/dev/null || true", "read the release history")
+        return out.split()
+
+    def free_bytes(self) -> int:
+        _, out, _ = self.remote.run(f"df -Pk {q(self.root)} | tail -n 1", "measure free space")
+        try:
+            return int(out.split()[3]) * 1024
+        except (IndexError, ValueError):
+            raise DeployError(f"cannot read free space from df: {out.strip()[:120]!r}", where=where(self.remote.deploy)) from None
+
+    # ---------------------------------------------------------------------------------------------
+    # upload and install
+
+    def upload(self, rid: str, files: Mapping[str, Path]) -> int:
+        """Upload, check and install release `rid` unless it is on the board already; returns the bytes sent."""
+        if rid in self.installed():
+            return 0
+        need = sum(f.stat().st_size for f in files.values())
+        free = self.free_bytes()
+        if free < need + (1 << 20):
+            raise DeployError(f"the board's disk is full: {free / 2**20:.1f} MiB free at {self.root}, the release needs "
+                              f"{need / 2**20:.1f} MiB (+1 MiB to run)", where=where(self.remote.deploy))
+        staging = f"{self.root}/.upload-{rid}-{secrets.token_hex(4)}"
+        try:
+            self._send(staging, files)
+            self.remote.run(f"cd {q(staging)} && sha256sum --quiet -c MANIFEST.sha256", "check the upload")
+            if self.remote.deploy.install == "build":
+                self._build_on_board(staging)
+            self._check_runs(staging)
+            self.remote.run(f"touch {q(staging)}/.installed && rm -rf {q(self.release(rid))} && mv {q(staging)} {q(self.release(rid))}",
+                            "install the release")
+        except BaseException:
+            self.remote.run(f"rm -rf {q(staging)}", "remove the failed upload", check=False)
+            raise
+        return need
+
+    def _send(self, staging: str, files: Mapping[str, Path]) -> None:
+        folders = sorted({str(Path(rel).parent) for rel in files} | {"."})
+        self.remote.run("mkdir -p " + " ".join(q(f"{staging}/{d}") for d in folders), "create the upload folder")
+        sftp = self.remote.conn.sftp()
+        for rel, local in sorted(files.items()):
+            try:
+                sftp.put(str(local), f"{staging}/{rel}")
+                sftp.chmod(f"{staging}/{rel}", local.stat().st_mode & 0o777)
+            except OSError as e:
+                free = self.free_bytes()
+                hint = f"; the board has {free / 2**20:.1f} MiB free at {self.root}" if free < (4 << 20) else ""
+                raise DeployError(f"upload of {rel} failed ({e.__class__.__name__}: {str(e)[:120] or 'no reason given'}){hint}",
+                                  where=where(self.remote.deploy)) from None
+        with sftp.open(f"{staging}/MANIFEST.sha256", "w") as fh:
+            fh.write(manifest(files))
+
+    def _build_on_board(self, staging: str) -> None:
+        args = " ".join(q(a) for a in self.remote.deploy.cmake_args)
+        self.remote.run(f"cd {q(staging)} && cmake -S . -B out -DCMAKE_BUILD_TYPE=Release {args} > build.log 2>&1 && "
+                        f"cmake --build out -j \"$(nproc)\" >> build.log 2>&1 && mkdir -p bin && cp out/{BINARY} weights.bin bin/ "
+                        f"|| {{ tail -n 20 build.log >&2; exit 1; }}", "build on the board (cmake)")
+
+    @property
+    def launcher(self) -> str:
+        """deploy.launcher as shell words, each quoted."""
+        return " ".join(q(word) for word in shlex.split(self.remote.deploy.launcher))
+
+    def _check_runs(self, release: str) -> None:
+        """The binary loads on the board: the right architecture, and ARM-CL's shared libraries present."""
+        code, out, err = self.remote.run(f"cd {q(release)} && {self.launcher} ./bin/{BINARY} --info", "check the app starts",
+                                         check=False)
+        if code == 0:
+            return
+        message = first_line(err or out)
+        if "libarm_compute" in err:
+            raise DeployError(f"the board has no ARM Compute Library ({message}): install it there "
+                              "(Raspberry Pi OS or Debian: sudo apt install libarm-compute-dev)",
+                              where=where(self.remote.deploy))
+        if "exec format error" in err.lower() or "cannot execute binary" in err.lower():
+            raise DeployError(f"the board cannot run an aarch64 binary ({message}); set deploy.launcher for an emulator",
+                              where=where(self.remote.deploy))
+        raise DeployError(f"the app does not start on the board (exit {code}): {message}", where=where(self.remote.deploy))
+
+    # ---------------------------------------------------------------------------------------------
+    # run, switch, prune
+
+    def run_app(self, rid: str, inputs: Iterable[Path], *, threads: int, repeat: int, fetch_to: Path) -> str:
+        """Run release `rid` on the .npy `inputs`; its outputs and timing.json are fetched into
+        `fetch_to`. Returns the run's folder on the board."""
+        _, stamp, _ = self.remote.run("date -u +%Y%m%dT%H%M%SZ", "read the board's clock")
+        run = f"{self.root}/runs/{stamp.strip()}-{rid[:8]}-{secrets.token_hex(2)}"
+        self.remote.run(f"mkdir -p {q(run)}", "create the run folder")
+        sftp = self.remote.conn.sftp()
+        names = []
+        for k, local in enumerate(inputs):
+            names.append(f"{run}/input_{k}.npy")
+            try:
+                sftp.put(str(local), names[-1])
+            except OSError as e:
+                raise DeployError(f"upload of the sample inputs failed ({e.__class__.__name__}: {str(e)[:120]})",
+                                  where=where(self.remote.deploy)) from None
+        release = self.release(rid)
+        self.remote.run(f"cd {q(release)} && {self.launcher} ./bin/{BINARY} --weights bin/weights.bin --threads {threads} "
+                        f"--repeat {repeat} --profile --out {q(run)} " + " ".join(q(n) for n in names),
+                        f"run the app (release {rid})")
+        fetch_to.mkdir(parents=True, exist_ok=True)
+        for name in sftp.listdir(run):
+            if name.startswith("output_") or name == "timing.json":
+                sftp.get(f"{run}/{name}", str(fetch_to / name))
+        return run
+
+    def make_current(self, rid: str) -> None:
+        """Point `current` at release `rid` by renaming a fresh link over it (atomic), and record it."""
+        link = f"{self.root}/.current-{secrets.token_hex(4)}"
+        self.remote.run(f"ln -sfn releases/{q(rid)} {q(link)} && mv -T {q(link)} {q(self.root)}/current && "
+                        f"echo {q(rid)} >> {q(self.root)}/history", "switch the current release")
+
+    def prune(self, keep: int) -> list[str]:
+        """Remove releases beyond the `keep` most recently current (never the current one), runs beyond
+        the last `keep` and stale uploads; returns the removed release ids."""
+        order: list[str] = []
+        for rid in reversed(self.history()):
+            if rid not in order:
+                order.append(rid)
+        kept = set(order[:keep]) | {self.current()}
+        gone = [rid for rid in self.installed() if rid not in kept]
+        targets = [q(self.release(rid)) for rid in gone]
+        self.remote.run(f"cd {q(self.root)} && rm -rf {' '.join(targets)} .upload-* && "
+                        f"ls -1d runs/*/ 2>/dev/null | sort | head -n -{keep} | xargs -r rm -rf", "remove old releases")
+        return gone
+
+    def rollback(self) -> tuple[str, str]:
+        """Make the release current before the current one again; returns (from, to)."""
+        now = self.current()
+        present = set(self.installed())
+        earlier = [rid for rid in reversed(self.history()) if rid != now and rid in present]
+        if now is None or not earlier:
+            raise DeployError(f"nothing to roll back to: current release {now or 'none'}, no earlier release on the board "
+                              f"(kept: {', '.join(sorted(present)) or 'none'})", where=where(self.remote.deploy))
+        self._check_runs(self.release(earlier[0]))
+        self.make_current(earlier[0])
+        return now, earlier[0]
