@@ -15,6 +15,7 @@ from qlspec.codegen.toolchain import Toolchain
 from qlspec.errors import BackendError
 
 BINARY = "qlspec-net"
+APP = "qlspec-app"
 
 
 def _first_error(text: str) -> str:
@@ -79,3 +80,31 @@ def run_binary(binary: Path, inputs: list[np.ndarray], tc: Toolchain, *, threads
             k += 1
         timing = json.loads(Path(tmp, "timing.json").read_text())
     return RunResult(outs, float(timing["median_ms_per_batch"]), wall, timing.get("nodes"))
+
+
+@dataclass(frozen=True)
+class AppResult:
+    codes: np.ndarray          # the network input codes the app computed, (N, 3, S, S)
+    outputs: np.ndarray        # its raw integer outputs, (N, P) int64
+    landmarks_json: dict       # landmarks.json as written by the app
+    timing: dict               # timing.json: median milliseconds per photo of each step
+    wall_s: float
+
+
+def run_app(app: Path, arguments: list[str], tc: Toolchain, *, threads: int = 1, repeat: int = 0, cpu: str = "cortex-a72",
+            timeout: float = 3600) -> AppResult:
+    """Run the AI application (qlspec-app) on photos: `arguments` are its --roi options and photo paths."""
+    import time
+    with tempfile.TemporaryDirectory(prefix="qlspec-app-") as tmp:
+        cmd = [*tc.run_prefix(cpu), str(app), "--weights", str(app.parent / "weights.bin"), "--threads", str(threads),
+               "--repeat", str(repeat), "--out", tmp, *arguments]
+        t0 = time.perf_counter()
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise BackendError(f"the app took more than {timeout:.0f} s", where=str(app)) from None
+        if r.returncode != 0:
+            raise BackendError(f"the app failed (exit {r.returncode}): {_first_error(r.stderr or r.stdout)}", where=str(app))
+        out = Path(tmp)
+        return AppResult(np.load(out / "input_0.npy"), np.load(out / "output_0.npy"), json.loads((out / "landmarks.json").read_text()),
+                         json.loads((out / "timing.json").read_text()), time.perf_counter() - t0)

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from qlspec import __version__, atomic
+from qlspec.codegen.app import AppConstants, render_app
 from qlspec.codegen.ctype import c_string, npy_descr
 from qlspec.codegen.lower import ALIGN, Lowered, lower
 from qlspec.graph.ir import Graph
@@ -14,6 +15,7 @@ from qlspec.graph.summary import summarise
 
 BACKENDS = Path(__file__).resolve().parents[2] / "backends"
 RUNTIME = BACKENDS / "armcl" / "runtime"
+APP_RUNTIME = BACKENDS / "app"
 CMAKE_TEMPLATE = BACKENDS / "armcl" / "CMakeLists.txt.in"
 TOOLCHAIN = BACKENDS / "armcl" / "cmake" / "toolchain-aarch64.cmake"
 
@@ -135,9 +137,11 @@ std::unique_ptr<Net> make_net(const std::string& weights, int threads) {{
 """
 
 
-def write_project(g: Graph, folder: Path, *, backend: str = "armcl", cpu: str = "cortex-a72", output_stage: str = "exact") -> Lowered:
+def write_project(g: Graph, folder: Path, *, backend: str = "armcl", cpu: str = "cortex-a72", output_stage: str = "exact",
+                  app: AppConstants | None = None) -> Lowered:
     """Generate the project for `g` into `folder` (created; existing generated files replaced).
-    `output_stage` "armcl-native" lets 8-bit products end in ACL's own requantisation (not exact)."""
+    `output_stage` "armcl-native" lets 8-bit products end in ACL's own requantisation (not exact).
+    With `app`, the project also builds qlspec-app, the AI application around the network."""
     acl = backend == "armcl"
     low = lower(g, acl=acl, native=acl and output_stage == "armcl-native")
     folder.mkdir(parents=True, exist_ok=True)
@@ -145,6 +149,11 @@ def write_project(g: Graph, folder: Path, *, backend: str = "armcl", cpu: str = 
     if runtime.exists():
         shutil.rmtree(runtime)
     shutil.copytree(RUNTIME, runtime, ignore=None if acl else shutil.ignore_patterns("qlspec_acl.*"))
+    if app is not None:
+        shutil.copytree(APP_RUNTIME, runtime / "app")
+        atomic.write_text(folder / "app.cpp", render_app(app))
+    else:
+        (folder / "app.cpp").unlink(missing_ok=True)
     (folder / "cmake").mkdir(exist_ok=True)
     shutil.copy2(TOOLCHAIN, folder / "cmake" / TOOLCHAIN.name)
     cmake = (CMAKE_TEMPLATE.read_text().replace("@VERSION@", __version__).replace("@NAME@", "qlspec_net")

@@ -62,6 +62,14 @@ def test_integer_rungs(build):
         assert (build / "export" / flavour / "network.onnx").is_file()
 
 
+def test_the_ai_application_matches_the_python_pipeline(build):
+    app = json.loads((build / "verify" / "app.json").read_text())
+    assert app["photos"] == 64 and app["preprocess_mismatches"] == 0 and app["network_mismatches_vs_graph"] == 0
+    assert app["landmark_max_abs_diff_px"] <= app["landmark_tolerance_px"]
+    md = (build / "report.md").read_text()
+    assert f"0 of {64 * 3 * 120 * 120:,} input codes differ from the Python pipeline's" in md
+
+
 def test_every_requantiser_fits_int32_with_headroom(build):
     info = json.loads((build / "export" / "export.json").read_text())
     assert info["int32_check"]["mismatches"] == 0 and info["int32_check"]["min_headroom"] >= 2.0
