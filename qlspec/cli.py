@@ -154,6 +154,31 @@ def deploy(spec: SpecArg, build_dir: BuildDir = Path("build"),
 
 
 @app.command()
+def run(spec: SpecArg, photos: Annotated[list[Path], typer.Argument(help="Photos (PNG or JPEG).", show_default=False)],
+        output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Folder for the pictures and landmarks.json "
+                                                       "(default: BUILD_DIR/<name>/run).")] = None,
+        roi: Annotated[Optional[str], typer.Option("--roi", help="Crop box SX,SY,EX,EY in photo pixels, for every photo "
+                                                   "(default: the whole photo).")] = None,
+        build_dir: BuildDir = Path("build"),
+        progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True) -> None:
+    """Run the built AI application on photos (under qemu as a Cortex-A72; backend cpu: natively) and draw their 68 landmarks."""
+    from qlspec import pipeline as api
+    from qlspec.photos_run import parse_roi, run_on_photos
+
+    box = parse_roi(roi) if roi is not None else None
+    pipe = api.open_pipeline(spec, build_dir)
+    if pipe.spec.target.backend == "reference":
+        raise QlspecError("target.backend is reference: there is no application to run (use armcl or cpu)", where=str(spec))
+    api.apply(pipe, until="build", progress=progress, on_status=_quiet_unless_running(), log=out.print)
+    folder = output or pipe.build_dir / "run"
+    pictures = run_on_photos(pipe.build_dir, photos, folder, backend=pipe.spec.target.backend, roi=box,
+                             threads=pipe.spec.target.threads, cpu=pipe.spec.target.cpu)
+    for photo, picture in zip(photos, pictures):
+        out.print(f"{photo} -> {picture}")
+    out.print(f"landmarks: {folder / 'landmarks.json'}")
+
+
+@app.command()
 def compare(spec: SpecArg, build_dir: BuildDir = Path("build"),
             algorithm: Annotated[list[str], typer.Option("--algorithm", help="ptq or pact (repeatable); default: the spec's compare.algorithms, else both.")] = [],
             bits: Annotated[list[int], typer.Option("--bits", help="Bit-width for weights and activations (repeatable); default: the spec's compare.bits.")] = [],
@@ -274,6 +299,17 @@ def _stage_printer():
             out.print(f"[bold]{name:<9}[/bold] [green]done[/green] in {time.perf_counter() - started[name]:.1f} s", markup=True)
         else:
             _print_status(status)
+
+    return on_status
+
+
+def _quiet_unless_running():
+    """An `on_status` callback that prints only the stages that run."""
+    printer = _stage_printer()
+
+    def on_status(status, event: str) -> None:
+        if event != "pass":
+            printer(status, event)
 
     return on_status
 

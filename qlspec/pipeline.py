@@ -61,8 +61,10 @@ def armcl_section(build_dir: Path, verified: bool) -> str:
     b = json.loads((build_dir / "build" / "build.json").read_text())
     kernels = ", ".join(f"{n} {k}" for k, n in b["kernels"].items())
     lanes = ", ".join(f"{n} in {k}" for k, n in b["requant_lanes"].items())
-    text = (f"Generated C++ on ARM Compute Library 20.08 (`build/armcl/`, CMake; cross-built with {b['compiler']} in "
-            f"{b['compile_s']:.1f} s for {b['cpu']}). Kernels: {kernels}. Requantisers: {lanes} lanes "
+    armcl = b["backend"] == "armcl"
+    made = (f"on ARM Compute Library 20.08 (`build/armcl/`, CMake; cross-built with {b['compiler']}" if armcl
+            else f"without ACL (`build/cpu/`, CMake; built for this machine with {b['compiler']}")
+    text = (f"Generated C++ {made} in {b['compile_s']:.1f} s for {b['cpu']}). Kernels: {kernels}. Requantisers: {lanes} lanes "
             f"(int32 only where |x*mul + add| < 2^31 is proven for every accumulator the layer can produce). "
             f"Activation arena {b['arena_bytes']:,} bytes with the memory plan ({b['arena_naive_bytes']:,} without reuse); "
             f"weights {b['weights_bytes']:,} bytes; binary {b['binary_bytes']:,} bytes.\n")
@@ -70,8 +72,25 @@ def armcl_section(build_dir: Path, verified: bool) -> str:
         v = json.loads((build_dir / "verify" / "verify.json").read_text())
         native = " (output stage armcl-native: ARM-CL's fixed-point requantisation, measured, not the contract)" \
             if v.get("output_stage") == "armcl-native" else ""
-        text += (f"\nRung ARMCL{native}: {v['mismatches']} of {v['outputs']:,} outputs differ from GRAPH on {v['samples']} images, run as "
-                 f"`{v['emulator']}` with {v['threads']} threads in {v['wall_s']:.1f} s (emulated speed, not the board's).\n")
+        how = (f"run as `{v['emulator']}` with {v['threads']} threads in {v['wall_s']:.1f} s (emulated speed, not the board's)" if armcl
+               else f"run here in {v['wall_s']:.1f} s")
+        text += (f"\nRung {'ARMCL' if armcl else 'CPU'}{native}: {v['mismatches']} of {v['outputs']:,} outputs differ from GRAPH on "
+                 f"{v['samples']} images, {how}.\n")
+        app = build_dir / "verify" / "app.json"
+        if app.is_file():
+            a = json.loads(app.read_text())
+            t = a["median_ms_per_photo"]
+            text += (f"\nThe AI application (`qlspec-app`: photo in, 68 landmarks out) on {a['photos']} photos made from the same "
+                     f"faces ({a['png']} PNG, {a['jpeg']} JPEG, each resized into a larger frame with a crop box around it):\n\n"
+                     f"- pre-processing (decode, crop, resize, quantise in C++): {a['preprocess_mismatches']} of {a['input_codes']:,} "
+                     f"input codes differ from the Python pipeline's on the same files;\n"
+                     f"- network: {a['network_mismatches_vs_graph']} of {a['network_outputs']:,} outputs differ from GRAPH run on the "
+                     f"app's input codes;\n"
+                     f"- post-processing (de-normalise, 68 landmarks, back to photo pixels, in double precision): at most "
+                     f"{a['landmark_max_abs_diff_px']:.1e} px from the Python post-processing's (tolerance "
+                     f"{a['landmark_tolerance_px']:g} px).\n\n"
+                     f"{'Emulated median' if armcl else 'Median'} per photo: decode {t['decode']:.1f} ms, pre-processing {t['preprocess']:.1f} ms, network "
+                     f"{t['network']:.1f} ms, post-processing {t['postprocess']:.2f} ms.\n")
     return text
 
 
@@ -86,7 +105,21 @@ def deploy_section(build_dir: Path) -> str:
             f"(previous: {d['previous'] or 'none'}){removed}.\n\n"
             f"Rung BOARD: {d['mismatches']} of {d['outputs']:,} outputs differ from GRAPH on {d['samples']} images, run{launcher} "
             f"with {d['threads']} threads; median {d['median_ms_per_batch']:.2f} ms per image on the board over {d['repeat']} timed "
-            f"pass(es) (per-node times: `deploy/timing.json`; landmarks: `deploy/landmarks.json`).\n")
+            f"pass(es) (per-node times: `deploy/timing.json`).\n" + _app_on_board(build_dir))
+
+
+def _app_on_board(build_dir: Path) -> str:
+    path = build_dir / "deploy" / "app.json"
+    if not path.is_file():
+        return ""
+    a = json.loads(path.read_text())
+    t = a["median_ms_per_photo"]
+    return (f"\nThe AI application on the board, {a['photos']} photos ({a['png']} PNG, {a['jpeg']} JPEG): "
+            f"{a['preprocess_mismatches']} of {a['input_codes']:,} input codes differ from the Python pre-processing, "
+            f"{a['network_mismatches_vs_graph']} of {a['network_outputs']:,} outputs from GRAPH, landmarks within "
+            f"{a['landmark_max_abs_diff_px']:.1e} px of the Python post-processing (`deploy/app/landmarks.json`); median per "
+            f"photo on the board: decode {t['decode']:.1f} ms, pre-processing {t['preprocess']:.1f} ms, network "
+            f"{t['network']:.1f} ms, post-processing {t['postprocess']:.2f} ms.\n")
 
 
 def write_final_report(pipeline: Pipeline, statuses: list[StageStatus]) -> None:
@@ -101,7 +134,8 @@ def write_final_report(pipeline: Pipeline, statuses: list[StageStatus]) -> None:
     if "export" in current:
         sections["Requantisers (int32)"] = requantiser_section(pipeline.build_dir / "export")
     if "build" in current:
-        sections["ARM-CL backend"] = armcl_section(pipeline.build_dir, "verify" in current)
+        backend = "ARM-CL backend" if pipeline.spec.target.backend == "armcl" else "CPU backend"
+        sections[backend] = armcl_section(pipeline.build_dir, "verify" in current)
     if "deploy" in current:
         sections["Deployment"] = deploy_section(pipeline.build_dir)
     write_report(pipeline.build_dir, pipeline.spec.name, rows, {s.stage.name: s.state for s in statuses}, sections)

@@ -2,7 +2,7 @@
 
 Rungs, in ladder order (DESIGN.md section 5): MEAN (the mean-parameter predictor, a baseline, not a
 rung), FP, FQ, FQI (the fake-quantised net evaluated with the exported integer arithmetic), TQ,
-ONNX, GRAPH, ARMCL, BOARD. Each stage that produces rungs writes ``rungs.json`` (a list of
+ONNX, GRAPH, ARMCL (or CPU, the same C++ built for this machine), BOARD. Each stage that produces rungs writes ``rungs.json`` (a list of
 rows) into its outputs; the report gathers the rows of the stages that are up to date.
 
 A row: rung, nme (%), n (samples), and against the previous rung max_abs_diff (largest absolute
@@ -19,7 +19,7 @@ from typing import Any
 
 from qlspec import atomic
 
-LADDER = ("MEAN", "FP", "FQ", "FQI", "TQ", "ONNX", "GRAPH", "ARMCL", "BOARD")
+LADDER = ("MEAN", "FP", "FQ", "FQI", "TQ", "ONNX", "GRAPH", "ARMCL", "CPU", "BOARD")
 COLUMNS = ("rung", "nme", "max_abs_diff", "mismatches", "n")
 
 
@@ -62,7 +62,7 @@ def render_markdown(name: str, rows: list[dict[str, Any]], stages: Mapping[str, 
               "MEAN: a predictor that always outputs the mean training parameters (baseline).",
               "FQI: the fake-quantised network evaluated with the integer arithmetic the export writes "
               "(exact accumulators, F2T's requantisers, pools as sums); TQ must equal it bit for bit.",
-              "max abs diff, mismatches: against the rung above (ARMCL and BOARD: against GRAPH).", "", "## Stages", ""]
+              "max abs diff, mismatches: against the rung above (ARMCL, CPU and BOARD: against GRAPH).", "", "## Stages", ""]
     lines += [f"- {stage}: {state}" for stage, state in stages.items()]
     for title, body in sections.items():
         lines += ["", f"## {title}", "", body.rstrip()]

@@ -10,7 +10,7 @@ import numpy as np
 
 from qlspec.codegen.build import build_project, run_binary
 from qlspec.codegen.project import write_project
-from qlspec.codegen.toolchain import armcl_toolchain, host_toolchain
+from qlspec.codegen.toolchain import toolchain_for
 from qlspec.engine.run import check_inputs
 from qlspec.graph.ir import Graph
 
@@ -22,7 +22,7 @@ def run_generated(g: Graph, inputs: Mapping[str, np.ndarray], *, backend: str = 
     Library, cross-built and run under qemu (natively on aarch64); "cpu": the same kernels without
     ACL, built and run natively."""
     feeds = check_inputs(g, inputs)
-    tc = armcl_toolchain() if backend == "armcl" else host_toolchain()
+    tc = toolchain_for(backend)
     with tempfile.TemporaryDirectory(prefix="qlspec-infer-") as tmp:
         project = Path(folder) if folder is not None else Path(tmp) / backend
         write_project(g, project, backend=backend)

@@ -60,6 +60,11 @@ def armcl_toolchain() -> Toolchain:
                      emulator=() if native else (shutil.which("qemu-aarch64") or "qemu-aarch64",), native=native)
 
 
+def toolchain_for(backend: str) -> Toolchain:
+    """The toolchain of a generated backend: "armcl" (cross, emulated) or "cpu" (this machine's)."""
+    return armcl_toolchain() if backend == "armcl" else host_toolchain()
+
+
 def host_toolchain() -> Toolchain:
     """The portable (`cpu`) backend: this machine's own compiler, no emulator."""
     missing = [n for n in ("cmake", "g++") if not shutil.which(n)]

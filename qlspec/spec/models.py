@@ -338,7 +338,9 @@ class Target(SpecModel):
 
     board: Literal["rpi4", "host"] = Field("rpi4", description="'rpi4': Raspberry Pi 4 (Cortex-A72, aarch64); 'host': this machine.")
     cpu: Literal["cortex-a72", "native"] = Field("cortex-a72", description="CPU the code is tuned for and emulated as.")
-    backend: Literal["armcl", "reference"] = Field("armcl", description="'armcl': ARM Compute Library 20.08 C++; 'reference': numpy engine.")
+    backend: Literal["armcl", "cpu", "reference"] = Field(
+        "armcl", description="'armcl': ARM Compute Library 20.08 C++, cross-built for the board; 'cpu': the same generated C++ "
+        "and AI application without ACL, built for and run on this machine (rung CPU); 'reference': numpy engine only.")
     threads: int = Field(4, ge=1, le=64, description="Worker threads on the board.")
     output_stage: Literal["exact", "armcl-native"] = Field(
         "exact", description="'exact': every requantiser is the project's RequantShift kernel, bit-exact against GRAPH; "
@@ -445,6 +447,6 @@ class AppSpec(SpecModel):
     def _samples_within_validation_set(self) -> Self:
         if isinstance(self.data, SyntheticData) and self.verify.samples > self.data.val:
             raise ValueError(f"verify.samples ({self.verify.samples}) must be <= data.val ({self.data.val})")
-        if self.deploy.samples > self.verify.samples:
+        if self.deploy.enabled and self.deploy.samples > self.verify.samples:
             raise ValueError(f"deploy.samples ({self.deploy.samples}) must be <= verify.samples ({self.verify.samples})")
         return self

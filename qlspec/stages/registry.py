@@ -71,23 +71,26 @@ STAGES: tuple[StageDef, ...] = (
     ),
     StageDef(
         name="build",
-        summary="generate the ARM Compute Library project and cross-build it for the board",
-        reads=("target.backend", "target.cpu", "target.board", "target.output_stage"),
-        after=("convert",),
-        code=("codegen", "graph", "engine", "../backends/armcl"),
+        summary="generate the ARM Compute Library project (network and AI app) and cross-build it for the board",
+        reads=("target.backend", "target.cpu", "target.board", "target.output_stage", "preprocess", "export.flavour"),
+        after=("data", "export", "convert"),
+        code=("codegen", "graph", "engine", "../backends/armcl", "../backends/app", "stages/convert.py", "preprocess.py",
+              "evaluation.py", "face"),
         run="qlspec.stages.build:run",
         enabled=lambda spec: "target.backend is reference (nothing to build)" if spec.target.backend == "reference" else None,
     ),
     StageDef(
         name="verify",
-        summary="run the built app under qemu as a Cortex-A72 against GRAPH (rung ARMCL)",
+        summary="run the built app under qemu as a Cortex-A72 (backend cpu: here) against GRAPH (rung ARMCL or CPU)",
         reads=("verify.samples", "verify.emulator", "preprocess", "export.flavour", "target.backend", "target.cpu",
                "target.output_stage"),
         after=("data", "export", "convert", "build"),
-        code=("codegen", "evaluation.py", "preprocess.py", "stages/convert.py", "stages/samples.py", "face", "metrics", "graph"),
+        code=("codegen", "evaluation.py", "preprocess.py", "stages/convert.py", "stages/samples.py", "face", "metrics", "graph",
+              "engine", "data"),
         run="qlspec.stages.verify:run",
         enabled=lambda spec: ("target.backend is reference (nothing to verify)" if spec.target.backend == "reference"
-                              else "verify.emulator is board (the deploy stage runs rung BOARD)" if spec.verify.emulator == "board"
+                              else "verify.emulator is board (the deploy stage runs rung BOARD)"
+                              if spec.verify.emulator == "board" and spec.target.backend == "armcl"
                               else None),
     ),
     StageDef(
@@ -97,10 +100,11 @@ STAGES: tuple[StageDef, ...] = (
                "deploy.samples", "deploy.repeat", "deploy.keep_releases", "target.threads", "target.output_stage", "verify.samples",
                "preprocess", "export.flavour"),
         after=("data", "export", "convert", "build"),
-        code=("deploy", "codegen/build.py", "evaluation.py", "preprocess.py", "stages/convert.py", "stages/samples.py", "face",
-              "metrics", "graph"),
+        code=("deploy", "codegen", "evaluation.py", "preprocess.py", "stages/convert.py", "stages/samples.py", "face",
+              "metrics", "graph", "engine", "data"),
         run="qlspec.stages.deploy:run",
         enabled=lambda spec: ("deploy.enabled is false" if not spec.deploy.enabled
-                              else "target.backend is reference (nothing to deploy)" if spec.target.backend == "reference" else None),
+                              else f"target.backend is {spec.target.backend} (only armcl builds for the board)"
+                              if spec.target.backend != "armcl" else None),
     ),
 )

@@ -170,6 +170,65 @@ def test_armcl_rung_is_bit_exact_under_qemu(built):
     assert "## ARM-CL backend" in md and "Rung ARMCL: 0 of" in md
 
 
+def test_the_ai_application_matches_the_python_pipeline_on_photos(built):
+    root, _ = built
+    build = root / "build" / "tiny"
+    app = json.loads((build / "verify" / "app.json").read_text())
+    assert app["photos"] == 16 and app["png"] == app["jpeg"] == 8
+    assert app["preprocess_mismatches"] == 0 and app["input_codes"] == 16 * 3 * 120 * 120
+    assert app["network_mismatches_vs_graph"] == 0 and app["landmark_max_abs_diff_px"] <= app["landmark_tolerance_px"]
+    assert "input codes differ from the Python pipeline's" in (build / "report.md").read_text()
+
+
+def test_run_draws_landmarks_on_the_users_photos(built, tmp_path):
+    from PIL import Image
+
+    root, _ = built
+    faces = np.load(root / "build" / "tiny" / "data" / "val.npz")["images"]
+    photo = tmp_path / "me.jpg"
+    Image.fromarray(np.kron(faces[0][..., ::-1], np.ones((2, 2, 1), np.uint8))).save(photo, quality=95)
+    r = qlspec("run", "app.yaml", photo, "-o", tmp_path / "out", "--no-progress", cwd=root)
+    assert r.returncode == 0, r.stdout + r.stderr
+    drawn = tmp_path / "out" / "me_landmarks.png"
+    assert f"{photo} -> {drawn}" in r.stdout
+    result = json.loads((tmp_path / "out" / "landmarks.json").read_text())["images"][0]
+    assert result["image"] == str(photo) and result["roi"] == [0, 0, 240, 240] and len(result["landmarks"]) == 68
+    before, after = np.asarray(Image.open(photo).convert("RGB")), np.asarray(Image.open(drawn))
+    assert after.shape == before.shape
+    x, y = (int(round(v)) for v in result["landmarks"][30])  # the nose tip is drawn green
+    assert tuple(after[y, x]) == (0, 255, 0)
+    boxed = qlspec("run", "app.yaml", photo, "--roi", "10.4,20,200,230.5", "-o", tmp_path / "boxed", "--no-progress", cwd=root)
+    assert boxed.returncode == 0, boxed.stderr
+    assert json.loads((tmp_path / "boxed" / "landmarks.json").read_text())["images"][0]["roi"] == [10, 20, 200, 230]
+    for bad in (["missing.png"], [str(root / "app.yaml")], [str(photo), "--roi", "5,5,1,1"]):
+        r = qlspec("run", "app.yaml", *bad, "--no-progress", cwd=root)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+
+
+def test_the_cpu_backend_builds_the_same_app_for_this_machine(built, tmp_path):
+    import shutil
+
+    root, _ = built
+    shutil.copytree(root / "build", tmp_path / "build")
+    (tmp_path / "app.yaml").write_text(TINY.replace("EPOCHS", "1") + "target: {backend: cpu}\n")
+    r = qlspec("apply", "app.yaml", "--no-progress", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "train     up to date" in r.stdout and "build     done" in r.stdout and "deploy    skipped" in r.stdout
+    build = tmp_path / "build" / "tiny"
+    rows = {row["rung"]: row for row in json.loads((build / "report.json").read_text())["rows"]}
+    assert rows["CPU"]["mismatches"] == 0 and "ARMCL" not in rows
+    assert np.array_equal(np.load(build / "verify" / "outputs.npz")["cpu"], np.load(build / "convert" / "outputs.npz")["graph"])
+    app = json.loads((build / "verify" / "app.json").read_text())
+    assert app["preprocess_mismatches"] == 0 and app["network_mismatches_vs_graph"] == 0
+    assert "## CPU backend" in (build / "report.md").read_text()
+    photo = tmp_path / "face.png"
+    from PIL import Image
+
+    Image.fromarray(np.load(build / "data" / "val.npz")["images"][1][..., ::-1]).save(photo)
+    r = qlspec("run", "app.yaml", photo, "--no-progress", cwd=tmp_path)
+    assert r.returncode == 0 and (build / "run" / "face_landmarks.png").is_file(), r.stdout + r.stderr
+
+
 def test_build_without_the_toolchain_says_what_is_missing_and_keeps_the_last_build(built, tmp_path):
     root, _ = built
     binary = root / "build" / "tiny" / "build" / "armcl" / "bin" / "qlspec-net"
