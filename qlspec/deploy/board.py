@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from qlspec.codegen.build import BINARY
+from qlspec.codegen.build import APP, BINARY
 from qlspec.deploy.ssh import Remote, first_line, where
 from qlspec.errors import DeployError
 
@@ -33,7 +33,7 @@ def release_files(armcl: Path, install: str) -> dict[str, Path]:
     """What goes to the board, by path inside the release: the cross-built binary and its weights
     ('push'), or the CMake project to build there ('build')."""
     if install == "push":
-        return {f"bin/{BINARY}": armcl / "bin" / BINARY, "bin/weights.bin": armcl / "bin" / "weights.bin"}
+        return {f"bin/{name}": armcl / "bin" / name for name in (BINARY, APP, "weights.bin")}
     return {str(f.relative_to(armcl)): f for f in sorted(armcl.rglob("*"))
             if f.is_file() and f.relative_to(armcl).parts[0] not in PROJECT_SKIP}
 
@@ -141,7 +141,8 @@ class Board:
     def _build_on_board(self, staging: str) -> None:
         args = " ".join(q(a) for a in self.remote.deploy.cmake_args)
         self.remote.run(f"cd {q(staging)} && cmake -S . -B out -DCMAKE_BUILD_TYPE=Release {args} > build.log 2>&1 && "
-                        f"cmake --build out -j \"$(nproc)\" >> build.log 2>&1 && mkdir -p bin && cp out/{BINARY} weights.bin bin/ "
+                        f"cmake --build out -j \"$(nproc)\" >> build.log 2>&1 && "
+                        f"mkdir -p bin && cp out/{BINARY} out/{APP} weights.bin bin/ "
                         f"|| {{ tail -n 20 build.log >&2; exit 1; }}", "build on the board (cmake)")
 
     @property
@@ -168,29 +169,32 @@ class Board:
     # ---------------------------------------------------------------------------------------------
     # run, switch, prune
 
-    def run_app(self, rid: str, inputs: Iterable[Path], *, threads: int, repeat: int, fetch_to: Path) -> str:
-        """Run release `rid` on the .npy `inputs`; its outputs and timing.json are fetched into
-        `fetch_to`. Returns the run's folder on the board."""
+    def run_app(self, rid: str, program: str, uploads: Iterable[tuple[Path, str]], arguments: list[str], *, threads: int,
+                repeat: int, fetch_to: Path, fetch: tuple[str, ...]) -> str:
+        """Run `program` (bin/qlspec-net or bin/qlspec-app) of release `rid` in a fresh run folder on the
+        board: each local file of `uploads` is sent there under its name, ``{run}`` in `arguments`
+        stands for that folder; the files named in `fetch` come back into `fetch_to`. Returns the run
+        folder on the board."""
         _, stamp, _ = self.remote.run("date -u +%Y%m%dT%H%M%SZ", "read the board's clock")
-        run = f"{self.root}/runs/{stamp.strip()}-{rid[:8]}-{secrets.token_hex(2)}"
+        run = f"{self.root}/runs/{stamp.strip()}-{rid[:8]}-{secrets.token_hex(3)}"
         self.remote.run(f"mkdir -p {q(run)}", "create the run folder")
         sftp = self.remote.conn.sftp()
-        names = []
-        for k, local in enumerate(inputs):
-            names.append(f"{run}/input_{k}.npy")
+        for local, name in uploads:
             try:
-                sftp.put(str(local), names[-1])
+                sftp.put(str(local), f"{run}/{name}")
             except OSError as e:
                 raise DeployError(f"upload of the sample inputs failed ({e.__class__.__name__}: {str(e)[:120]})",
                                   where=where(self.remote.deploy)) from None
-        release = self.release(rid)
-        self.remote.run(f"cd {q(release)} && {self.launcher} ./bin/{BINARY} --weights bin/weights.bin --threads {threads} "
-                        f"--repeat {repeat} --profile --out {q(run)} " + " ".join(q(n) for n in names),
-                        f"run the app (release {rid})")
+        words = " ".join(q(a.replace("{run}", run)) for a in arguments)
+        self.remote.run(f"cd {q(self.release(rid))} && {self.launcher} ./bin/{program} --weights bin/weights.bin "
+                        f"--threads {threads} --repeat {repeat} --out {q(run)} {words}", f"run {program} (release {rid})")
         fetch_to.mkdir(parents=True, exist_ok=True)
-        for name in sftp.listdir(run):
-            if name.startswith("output_") or name == "timing.json":
+        for name in fetch:
+            try:
                 sftp.get(f"{run}/{name}", str(fetch_to / name))
+            except OSError as e:
+                raise DeployError(f"{program} wrote no {name} on the board ({e.__class__.__name__})",
+                                  where=where(self.remote.deploy)) from None
         return run
 
     def make_current(self, rid: str) -> None:

@@ -7,15 +7,19 @@ Steps (`qlspec.deploy.board` holds the board's folder layout):
    build`) into a fresh folder, unless a release with the same content is on the board already
    (then nothing is uploaded); check it with sha256sum, build it there if asked, and check that the
    app starts (ARM-CL present, right architecture);
-3. run it on the first `deploy.samples` validation images, fetch its outputs and timing;
-4. check them against GRAPH: any mismatch stops the stage (with `target.output_stage: armcl-native`
-   they are measured instead), and the release does not become current;
+3. run the network (qlspec-net) on the first `deploy.samples` validation images, and the AI
+   application (qlspec-app) on the same faces as photo files (`qlspec.codegen.photos`), and fetch
+   their outputs, landmarks and timing;
+4. check them: the network's outputs against GRAPH (any mismatch stops the stage; with
+   `target.output_stage: armcl-native` they are measured instead), the app's input codes, outputs
+   and landmarks against the Python pipeline as the verify stage does; a release that fails does
+   not become current;
 5. switch `current` to it atomically and keep the last `deploy.keep_releases` releases.
 
 A failure at any step leaves the board's current release as it was. Outputs: outputs.npz
-(``board``), timing.json (the board's own median per batch and per node), landmarks.json (the 68
-landmarks per image, from the board's outputs by the Python post-processing), rungs.json (row
-BOARD) and deploy.json (board, release, what was uploaded, timings).
+(``board``), timing.json (the board's own median per batch and per node), rungs.json (row
+BOARD), app/ (the app's landmarks.json, input and output codes and timing from the board), app.json
+(its checks) and deploy.json (board, release, what was uploaded, timings).
 """
 
 from __future__ import annotations
@@ -28,21 +32,26 @@ from pathlib import Path
 import numpy as np
 
 from qlspec import atomic
+from qlspec.codegen.build import APP, BINARY
+from qlspec.codegen.photos import Photo, app_arguments, app_failure, check_app_outputs, write_photos
 from qlspec.deploy.board import Board, release_files, release_id
 from qlspec.deploy.ssh import Remote, connect, where
 from qlspec.errors import DeployError
-from qlspec.evaluation import landmarks_from_outputs, load_stats
-from qlspec.face.store import load_face_model
+from qlspec.graph.io import load_graph
+from qlspec.preprocess import InputTransform
 from qlspec.report import write_rungs
 from qlspec.stages.engine import StageContext
 from qlspec.stages.samples import checked_row, validation_samples
+
+APP_FILES = ("landmarks.json", "input_0.npy", "output_0.npy", "timing.json")
 
 
 def run(ctx: StageContext) -> None:
     spec, deploy = ctx.spec, ctx.spec.deploy
     files = release_files(ctx.inputs["build"] / "armcl", deploy.install)
     rid = release_id(files, deploy.install)
-    samples = validation_samples(ctx, deploy.samples)
+    samples = validation_samples(ctx, min(deploy.samples, spec.verify.samples))
+    meta = json.loads((ctx.inputs["export"] / spec.export.flavour / "metadata.json").read_text())
     t0 = time.perf_counter()
     conn = connect(deploy, ctx.spec_path.parent, trust_new_host_key=bool(ctx.options.get("trust_new_host_key")))
     try:
@@ -55,9 +64,20 @@ def run(ctx: StageContext) -> None:
                                          else "already on the board, nothing uploaded"))
         with tempfile.TemporaryDirectory(prefix="qlspec-deploy-") as tmp:
             np.save(Path(tmp) / "input_0.npy", samples.inputs)
-            run_dir = board.run_app(rid, [Path(tmp) / "input_0.npy"], threads=spec.target.threads, repeat=deploy.repeat,
-                                    fetch_to=ctx.out / "fetched")
-        t3 = time.perf_counter()
+            run_dir = board.run_app(rid, BINARY, [(Path(tmp) / "input_0.npy", "input_0.npy")], ["--profile", "{run}/input_0.npy"],
+                                    threads=spec.target.threads, repeat=deploy.repeat, fetch_to=ctx.out / "fetched",
+                                    fetch=("output_0.npy", "timing.json"))
+            t3 = time.perf_counter()
+            photos = write_photos(samples.faces.images, Path(tmp) / "photos")
+            board.run_app(rid, APP, [(p.path, p.path.name) for p in photos],
+                          app_arguments([Photo(Path("{run}") / p.path.name, p.roi) for p in photos]), threads=spec.target.threads,
+                          repeat=deploy.repeat, fetch_to=ctx.out / "app", fetch=APP_FILES)
+            app = check_app_outputs(np.load(ctx.out / "app" / "input_0.npy"), np.load(ctx.out / "app" / "output_0.npy"),
+                                    json.loads((ctx.out / "app" / "landmarks.json").read_text()), photos, graph=load_graph(
+                                        ctx.inputs["convert"] / "graph"), input_meta=meta["input"], output_eps=meta["output"]["eps"],
+                                    transform=InputTransform.from_spec(spec.preprocess), size=spec.preprocess.size,
+                                    data_dir=ctx.inputs["data"])
+        t4 = time.perf_counter()
         outputs = np.load(ctx.out / "fetched" / "output_0.npy")
         row, bad = checked_row("BOARD", outputs, samples, ctx, host=where(deploy), release=rid,
                                output_stage=spec.target.output_stage)
@@ -65,6 +85,9 @@ def run(ctx: StageContext) -> None:
             first = int(np.argwhere(bad)[0][0])
             raise DeployError(f"BOARD differs from GRAPH on {int(bad.sum())} of {bad.size} outputs (first at validation image "
                               f"{first}); release {rid} was not made current", where=where(deploy))
+        failure = app_failure(app, exact=spec.target.output_stage == "exact")
+        if failure:
+            raise DeployError(f"on the board, {failure}; release {rid} was not made current", where=where(deploy))
         if previous != rid:
             board.make_current(rid)
         removed = board.prune(deploy.keep_releases)
@@ -74,9 +97,8 @@ def run(ctx: StageContext) -> None:
     out = outputs.reshape(bad.shape).astype(np.int64)
     np.savez(ctx.out / "outputs.npz", board=out)
     atomic.write_json(ctx.out / "timing.json", timing)
-    landmarks = landmarks_from_outputs(out * samples.eps, load_stats(ctx.inputs["data"]), load_face_model(ctx.inputs["data"]))
-    atomic.write_json(ctx.out / "landmarks.json", {"points": 68, "units": "crop pixels (x, y)",
-                                                   "images": [lm.T.astype(float).round(3).tolist() for lm in landmarks]})
+    app["median_ms_per_photo"] = json.loads((ctx.out / "app" / "timing.json").read_text())["median_ms_per_image"]
+    atomic.write_json(ctx.out / "app.json", app)
     write_rungs(ctx.out, [row])
     atomic.write_json(ctx.out / "deploy.json", {
         "board": where(deploy), "path": board.root, "release": rid, "previous": previous, "install": deploy.install,
@@ -84,6 +106,8 @@ def run(ctx: StageContext) -> None:
         "launcher": deploy.launcher, "samples": len(samples.inputs), "threads": spec.target.threads, "repeat": deploy.repeat,
         "median_ms_per_batch": timing.get("median_ms_per_batch"),
         "mismatches": int(bad.sum()), "outputs": int(bad.size), "output_stage": spec.target.output_stage,
-        "connect_s": round(t1 - t0, 2), "upload_s": round(t2 - t1, 2), "run_s": round(t3 - t2, 2)})
+        "connect_s": round(t1 - t0, 2), "upload_s": round(t2 - t1, 2), "run_s": round(t3 - t2, 2), "app_s": round(t4 - t3, 2)})
+    ctx.log(f"  app on the board, {app['photos']} photos: {app['preprocess_mismatches']} input codes and "
+            f"{app['network_mismatches_vs_graph']} outputs differ, landmarks within {app['landmark_max_abs_diff_px']:.1e} px")
     ctx.log(f"  BOARD vs GRAPH: {int(bad.sum())} mismatches of {bad.size} outputs on {len(samples.inputs)} images; "
             f"current release {rid} on {where(deploy)}:{board.root}")

@@ -90,8 +90,12 @@ def test_apply_deploys_runs_on_the_board_and_reports_rung_board(deployed):
     rows = {row["rung"]: row for row in json.loads((build / "report.json").read_text())["rows"]}
     assert rows["BOARD"]["mismatches"] == 0 and rows["BOARD"]["n"] == 4 and rows["BOARD"]["outputs"] == graph.size
     assert "| BOARD |" in (build / "report.md").read_text() and "## Deployment" in (build / "report.md").read_text()
-    landmarks = json.loads((build / "deploy" / "landmarks.json").read_text())
-    assert np.asarray(landmarks["images"]).shape == (4, 68, 2)
+    # the AI application ran on the board on photos of the same faces, and matched the Python pipeline
+    landmarks = json.loads((build / "deploy" / "app" / "landmarks.json").read_text())
+    assert np.asarray([im["landmarks"] for im in landmarks["images"]]).shape == (4, 68, 2)
+    app = json.loads((build / "deploy" / "app.json").read_text())
+    assert app["photos"] == 4 and app["preprocess_mismatches"] == 0 and app["network_mismatches_vs_graph"] == 0
+    assert app["landmark_max_abs_diff_px"] <= app["landmark_tolerance_px"]
     assert json.loads((build / "deploy" / "timing.json").read_text())["median_ms_per_batch"] > 0
 
 
@@ -126,7 +130,7 @@ def test_a_deploy_failing_midway_leaves_the_previous_release_current_and_runnabl
     assert "build on the board (cmake) failed" in one_error_line(qlspec("deploy", "broken-build.yaml", "--no-progress", cwd=root))
     # fails when run: the launcher exits non-zero / hangs past the time limit
     write_spec(root, "broken-run.yaml", board, launcher="sh -c 'exit 7' x")
-    assert "run the app" in one_error_line(qlspec("deploy", "broken-run.yaml", "--no-progress", cwd=root))
+    assert "run qlspec-net" in one_error_line(qlspec("deploy", "broken-run.yaml", "--no-progress", cwd=root))
     write_spec(root, "hung-run.yaml", board, launcher="sh -c 'sleep 60' x", command_timeout=3)
     assert "took more than 3 s" in one_error_line(qlspec("deploy", "hung-run.yaml", "--no-progress", cwd=root))
     assert current(board, app) == before
