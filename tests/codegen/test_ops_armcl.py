@@ -37,6 +37,8 @@ def convs_graph():
         "ww": r.integers(-3000, 3000, (4, 3, 2, 2)).astype(np.int16), "bw": r.integers(-9, 9, 4).astype(np.int32),
         "mw": np.array(70001, np.int32), "aw": np.array(123456, np.int64),
         "me": r.integers(-9, 9, (1, 8, 5, 1)).astype(np.int32), "ae": r.integers(-99, 99, (1, 1, 5, 11)).astype(np.int32),
+        "wp": r.integers(-128, 128, (5, 8, 1, 1)).astype(np.int8), "mp": r.integers(1, 40, (1, 5, 1, 1)).astype(np.int32),
+        "ap": np.array(-5, np.int32),
     }
     nodes = [
         node("ConvRequant", "conv_acl", ["x", "w1", "b1", "m1", "a1"], ["y1"], div=1 << 10, lo=0, hi=255, pads=(1, 1, 1, 1), strides=(2, 1)),
@@ -54,8 +56,9 @@ def convs_graph():
         node("Conv", "conv_wide", ["x", "ww", "bw"], ["acc9"], strides=(2, 2)),
         node("RequantShift", "rq_int64", ["acc9", "mw", "aw"], ["y9"], div=1 << 20, lo=-2000, hi=2000),
         node("RequantShift", "rq_elementwise", ["y1", "me", "ae"], ["y10"], div=8, lo=-300, hi=300),
+        node("ConvRequant", "conv_pointwise", ["y1", "wp", "", "mp", "ap"], ["y11"], div=1 << 9, lo=-128, hi=127),
     ]
-    return make_graph("convs", {"x": TensorInfo((1, 3, 9, 11), 8, True)}, nodes, c, ["y8", "y9", "y10", "y5"])
+    return make_graph("convs", {"x": TensorInfo((1, 3, 9, 11), 8, True)}, nodes, c, ["y8", "y9", "y10", "y5", "y11"])
 
 
 def edge_graph():

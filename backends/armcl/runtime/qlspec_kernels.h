@@ -247,6 +247,17 @@ template <typename TX, typename TW, typename TACC>
 inline void conv_plane(const TX* x /* image n, first channel of the group */, const TW* w /* filter m */,
                        int64_t cg, const Window& k, TACC* acc) {
   std::fill(acc, acc + k.ho * k.wo, TACC(0));
+  if (k.kh == 1 && k.kw == 1 && k.sh == 1 && k.sw == 1 && k.pt == 0 && k.pl == 0 && k.ho == k.h && k.wo == k.w) {
+    // pointwise: each input plane scales into the whole output plane, one flat loop the compiler vectorises
+    const int64_t size = k.h * k.w;
+    for (int64_t c = 0; c < cg; ++c) {
+      const TACC wv = static_cast<TACC>(w[c]);
+      if (wv == 0) continue;
+      const TX* xc = x + c * size;
+      for (int64_t i = 0; i < size; ++i) acc[i] += static_cast<TACC>(xc[i]) * wv;
+    }
+    return;
+  }
   for (int64_t c = 0; c < cg; ++c) {
     const TX* xc = x + c * k.h * k.w;
     for (int64_t i = 0; i < k.kh; ++i) {
