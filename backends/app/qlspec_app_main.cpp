@@ -18,7 +18,6 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
-#include <unistd.h>
 #include <vector>
 
 #include "qlspec_app.h"
@@ -27,14 +26,6 @@
 using namespace qlspec;
 
 namespace {
-
-std::string exe_dir() {
-  char buf[4096];
-  const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  if (n <= 0) return ".";
-  std::string p(buf, static_cast<size_t>(n));
-  return p.substr(0, p.find_last_of('/'));
-}
 
 std::string json_string(const std::string& s) {
   std::string out = "\"";
@@ -45,16 +36,6 @@ std::string json_string(const std::string& s) {
     else out += static_cast<char>(c);
   }
   return out + "\"";
-}
-
-std::string one_line(const std::string& s) {
-  std::string out;
-  char hex[8];
-  for (unsigned char c : s) {
-    if (c < 0x20 || c == 0x7f) { std::snprintf(hex, sizeof hex, "\\x%02x", c); out += hex; }
-    else out += static_cast<char>(c);
-  }
-  return out;
 }
 
 struct Job {
@@ -98,30 +79,14 @@ double median(std::vector<double> v) {
 }
 
 int run(int argc, char** argv) {
-  std::string weights = exe_dir() + "/weights.bin", out;
-  int threads = 1, repeat = 0;
+  RunOptions opt;
   std::vector<Job> jobs;
   Job current{"", true, Roi{}};
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) throw std::runtime_error(a + " needs a value");
-      return argv[++i];
-    };
-    auto integer = [&]() -> int {
-      const std::string v = value();
-      size_t used = 0;
-      int n = 0;
-      try { n = std::stoi(v, &used); } catch (const std::exception&) { used = 0; }
-      if (used == 0 || used != v.size()) throw std::runtime_error(a + " needs an integer (got '" + v + "')");
-      return n;
-    };
-    if (a == "--weights") weights = value();
-    else if (a == "--threads") threads = integer();
-    else if (a == "--repeat") repeat = integer();
-    else if (a == "--out") out = value();
-    else if (a == "--roi") {
-      const std::string v = value();
+  for (Args arg(argc, argv); arg.next();) {
+    const std::string& a = arg.flag();
+    if (opt.take(arg)) continue;
+    if (a == "--roi") {
+      const std::string v = arg.value();
       current.full = v == "full";
       if (!current.full) current.roi = parse_roi(v);
     } else {
@@ -131,10 +96,10 @@ int run(int argc, char** argv) {
   }
   const NetInfo& info = net_info();
   const AppConfig& cfg = app_config();
-  if (out.empty()) throw std::runtime_error("--out DIR is required");
+  opt.check();
   if (jobs.empty()) throw std::runtime_error("no images given");
-  if (threads < 1 || threads > 256) throw std::runtime_error("--threads must be 1..256");
-  if (repeat < 0 || repeat > 100000) throw std::runtime_error("--repeat must be 0..100000");
+  const std::string &weights = opt.weights, &out = opt.out;
+  const int threads = opt.threads, repeat = opt.repeat;
   if (info.num_inputs != 1 || info.num_outputs != 1) throw std::runtime_error("the app needs a network with one input and one output");
   const TensorDesc& tin = info.inputs[0];
   const TensorDesc& tout = info.outputs[0];

@@ -5,8 +5,57 @@
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+#include <unistd.h>
 
 namespace qlspec {
+
+std::string Args::value() {
+  if (i_ + 1 >= argc_) throw std::runtime_error(flag_ + " needs a value");
+  return argv_[++i_];
+}
+
+int Args::integer() {
+  const std::string v = value();
+  size_t used = 0;
+  int n = 0;
+  try { n = std::stoi(v, &used); } catch (const std::exception&) { used = 0; }
+  if (used == 0 || used != v.size()) throw std::runtime_error(flag_ + " needs an integer (got '" + v + "')");
+  return n;
+}
+
+bool RunOptions::take(Args& arg) {
+  const std::string& a = arg.flag();
+  if (a == "--weights") weights = arg.value();
+  else if (a == "--threads") threads = arg.integer();
+  else if (a == "--repeat") repeat = arg.integer();
+  else if (a == "--out") out = arg.value();
+  else return false;
+  return true;
+}
+
+void RunOptions::check() const {
+  if (out.empty()) throw std::runtime_error("--out DIR is required");
+  if (threads < 1 || threads > 256) throw std::runtime_error("--threads must be 1..256");
+  if (repeat < 0 || repeat > 100000) throw std::runtime_error("--repeat must be 0..100000");
+}
+
+std::string exe_dir() {
+  char buf[4096];
+  const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0) return ".";
+  std::string p(buf, static_cast<size_t>(n));
+  return p.substr(0, p.find_last_of('/'));
+}
+
+std::string one_line(const std::string& s) {
+  std::string out;
+  char hex[8];
+  for (unsigned char c : s) {
+    if (c < 0x20 || c == 0x7f) { std::snprintf(hex, sizeof hex, "\\x%02x", c); out += hex; }
+    else out += static_cast<char>(c);
+  }
+  return out;
+}
 
 std::vector<uint8_t> read_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);

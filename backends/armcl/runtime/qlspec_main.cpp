@@ -13,20 +13,11 @@
 #include <exception>
 #include <fstream>
 #include <string>
-#include <unistd.h>
 #include <vector>
 
 #include "qlspec_net.h"
 
 using namespace qlspec;
-
-static std::string exe_dir() {
-  char buf[4096];
-  const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  if (n <= 0) return ".";
-  std::string p(buf, static_cast<size_t>(n));
-  return p.substr(0, p.find_last_of('/'));
-}
 
 static int64_t elements(const TensorDesc& t, int from) {
   int64_t n = 1;
@@ -35,29 +26,13 @@ static int64_t elements(const TensorDesc& t, int from) {
 }
 
 static int run(int argc, char** argv) {
-  std::string weights = exe_dir() + "/weights.bin", out;
-  int threads = 1, repeat = 0;
+  RunOptions opt;
   bool profile = false;
   std::vector<std::string> inputs;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) throw std::runtime_error(a + " needs a value");
-      return argv[++i];
-    };
-    auto integer = [&]() -> int {
-      const std::string v = value();
-      size_t used = 0;
-      int n = 0;
-      try { n = std::stoi(v, &used); } catch (const std::exception&) { used = 0; }
-      if (used == 0 || used != v.size()) throw std::runtime_error(a + " needs an integer (got '" + v + "')");
-      return n;
-    };
-    if (a == "--weights") weights = value();
-    else if (a == "--threads") threads = integer();
-    else if (a == "--repeat") repeat = integer();
-    else if (a == "--out") out = value();
-    else if (a == "--profile") profile = true;
+  for (Args arg(argc, argv); arg.next();) {
+    const std::string& a = arg.flag();
+    if (opt.take(arg)) continue;
+    if (a == "--profile") profile = true;
     else if (a == "--info") {
       const NetInfo& info = net_info();
       std::printf("%s: %d input(s), %d output(s), arena %lld bytes, backend %s\n", info.name, info.num_inputs,
@@ -66,9 +41,9 @@ static int run(int argc, char** argv) {
     } else inputs.push_back(a);
   }
   const NetInfo& info = net_info();
-  if (out.empty()) throw std::runtime_error("--out DIR is required");
-  if (threads < 1 || threads > 256) throw std::runtime_error("--threads must be 1..256");
-  if (repeat < 0 || repeat > 100000) throw std::runtime_error("--repeat must be 0..100000");
+  opt.check();
+  const std::string &weights = opt.weights, &out = opt.out;
+  const int threads = opt.threads, repeat = opt.repeat;
   if (static_cast<int>(inputs.size()) != info.num_inputs)
     throw std::runtime_error("expected " + std::to_string(info.num_inputs) + " input file(s), got " + std::to_string(inputs.size()));
   std::vector<Array> arrays;
@@ -139,17 +114,6 @@ static int run(int argc, char** argv) {
   }
   tj << "}\n";
   return 0;
-}
-
-// One line whatever a message holds: control characters (a newline in a tensor name) as \xHH.
-static std::string one_line(const std::string& s) {
-  std::string out;
-  char hex[8];
-  for (unsigned char c : s) {
-    if (c < 0x20 || c == 0x7f) { std::snprintf(hex, sizeof hex, "\\x%02x", c); out += hex; }
-    else out += static_cast<char>(c);
-  }
-  return out;
 }
 
 int main(int argc, char** argv) {
