@@ -72,13 +72,22 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
 
 
 @app.command()
-def validate(spec: SpecArg) -> None:
-    """Check a spec: each error as FILE:LINE:COL: field.path: message (exit 2)."""
+def validate(specs: Annotated[list[Path], typer.Argument(help="One or more application specs (YAML).", show_default=False)]) -> None:
+    """Check specs: each error as FILE:LINE:COL: field.path: message (exit 2 if any spec has one)."""
+    from qlspec.errors import SpecError
     from qlspec.spec.load import load_spec
 
-    loaded = load_spec(spec)
-    extra = f" (extends {', '.join(loaded.spec.extends)})" if loaded.spec.extends else ""
-    out.print(f"ok: {spec} is a valid qlspec/v1 spec for '{loaded.spec.name}'{extra}")
+    failed: list[tuple[str | None, str]] = []
+    for spec in specs:
+        try:
+            loaded = load_spec(spec)
+        except SpecError as e:
+            failed += e.errors
+            continue
+        extra = f" (extends {', '.join(loaded.spec.extends)})" if loaded.spec.extends else ""
+        out.print(f"ok: {spec} is a valid qlspec/v1 spec for '{loaded.spec.name}'{extra}")
+    if failed:
+        raise SpecError.many(failed)
 
 
 @app.command()
@@ -203,16 +212,49 @@ def compare(spec: SpecArg, build_dir: BuildDir = Path("build"),
 
 
 @app.command()
-def diff(old: Annotated[Path, typer.Argument(help="The old spec.")], new: Annotated[Path, typer.Argument(help="The new spec.")],
-         as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+def diff(specs: Annotated[list[str], typer.Argument(help="OLD NEW; or SPEC with --against; or git's 7 arguments with --git.",
+                                                    show_default=False)],
+         against: Annotated[Optional[str], typer.Option("--against", help="Compare SPEC with itself at this git revision.")] = None,
+         git: Annotated[bool, typer.Option("--git", help="Act as git's external diff driver (see the README).")] = False,
+         fmt: Annotated[str, typer.Option("--format", help="text, json or markdown (a table for a pull request).")] = "text",
+         as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False) -> None:
     """Semantic diff of two specs (extends and defaults applied) and the stages each change invalidates."""
-    from qlspec.spec.diff import spec_diff
+    from qlspec.spec.diff import render_markdown, spec_diff, stages_to_rerun
     from qlspec.spec.load import load_spec
     from qlspec.stages.registry import STAGES
 
-    changes = spec_diff(load_spec(old), load_spec(new), STAGES)
-    if as_json:
+    fmt = "json" if as_json else fmt
+    if fmt not in ("text", "json", "markdown"):
+        raise QlspecError(f"unknown format {fmt!r} (text, json or markdown)", where="--format")
+    title = "qlspec diff"
+    if git:
+        from qlspec.spec.revisions import from_git_driver
+
+        path, old, new = from_git_driver(specs)
+        title = f"qlspec diff {path}"
+        if old is None or new is None:
+            out.print(f"{title}: {'new' if old is None else 'deleted'} spec")
+            return
+        out.print(f"{title}")
+    elif against is not None:
+        from qlspec.spec.revisions import at_revision
+
+        if len(specs) != 1:
+            raise QlspecError("--against REV takes one spec", where="qlspec diff")
+        with at_revision(Path(specs[0]), against) as old_path:
+            old = load_spec(old_path)
+        new = load_spec(Path(specs[0]))
+        title = f"qlspec diff {specs[0]} against {against}"
+    else:
+        if len(specs) != 2:
+            raise QlspecError(f"needs OLD and NEW specs (got {len(specs)})", where="qlspec diff")
+        old, new = load_spec(Path(specs[0])), load_spec(Path(specs[1]))
+    changes = spec_diff(old, new, STAGES)
+    if fmt == "json":
         typer.echo(json.dumps([c.__dict__ for c in changes], indent=2))
+        return
+    if fmt == "markdown":
+        typer.echo(render_markdown(changes, STAGES, title, new.spec), nl=False)
         return
     if not changes:
         out.print("no semantic changes")
@@ -220,7 +262,7 @@ def diff(old: Annotated[Path, typer.Argument(help="The old spec.")], new: Annota
     for c in changes:
         stages = ", ".join(c.stages) if c.stages else "none"
         out.print(f"{escape(c.path)}: {escape(_json(c.old))} -> {escape(_json(c.new))}   [dim]invalidates: {stages}[/dim]", markup=True)
-    invalid = [s.name for s in STAGES if any(s.name in c.stages for c in changes)]
+    invalid = stages_to_rerun(changes, STAGES)
     out.print(f"{len(changes)} change(s); stages to rerun: {', '.join(invalid) if invalid else 'none'}")
 
 

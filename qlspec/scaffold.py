@@ -66,4 +66,8 @@ def scaffold(pairs: list[str], *, no_input: bool, output_dir: Path) -> Path:
                                   overwrite_if_exists=False)
         except CookiecutterException as e:
             raise QlspecError(str(e).splitlines()[0] if str(e) else e.__class__.__name__, where="qlspec new") from None
+    from qlspec import atomic
+    from qlspec.spec.schema import schema_text
+
+    atomic.write_text(Path(folder) / "app.schema.json", schema_text())  # editors complete and check app.yaml with it
     return Path(folder)

@@ -6,6 +6,7 @@ comments and spelling of equal values do not matter. A secret field shows only t
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,3 +47,40 @@ def invalidated_by(path: str, stages: tuple[StageDef, ...]) -> tuple[str, ...]:
         if reads or any(up in hit for up in stage.after):
             hit.add(stage.name)
     return tuple(s.name for s in stages if s.name in hit)
+
+
+def stages_to_rerun(changes: list[Change], stages: tuple[StageDef, ...]) -> list[str]:
+    """The stages any change invalidates, in pipeline order."""
+    return [s.name for s in stages if any(s.name in c.stages for c in changes)]
+
+
+def rungs_that_may_move(changes: list[Change], stages: tuple[StageDef, ...], spec=None) -> list[str]:
+    """The report rows written by the stages to rerun, in pipeline order; with the new `spec`, only
+    those it produces (ARMCL or CPU by target.backend; BOARD when deploy.enabled)."""
+    rerun = set(stages_to_rerun(changes, stages))
+    rungs = [r for s in stages if s.name in rerun for r in s.rungs]
+    if spec is not None:
+        absent = {"ARMCL", "CPU", "BOARD"} - ({"ARMCL", "BOARD"} if spec.target.backend == "armcl" else {"CPU"} if
+                                              spec.target.backend == "cpu" else set())
+        absent |= set() if spec.deploy.enabled else {"BOARD"}
+        rungs = [r for r in rungs if r not in absent]
+    return rungs
+
+
+def render_markdown(changes: list[Change], stages: tuple[StageDef, ...], title: str = "qlspec diff", spec=None) -> str:
+    """A table fit for a pull-request comment: each change, what reruns, which rungs may move (of
+    those the new `spec` produces, when given)."""
+    if not changes:
+        return f"**{title}**: no semantic changes.\n"
+
+    def cell(value: Any) -> str:
+        text = "_absent_" if value is None else json.dumps(value) if not isinstance(value, str) else value
+        return "`" + text.replace("`", "'").replace("|", "\\|").replace("\n", " ")[:120] + "`"
+
+    lines = [f"**{title}**: {len(changes)} change(s)", "", "| field | old | new | invalidates |", "|---|---|---|---|"]
+    for c in changes:
+        lines.append(f"| `{c.path}` | {cell(c.old)} | {cell(c.new)} | {', '.join(c.stages) or 'none'} |")
+    rerun, rungs = stages_to_rerun(changes, stages), rungs_that_may_move(changes, stages, spec)
+    lines += ["", f"**Stages to rerun:** {', '.join(rerun) or 'none'}", "",
+              f"**Rungs that may move:** {', '.join(rungs) or 'none'}"]
+    return "\n".join(lines) + "\n"

@@ -75,6 +75,7 @@ class StageDef:
     resumable: bool = False
     files: tuple[str, ...] = ()
     enabled: Callable[[AppSpec], str | None] = lambda spec: None  # a reason to skip, or None
+    rungs: tuple[str, ...] = ()  # the report rows it writes (what a change to it may move)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ STAGES: tuple[StageDef, ...] = (
     ),
     StageDef(
         name="train",
+        rungs=("MEAN", "FP"),
         summary="train the float network (rung FP)",
         reads=("network", "training", "preprocess", "postprocess"),
         after=("data",),
@@ -33,6 +34,7 @@ STAGES: tuple[StageDef, ...] = (
     ),
     StageDef(
         name="quantise",
+        rungs=("FQ", "FQI"),
         summary="PACT quantisation-aware training or PTQ calibration (rungs FQ and FQI)",
         reads=("quantisation", "training", "network", "preprocess", "export.requant_bits", "export.headroom", "verify.samples"),
         after=("data", "train"),
@@ -55,6 +57,7 @@ STAGES: tuple[StageDef, ...] = (
     ),
     StageDef(
         name="export",
+        rungs=("TQ",),
         summary="fake-to-true integerisation and QuantLab-format ONNX (rung TQ)",
         reads=("export", "quantisation.bits", "quantisation.ptq.samples", "verify.samples", "training.threads", "preprocess"),
         after=("data", "quantise"),
@@ -63,6 +66,7 @@ STAGES: tuple[StageDef, ...] = (
     ),
     StageDef(
         name="convert",
+        rungs=("ONNX", "GRAPH"),
         summary="QuantLab ONNX -> optimised qlspec graph, run by the reference engine (rungs ONNX, GRAPH)",
         reads=("export.flavour", "preprocess"),
         after=("data", "export"),
@@ -81,6 +85,7 @@ STAGES: tuple[StageDef, ...] = (
     ),
     StageDef(
         name="verify",
+        rungs=("ARMCL", "CPU"),
         summary="run the built app under qemu as a Cortex-A72 (backend cpu: here) against GRAPH (rung ARMCL or CPU)",
         reads=("verify.samples", "verify.emulator", "preprocess", "export.flavour", "target.backend", "target.cpu",
                "target.output_stage"),
@@ -95,6 +100,7 @@ STAGES: tuple[StageDef, ...] = (
     ),
     StageDef(
         name="deploy",
+        rungs=("BOARD",),
         summary="push the built app to the board with fabric, run it there against GRAPH (rung BOARD)",
         reads=("deploy.host", "deploy.port", "deploy.user", "deploy.path", "deploy.install", "deploy.cmake_args", "deploy.launcher",
                "deploy.samples", "deploy.repeat", "deploy.keep_releases", "target.threads", "target.output_stage", "verify.samples",
