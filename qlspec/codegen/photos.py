@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from qlspec.data.crop import crop_image, from_crop, resize_bilinear, round_roi
+from qlspec.data.real import read_bgr
 
 #: Largest allowed difference between the app's landmarks and Python's, in photo pixels: both are
 #: float64 sums of the same terms in another order (measured about 1e-13).
@@ -58,14 +59,6 @@ def app_arguments(photos: list[Photo]) -> list[str]:
     for p in photos:
         args += ["--roi", ",".join(repr(float(v)) for v in p.roi), str(p.path)]
     return args
-
-
-def read_bgr(path: Path) -> np.ndarray:
-    """A photo as uint8 BGR, decoded by Pillow (RGB, alpha dropped), as the data stage reads files."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))[..., ::-1].copy()
 
 
 def python_codes(photos: list[Photo], input_meta: dict, transform, size: int) -> np.ndarray:

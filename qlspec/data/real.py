@@ -136,7 +136,9 @@ def _images(root: Path) -> list[Path]:
     return found
 
 
-def _read_bgr(path: Path) -> np.ndarray:
+def read_bgr(path: Path) -> np.ndarray:
+    """A photo as uint8 BGR ``(H, W, 3)``, decoded by Pillow (``convert("RGB")``: alpha dropped);
+    an unreadable file is a located `QlspecError`."""
     from PIL import Image, UnidentifiedImageError  # noqa: PLC0415  (PIL comes with matplotlib)
 
     try:
@@ -199,7 +201,7 @@ def _samples(root: str | os.PathLike[str], limit: int | None) -> Iterator[_Sampl
         paths = paths[:limit]
     for path in paths:
         mat, data = _read_mat(path)
-        yield path, path.relative_to(root).as_posix(), _read_bgr(path), mat, data
+        yield path, path.relative_to(root).as_posix(), read_bgr(path), mat, data
 
 
 def _assemble(images: list[np.ndarray], params: list[np.ndarray], lmk: list[np.ndarray], yaw: list[float],

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from qlspec.data.crop import crop_image
-from qlspec.codegen.photos import read_bgr
+from qlspec.data.real import read_bgr
 
 APP = Path(__file__).resolve().parents[2] / "backends" / "app"
 HARNESS = Path(__file__).with_name("app_harness.cpp")
