@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,25 +55,32 @@ class RunResult:
     node_ms: list[dict] | None = None   # with profile: per node in run order, {"kernel", "ms_per_batch"}
 
 
+def _execute(program: Path, arguments: list[str], tc: Toolchain, *, threads: int, repeat: int, cpu: str, out: str,
+             timeout: float, what: str) -> float:
+    """Run a generated runner (under qemu when cross-built) with the options every runner takes;
+    returns the wall time; a failure or time-out is a BackendError naming `what` ran."""
+    cmd = [*tc.run_prefix(cpu), str(program), "--weights", str(program.parent / "weights.bin"), "--threads", str(threads),
+           "--repeat", str(repeat), "--out", out, *arguments]
+    t0 = time.perf_counter()
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise BackendError(f"{what} took more than {timeout:.0f} s", where=str(program)) from None
+    if r.returncode != 0:
+        raise BackendError(f"{what} failed (exit {r.returncode}): {_first_error(r.stderr or r.stdout)}", where=str(program))
+    return time.perf_counter() - t0
+
+
 def run_binary(binary: Path, inputs: list[np.ndarray], tc: Toolchain, *, threads: int = 1, repeat: int = 0,
                cpu: str = "cortex-a72", timeout: float = 3600, profile: bool = False) -> RunResult:
     """Run the network on `inputs` (one array per graph input, samples stacked on axis 0)."""
-    import time
     with tempfile.TemporaryDirectory(prefix="qlspec-run-") as tmp:
         files = []
         for k, a in enumerate(inputs):
             files.append(os.path.join(tmp, f"input_{k}.npy"))
             np.save(files[-1], np.ascontiguousarray(a))
-        cmd = [*tc.run_prefix(cpu), str(binary), "--weights", str(binary.parent / "weights.bin"),
-               "--threads", str(threads), "--repeat", str(repeat), *(["--profile"] if profile else []), "--out", tmp, *files]
-        t0 = time.perf_counter()
-        try:
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise BackendError(f"the network took more than {timeout:.0f} s", where=str(binary)) from None
-        wall = time.perf_counter() - t0
-        if r.returncode != 0:
-            raise BackendError(f"the network failed (exit {r.returncode}): {_first_error(r.stderr or r.stdout)}", where=str(binary))
+        wall = _execute(binary, [*(["--profile"] if profile else []), *files], tc, threads=threads, repeat=repeat, cpu=cpu,
+                        out=tmp, timeout=timeout, what="the network")
         outs = []
         k = 0
         while os.path.exists(os.path.join(tmp, f"output_{k}.npy")):
@@ -94,17 +102,8 @@ class AppResult:
 def run_app(app: Path, arguments: list[str], tc: Toolchain, *, threads: int = 1, repeat: int = 0, cpu: str = "cortex-a72",
             timeout: float = 3600) -> AppResult:
     """Run the AI application (qlspec-app) on photos: `arguments` are its --roi options and photo paths."""
-    import time
     with tempfile.TemporaryDirectory(prefix="qlspec-app-") as tmp:
-        cmd = [*tc.run_prefix(cpu), str(app), "--weights", str(app.parent / "weights.bin"), "--threads", str(threads),
-               "--repeat", str(repeat), "--out", tmp, *arguments]
-        t0 = time.perf_counter()
-        try:
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise BackendError(f"the app took more than {timeout:.0f} s", where=str(app)) from None
-        if r.returncode != 0:
-            raise BackendError(f"the app failed (exit {r.returncode}): {_first_error(r.stderr or r.stdout)}", where=str(app))
+        wall = _execute(app, arguments, tc, threads=threads, repeat=repeat, cpu=cpu, out=tmp, timeout=timeout, what="the app")
         out = Path(tmp)
         return AppResult(np.load(out / "input_0.npy"), np.load(out / "output_0.npy"), json.loads((out / "landmarks.json").read_text()),
-                         json.loads((out / "timing.json").read_text()), time.perf_counter() - t0)
+                         json.loads((out / "timing.json").read_text()), wall)
