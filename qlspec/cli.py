@@ -76,11 +76,13 @@ def validate(specs: Annotated[list[Path], typer.Argument(help="One or more appli
     """Check specs: each error as FILE:LINE:COL: field.path: message (exit 2 if any spec has one)."""
     from qlspec.errors import SpecError
     from qlspec.spec.load import load_spec
+    from qlspec.spec.named_files import check_named_files
 
     failed: list[tuple[str | None, str]] = []
     for spec in specs:
         try:
             loaded = load_spec(spec)
+            check_named_files(loaded)  # a checkpoint that does not fit the network fails here, not in train
         except SpecError as e:
             failed += e.errors
             continue
@@ -277,25 +279,33 @@ def new(extra: Annotated[Optional[list[str]], typer.Argument(help="Template valu
     out.print(f"created {folder}; next: qlspec validate {folder / 'app.yaml'}")
 
 
+InputPrecision = Annotated[Optional[str], typer.Option(
+    "--input", metavar="uint8|int8|int32", help="Precision of the model's integer input (an ONNX file does not carry it). "
+    "Default: what a side file beside the model declares (qlspec's metadata.json, DORY's config_*.json), else int32.")]
+SideConfig = Annotated[Optional[Path], typer.Option(
+    "--config", help="A side JSON declaring the input precision, whatever its name: DORY's (input_bits, input_signed) "
+    "or qlspec's export metadata.json (input: {name, bits, signed}). Not with --input.")]
+
+
 @app.command()
 def convert(model: Annotated[Path, typer.Argument(help="A QuantLab-exported ONNX file (Deeploy or DORY flavour).")],
             output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the qlspec graph (graph.json + constants.npz).")],
             no_optimise: Annotated[bool, typer.Option("--no-optimise", help="Write the graph as parsed, without passes.")] = False,
-            input_bits: Annotated[Optional[int], typer.Option("--input-bits", help="Bits of the integer input (default: from a side JSON beside the file, else 32).")] = None,
-            input_signed: Annotated[bool, typer.Option("--input-signed/--input-unsigned", help="Signedness of the integer input, with --input-bits.")] = True) -> None:
+            input_precision: InputPrecision = None, config: SideConfig = None) -> None:
     """Convert QuantLab ONNX into the qlspec integer graph, optimise it, and print a summary."""
     from qlspec.graph.io import save_graph
     from qlspec.graph.passes import optimise
     from qlspec.graph.summary import summarise
-    from qlspec.modelio import first_input, side_input_types
+    from qlspec.modelio import input_precision as precision_of
     from qlspec.onnx_import import import_onnx
 
-    types = {first_input(model): (input_bits, input_signed)} if input_bits is not None else side_input_types(model)
+    types, source = precision_of(model, input_precision, config)
     graph = import_onnx(model, input_types=types)
     if not no_optimise:
         graph = optimise(graph)
     save_graph(graph, output)
     out.print(summarise(graph).to_text())
+    out.print(f"input precision from {source}")
     out.print(f"wrote {output}")
 
 
@@ -307,14 +317,20 @@ def infer(model: Annotated[Path, typer.Argument(help="A qlspec graph folder or a
                                                "Compute Library C++, cross-built and run under qemu-aarch64 as a Cortex-A72; "
                                                "cpu: the same C++ without ACL, built and run on this machine.")] = "reference",
           threads: Annotated[int, typer.Option("--threads", min=1, max=64, help="Threads for --backend armcl (ACL's scheduler).")] = 1,
-          project: Annotated[Optional[Path], typer.Option("--project", help="Keep the generated project in this folder.")] = None) -> None:
+          project: Annotated[Optional[Path], typer.Option("--project", help="Keep the generated project in this folder.")] = None,
+          input_precision: InputPrecision = None, config: SideConfig = None,
+          expect: Annotated[Optional[Path], typer.Option("--expect", help="A reference .npz to compare the outputs with, by the "
+                                                         "model's output names, else in order; exit 1 if any value differs.")] = None) -> None:
     """Run the integer graph: with the reference engine (exact integer semantics) or a generated backend."""
     from qlspec.engine.run import run_graph
-    from qlspec.modelio import load_model, read_inputs, write_outputs
+    from qlspec.modelio import compare_outputs, load_model, read_inputs, write_outputs
+    from qlspec.modelio import input_precision as precision_of
 
     if backend not in ("reference", "armcl", "cpu"):
         raise QlspecError(f"unknown backend {backend!r} (reference, armcl or cpu)", where="--backend")
-    graph = load_model(model)
+    if model.is_dir() and (input_precision is not None or config is not None):
+        raise QlspecError("a graph folder carries its input precision: --input and --config apply to an .onnx model", where=str(model))
+    graph = load_model(model, None if model.is_dir() else precision_of(model, input_precision, config)[0])
     feeds = read_inputs(inputs, graph)
     if backend == "reference":
         results = run_graph(graph, feeds)
@@ -325,6 +341,12 @@ def infer(model: Annotated[Path, typer.Argument(help="A qlspec graph folder or a
     for name, value in results.items():
         out.print(f"{name}: {value.dtype} {tuple(value.shape)}")
     out.print(f"wrote {output}")
+    if expect is not None:
+        rows = compare_outputs(results, expect)
+        for name, key, differ, total in rows:
+            out.print(f"{name} vs {expect}[{key}]: {differ} of {total} values differ")
+        if any(differ for _, _, differ, _ in rows):
+            raise typer.Exit(1)
 
 
 def _stage_printer():

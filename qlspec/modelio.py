@@ -34,27 +34,67 @@ def load_model(path: Path, input_types: Mapping[str, tuple[int, bool]] | None = 
     raise GraphError(f"expected a graph folder (with {GRAPH_FILE}) or an .onnx file", where=str(path))
 
 
-def side_input_types(onnx_path: Path) -> dict[str, tuple[int, bool]] | None:
-    """Input precision declared next to an ONNX file, which the graph itself does not carry.
+INPUT_PRECISIONS = {"uint8": (8, False), "int8": (8, True), "int32": (32, True)}  # `--input` -> (bits, signed)
 
-    Read from qlspec's export metadata.json (``input: {name, bits, signed}``), or from a QuantLab DORY
-    side JSON (``config_*.json`` with ``input_bits`` and ``input_signed``, for the graph's first
-    input). None when neither is there.
+
+def input_precision(onnx_path: Path, given: str | None = None, config: Path | None = None
+                    ) -> tuple[dict[str, tuple[int, bool]] | None, str]:
+    """The input precision of an ONNX file, which the graph itself does not carry, and where it came from.
+
+    In this order: `given` (``uint8``, ``int8`` or ``int32``, for every graph input); the side
+    file `config` names (`read_side_file`); a side file beside the model (`side_input_types`); else
+    None, which the importer takes as 32-bit signed. `given` and `config` together are refused.
     """
-    folder = Path(onnx_path).parent
-    meta = folder / "metadata.json"
-    if meta.is_file():
-        data = _json(meta).get("input", {})
-        if isinstance(data, dict) and {"name", "bits", "signed"} <= set(data):
-            if not isinstance(data["name"], str):
-                raise GraphError(f"input.name must be a string (got {data['name']!r:.40})", where=str(meta))
-            return {data["name"]: (_bits(data["bits"], meta, "input.bits"), _flag(data["signed"], meta, "input.signed"))}
-    for config in sorted(folder.glob("config_*.json")):
-        data = _json(config)
-        if "input_bits" in data and "input_signed" in data:
-            return {first_input(onnx_path): (_bits(data["input_bits"], config, "input_bits"),
-                                             _flag(data["input_signed"], config, "input_signed"))}
+    if given is not None and config is not None:
+        raise GraphError("--input and --config both give the input precision: use one", where="qlspec")
+    if given is not None:
+        if given not in INPUT_PRECISIONS:
+            raise GraphError(f"unknown input precision {given!r} (choose from {', '.join(INPUT_PRECISIONS)})", where="--input")
+        return {name: INPUT_PRECISIONS[given] for name in graph_inputs(onnx_path)}, "--input"
+    if config is not None:
+        types = read_side_file(Path(config), onnx_path)
+        if types is None:
+            raise GraphError("declares no input precision (expected input_bits and input_signed, DORY's config_*.json "
+                             "keys, or input: {name, bits, signed}, qlspec's metadata.json)", where=str(config))
+        return types, str(config)
+    for side in _side_files(onnx_path):
+        types = read_side_file(side, onnx_path)
+        if types is not None:
+            return types, str(side)
+    return None, "default (nothing declares it)"
+
+
+def read_side_file(path: Path, onnx_path: Path) -> dict[str, tuple[int, bool]] | None:
+    """Input precision from one side JSON: qlspec's export metadata.json (``input: {name, bits, signed}``)
+    or a QuantLab DORY config (``input_bits`` and ``input_signed``, for the graph's first input); None
+    when the file declares neither."""
+    if not path.is_file():
+        raise GraphError("no such file", where=str(path))
+    data = _json(path)
+    meta = data.get("input", {})
+    if isinstance(meta, dict) and {"name", "bits", "signed"} <= set(meta):
+        if not isinstance(meta["name"], str):
+            raise GraphError(f"input.name must be a string (got {meta['name']!r:.40})", where=str(path))
+        return {meta["name"]: (_bits(meta["bits"], path, "input.bits"), _flag(meta["signed"], path, "input.signed"))}
+    if "input_bits" in data and "input_signed" in data:
+        return {first_input(onnx_path): (_bits(data["input_bits"], path, "input_bits"),
+                                         _flag(data["input_signed"], path, "input_signed"))}
     return None
+
+
+def side_input_types(onnx_path: Path) -> dict[str, tuple[int, bool]] | None:
+    """Input precision declared by a side file beside an ONNX file: qlspec's metadata.json, else the
+    first ``config_*.json`` (DORY's name) that declares it; None when none does."""
+    for side in _side_files(onnx_path):
+        types = read_side_file(side, onnx_path)
+        if types is not None:
+            return types
+    return None
+
+
+def _side_files(onnx_path: Path) -> list[Path]:
+    folder = Path(onnx_path).parent
+    return [p for p in (folder / "metadata.json",) if p.is_file()] + sorted(folder.glob("config_*.json"))
 
 
 def _bits(value: object, path: Path, key: str) -> int:
@@ -80,9 +120,22 @@ def _json(path: Path) -> dict:
 
 
 def first_input(onnx_path: Path) -> str:
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    return graph_inputs(onnx_path)[0]
+
+
+def graph_inputs(onnx_path: Path) -> list[str]:
+    """The names of an ONNX graph's inputs that are not initialisers, in order."""
+    try:
+        graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    except FileNotFoundError:
+        raise GraphError("no such file", where=str(onnx_path)) from None
+    except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and friends on a file that is not ONNX
+        raise GraphError(f"not a readable ONNX file ({e.__class__.__name__})", where=str(onnx_path)) from None
     initialisers = {t.name for t in graph.initializer}
-    return next(i.name for i in graph.input if i.name not in initialisers)
+    names = [i.name for i in graph.input if i.name not in initialisers]
+    if not names:
+        raise GraphError("the graph has no inputs", where=str(onnx_path))
+    return names
 
 
 def read_inputs(npz_path: Path, g: Graph) -> dict[str, np.ndarray]:
@@ -110,6 +163,42 @@ def read_inputs(npz_path: Path, g: Graph) -> dict[str, np.ndarray]:
         raise GraphError(f"holds {len(arrays)} array(s) {list(arrays)} but the graph takes {len(g.inputs)} "
                          f"input(s) {list(g.inputs)}", where=str(npz_path))
     return dict(zip(g.inputs, arrays.values()))
+
+
+def compare_outputs(outputs: Mapping[str, np.ndarray], npz_path: Path) -> list[tuple[str, str, int, int]]:
+    """Each output against a reference .npz: matched by the model's own output name when the reference
+    has every one, else by order (QuantLab's kernel cases name them arr_0, output_0, ...).
+    Returns (output name, reference key, values that differ, values) per output; a shape mismatch is
+    an error naming both."""
+    with _npz(npz_path) as z:
+        ref = {k: z[k] for k in z.files}
+    names = list(outputs)
+    if all(n in ref for n in names):
+        keys = names
+    elif len(ref) >= len(names):
+        keys = list(ref)[:len(names)]
+    else:
+        raise GraphError(f"holds {len(ref)} array(s) {list(ref)} but the model has {len(names)} output(s) {names}",
+                         where=str(npz_path))
+    rows = []
+    for name, key in zip(names, keys):
+        got, want = np.asarray(outputs[name]), ref[key]
+        if got.shape != want.shape:
+            raise GraphError(f"{key}: shape {want.shape} but output {name!r} is {got.shape}", where=str(npz_path))
+        rows.append((name, key, int((got.astype(np.int64) != want.astype(np.int64)).sum()), int(got.size)))
+    return rows
+
+
+def _npz(npz_path: Path):
+    try:
+        z = np.load(npz_path, allow_pickle=False)
+    except FileNotFoundError:
+        raise GraphError("no such file", where=str(npz_path)) from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise GraphError(f"not a readable .npz file ({e.__class__.__name__}: {str(e)[:80]})", where=str(npz_path)) from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise GraphError("an .npy array, not an .npz of named arrays (save it with np.savez)", where=str(npz_path))
+    return z
 
 
 def write_outputs(path: Path, outputs: Mapping[str, np.ndarray]) -> Path:

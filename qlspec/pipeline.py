@@ -10,6 +10,7 @@ from typing import Any
 from qlspec.report import gather, write_report
 from qlspec.report_pictures import pictures
 from qlspec.spec.load import load_spec
+from qlspec.spec.named_files import check_named_files
 from qlspec.stages.engine import Pipeline, StageStatus
 from qlspec.stages.lock import build_lock
 from qlspec.stages.registry import STAGES
@@ -18,6 +19,7 @@ from qlspec.stages.registry import STAGES
 def open_pipeline(spec_path: Path, build_root: Path = Path("build")) -> Pipeline:
     """Load and validate the spec (raises SpecError), and bind it to the stage graph."""
     loaded = load_spec(spec_path)
+    check_named_files(loaded)  # a checkpoint that does not fit the network stops here, before any stage
     return Pipeline(STAGES, loaded.spec, spec_path, build_root)
 
 

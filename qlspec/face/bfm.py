@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from qlspec.errors import QlspecError
 from qlspec.face.morphable import NUM_EXPRESSION, NUM_LANDMARKS, NUM_PARAMS, NUM_SHAPE, FaceModel
 from qlspec.face.params import ParamStats
 
-__all__ = ["load_bfm", "load_bfm_pkl", "load_basis_text", "param_stats_from_pkl", "read_trusted_pickle"]
+__all__ = ["load_bfm", "load_bfm_pkl", "load_basis_text", "param_stats_from_file", "param_stats_from_pkl", "read_trusted_pickle"]
 
 _ROWS = 3 * NUM_LANDMARKS  # 204
 _TEXT_FILES = (
@@ -198,15 +199,38 @@ def param_stats_from_pkl(path: str | os.PathLike[str]) -> ParamStats:
     files hold different numbers, and a network must be de-normalised with the stats it was trained
     with (3ddfa.md section 2.4).
     """
-    where = str(path)
     arrays = read_trusted_pickle(path)
     if "mean" not in arrays and "param_mean" in arrays:
         arrays = {"mean": arrays["param_mean"], "std": arrays.get("param_std", np.zeros(0))}
-    mean = np.asarray(_need(arrays, "mean", where), np.float32).reshape(-1)
-    std = np.asarray(_need(arrays, "std", where), np.float32).reshape(-1)
+    return _param_stats(arrays, str(path))
+
+
+def param_stats_from_file(path: str | os.PathLike[str]) -> ParamStats:
+    """A network's output normalisation from a file: an ``.npz`` with ``mean`` and ``std`` (what the
+    data stage writes as param_stats.npz; read without pickles), else a 3DDFA pickle (`param_stats_from_pkl`)."""
+    path = Path(path)
+    if path.suffix.lower() != ".npz":
+        return param_stats_from_pkl(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in ("mean", "std") if k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise QlspecError(f"not a readable .npz file ({e.__class__.__name__})", where=str(path)) from None
+    return _param_stats(arrays, str(path))
+
+
+def _param_stats(arrays: dict[str, Any], where: str) -> ParamStats:
+    """(62,) ``mean`` and ``std`` (every std > 0, every value finite) from a file's arrays."""
+    try:
+        mean = np.asarray(_need(arrays, "mean", where), np.float32).reshape(-1)
+        std = np.asarray(_need(arrays, "std", where), np.float32).reshape(-1)
+    except (TypeError, ValueError) as e:
+        raise QlspecError(f"'mean' and 'std' must be arrays of numbers ({str(e)[:80]})", where=where) from None
     for key, arr in (("mean", mean), ("std", std)):
         if arr.shape != (NUM_PARAMS,):
             raise QlspecError(f"key {key!r}: expected ({NUM_PARAMS},) values, got {arr.shape[0]}", where=where)
+        if not np.isfinite(arr).all():
+            raise QlspecError(f"key {key!r}: every value must be finite", where=where)
     if not np.all(std > 0):
         raise QlspecError("key 'std': every value must be > 0", where=where)
     return ParamStats(mean, std)

@@ -46,8 +46,14 @@ def read_3ddfa_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_3ddfa_checkpoint(net: nn.Module, path: Path) -> None:
-    """Load a 3DDFA_V2 checkpoint into `net`; raise `CheckpointError` naming missing, unexpected or
-    mis-shaped keys (a width mismatch shows up as shapes). BN's ``num_batches_tracked`` may be absent."""
+    """Load a 3DDFA_V2 checkpoint into `net` (`fitting_state_dict` says why one does not fit)."""
+    net.load_state_dict({**net.state_dict(), **fitting_state_dict(net, path)})
+
+
+def fitting_state_dict(net: nn.Module, path: Path) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors, checked to fit `net`: raise `CheckpointError` naming missing, unexpected
+    or mis-shaped keys (a width mismatch shows up as shapes). BN's ``num_batches_tracked`` may be absent.
+    The one check behind both the train stage and `qlspec validate`."""
     state = read_3ddfa_state_dict(path)
     own = net.state_dict()
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
@@ -61,4 +67,4 @@ def load_3ddfa_checkpoint(net: nn.Module, path: Path) -> None:
             problems.append(f"{label}: {shown}")
     if problems:
         raise CheckpointError("does not fit the network: " + "; ".join(problems), where=str(path))
-    net.load_state_dict({**own, **state})
+    return state

@@ -322,9 +322,9 @@ def _locate(err: dict[str, Any], source: Source, path: Path) -> tuple[str, str]:
             message = f"must be {err['ctx']['expected']}"
         elif kind == "value_error":
             message = str(err["ctx"]["error"])
-            first = message.split(" ", 1)[0]
-            if (loc + (first,)) in source.values:  # a cross-field rule names its field first
-                loc = loc + (first,)
+            first = tuple(message.split(" ", 1)[0].split("."))
+            if (loc + first) in source.values:  # a cross-field rule names its field (or dotted path) first
+                loc = loc + first
         if "input" in err and not isinstance(err["input"], (dict, list)) and kind != "value_error" \
                 and not is_secret(".".join(map(str, loc))):
             message += f" (got {err['input']!r})"
@@ -382,8 +382,9 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
 
 
 def _union_tags() -> set[str]:
-    """Discriminator values pydantic inserts into error locations of tagged unions (data.kind, network.arch)."""
-    tags = set()
+    """Discriminator values pydantic inserts into error locations of tagged unions (data.kind, network.arch,
+    network.param_stats)."""
+    tags = {"param-stats-file", "param-stats-values"}
     for section, key in (("data", "kind"), ("network", "arch")):
         for m in _models_in(AppSpec.model_fields[section].annotation):
             tags.update(typing.get_args(m.model_fields[key].annotation))

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 SECRET = {"secret": True}
 
 QuantBits = Literal[2, 4, 6, 8]
+PLACEHOLDER = "/path/to/"  # how shipped examples mark the paths a user fills in
 Name = Annotated[
     str,
     Field(
@@ -43,7 +44,8 @@ def existing_path(value: Path | None, info: ValidationInfo, *, need_file: bool) 
         raise ValueError(f"unusable path {shown!r} ({e.__class__.__name__}: {str(e)[:60]})") from None
     if resolved is None:
         shown = str(path)[:120] + ("..." if len(str(path)) > 120 else "")
-        raise ValueError(f"file not found: {shown}" if need_file else f"not found: {shown}")
+        hint = " (a placeholder: fill in the path of your own copy)" if str(value).startswith(PLACEHOLDER) else ""
+        raise ValueError((f"file not found: {shown}" if need_file else f"not found: {shown}") + hint)
     return resolved
 
 
@@ -102,17 +104,50 @@ class Postprocess(SpecModel):
 # network, data, training
 
 
+class ParamStatsValues(SpecModel):
+    """A network's output normalisation written out: it regresses ``(param - mean) / std`` per parameter."""
+
+    mean: list[Annotated[float, Field(allow_inf_nan=False)]] = Field(
+        min_length=62, max_length=62, description="Mean of each of the 62 parameters (3DDFA's order: 12 pose, 40 shape, 10 expression).")
+    std: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(
+        min_length=62, max_length=62, description="Standard deviation of each of the 62 parameters (> 0).")
+
+
+def _param_stats_form(value: Any) -> str:
+    """The union's tag: a mapping is the values written out, anything else a file name."""
+    return "param-stats-values" if isinstance(value, (dict, ParamStatsValues)) else "param-stats-file"
+
+
+ParamStatsSource = Annotated[
+    Annotated[Path, Tag("param-stats-file")] | Annotated[ParamStatsValues, Tag("param-stats-values")],
+    Discriminator(_param_stats_form),
+]
+
+
 class _NetworkBase(SpecModel):
     pretrained: Path | None = Field(
         None,
         description="A 3DDFA_V2 checkpoint of this architecture (the layout `qlspec.nets.registry` names) to "
-        "start from, relative to the spec file; null trains from scratch.",
+        "start from, relative to the spec file; null trains from scratch. `qlspec validate` checks its keys and "
+        "shapes against the network. With training.epochs 0 it is used as it is (no training step).",
+    )
+    param_stats: ParamStatsSource | None = Field(
+        None,
+        description="The network's own output normalisation, used whatever data.kind is (every rung, loss and "
+        "landmark): a file relative to the spec (3DDFA_V2's param_mean_std_62d_120x120.pkl: keys 'mean' and 'std', "
+        "(62,) each; or an .npz with 'mean' and 'std', such as a data stage's param_stats.npz), or {mean: [62 "
+        "numbers], std: [62 numbers]}; null: the data stage's (data.param_stats, else the training parameters').",
     )
 
     @field_validator("pretrained")
     @classmethod
     def _file_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         return existing_path(value, info, need_file=True)
+
+    @field_validator("param_stats")
+    @classmethod
+    def _stats_file_exists(cls, value: Any, info: ValidationInfo) -> Any:
+        return existing_path(value, info, need_file=True) if isinstance(value, Path) else value
 
 
 class MobileNetV1Network(_NetworkBase):
@@ -216,7 +251,9 @@ class Loss(SpecModel):
 class Training(SpecModel):
     """Float training of the network on the data set."""
 
-    epochs: int = Field(8, ge=1, le=1000, description="Training epochs.")
+    epochs: int = Field(8, ge=0, le=1000, description="Training epochs; 0 uses network.pretrained as it is: no "
+                        "training step runs and no batch-norm statistic moves (needs network.pretrained, and the "
+                        "network's output normalisation in network.param_stats or data.param_stats).")
     batch_size: int = Field(64, ge=1, le=4096, description="Images per step.")
     optimizer: Optimizer = Field(default_factory=Optimizer, description="Optimiser and its hyper-parameters.")
     loss: Loss = Field(default_factory=Loss, description="Loss function.")
@@ -449,4 +486,18 @@ class AppSpec(SpecModel):
             raise ValueError(f"verify.samples ({self.verify.samples}) must be <= data.val ({self.data.val})")
         if self.deploy.enabled and self.deploy.samples > self.verify.samples:
             raise ValueError(f"deploy.samples ({self.deploy.samples}) must be <= verify.samples ({self.verify.samples})")
+        return self
+
+    @model_validator(mode="after")
+    def _pretrained_as_it_is(self) -> Self:
+        data_stats = getattr(self.data, "param_stats", None)
+        if self.network.param_stats is not None and data_stats is not None:
+            raise ValueError("network.param_stats and data.param_stats are both set: keep network.param_stats (the "
+                             "network's own output normalisation) and drop data.param_stats")
+        if self.training.epochs == 0 and self.network.pretrained is None:
+            raise ValueError("training.epochs 0 uses network.pretrained as it is, but network.pretrained is null: name "
+                             "the checkpoint, or train (epochs >= 1)")
+        if self.training.epochs == 0 and self.network.param_stats is None and data_stats is None:
+            raise ValueError("training.epochs 0 uses network.pretrained as it is: name the output normalisation it was "
+                             "trained with in network.param_stats (3DDFA_V2: param_mean_std_62d_120x120.pkl)")
         return self

@@ -15,11 +15,11 @@ STAGES: tuple[StageDef, ...] = (
     StageDef(
         name="data",
         summary="render or read the training and validation images",
-        reads=("data", "preprocess.size"),
+        reads=("data", "preprocess.size", "network.param_stats"),
         after=(),
         code=("data", "face"),
         run="qlspec.stages.data:run",
-        files=("data.root", "data.val_root", "data.bfm", "data.param_stats"),
+        files=("data.root", "data.val_root", "data.bfm", "data.param_stats", "network.param_stats"),
     ),
     StageDef(
         name="train",

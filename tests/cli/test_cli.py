@@ -6,6 +6,9 @@ import json
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+
 
 def qlspec(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "qlspec", *map(str, args)], capture_output=True, text=True, cwd=cwd)
@@ -106,8 +109,58 @@ def test_convert_takes_the_input_precision_from_a_side_json_or_the_flags(tmp_pat
     model.write_bytes(shared.read_bytes())
     r = qlspec("convert", model, "-o", tmp_path / "g0")
     assert r.returncode == 0 and "inputs input i32[1x3x8x8]" in r.stdout  # nothing says otherwise
-    r = qlspec("convert", model, "-o", tmp_path / "g1", "--input-bits", "8")
-    assert r.returncode == 0 and "inputs input i8[1x3x8x8]" in r.stdout
+    assert "input precision from default (nothing declares it)" in r.stdout
+    for given, shown in (("int8", "i8"), ("uint8", "u8"), ("int32", "i32")):
+        r = qlspec("convert", model, "-o", tmp_path / "g1", "--input", given)
+        assert r.returncode == 0 and f"inputs input {shown}[1x3x8x8]" in r.stdout and "from --input" in r.stdout
     (tmp_path / "config_network.json").write_text(json.dumps({"input_bits": 8, "input_signed": False}))
     r = qlspec("convert", model, "-o", tmp_path / "g2")
     assert r.returncode == 0 and "inputs input u8[1x3x8x8]" in r.stdout, r.stdout
+    assert f"input precision from {tmp_path / 'config_network.json'}" in r.stdout
+    r = qlspec("convert", model, "-o", tmp_path / "g3", "--input", "int8")  # the flag wins over a side file beside it
+    assert r.returncode == 0 and "inputs input i8[1x3x8x8]" in r.stdout
+    side = tmp_path / "elsewhere" / "dory-net.json"  # --config names a side file of any name, anywhere
+    side.parent.mkdir()
+    side.write_text(json.dumps({"input_bits": 32, "input_signed": True}))
+    r = qlspec("convert", model, "-o", tmp_path / "g4", "--config", side)
+    assert r.returncode == 0 and "inputs input i32[1x3x8x8]" in r.stdout and f"from {side}" in r.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--input", "uint8", "--config", "side.json"], "error: qlspec: --input and --config both give the input precision: use one"),
+    (["--input", "u8"], "error: --input: unknown input precision 'u8' (choose from uint8, int8, int32)"),
+    (["--config", "nope.json"], "error: nope.json: no such file"),
+    (["--config", "empty.json"], "error: empty.json: declares no input precision"),
+])
+def test_convert_refuses_contradictory_or_unknown_input_precision(tmp_path, args, message):
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Flatten", ["input"], ["output"], axis=1)], "g",
+                          [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 11)]), tmp_path / "network.onnx")
+    (tmp_path / "side.json").write_text(json.dumps({"input_bits": 8, "input_signed": False}))
+    (tmp_path / "empty.json").write_text("{}")
+    for command in (["convert", "network.onnx", "-o", "g"], ["infer", "network.onnx", "--inputs", "in.npz", "-o", "o.npz"]):
+        r = qlspec(*command, *args, cwd=tmp_path)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and r.stderr.startswith(message), r.stderr
+        assert not (tmp_path / "g").exists() and not (tmp_path / "o.npz").exists()
+
+
+def test_infer_maps_outputs_to_a_reference_by_the_models_names_else_in_order(tmp_path, repo_root):
+    case = repo_root.parent / "shared" / "quantlab-exports" / "deeploy" / "Kernels_Integer_Add_Regular_RQ"
+    if not case.is_dir():
+        pytest.skip(f"shared QuantLab exports not found at {case}")
+    # the reference names its arrays arr_0, arr_1 (in order); the model's output is 'output'
+    r = qlspec("infer", case / "network.onnx", "--input", "int8", "--inputs", case / "inputs.npz", "-o", tmp_path / "o.npz",
+               "--expect", case / "outputs.npz")
+    assert r.returncode == 0, r.stderr
+    assert f"output vs {case / 'outputs.npz'}[arr_0]: 0 of {128 * 128} values differ" in r.stdout
+    assert np.load(tmp_path / "o.npz").files == ["output"]
+    wrong = np.load(case / "outputs.npz")["arr_0"].copy()
+    wrong[0, 0, :3] += 1
+    np.savez(tmp_path / "ref.npz", decoy=np.zeros(3), output=wrong)  # by name, though not first
+    r = qlspec("infer", case / "network.onnx", "--input", "int8", "--inputs", case / "inputs.npz", "-o", tmp_path / "o.npz",
+               "--expect", tmp_path / "ref.npz")
+    assert r.returncode == 1 and f"[output]: 3 of {128 * 128} values differ" in r.stdout, r.stdout + r.stderr

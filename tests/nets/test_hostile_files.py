@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from fuzzing import examples
 
 from qlspec.errors import QlspecError
-from qlspec.face.bfm import read_trusted_pickle
+from qlspec.face.bfm import param_stats_from_file, read_trusted_pickle
 from qlspec.nets import registry
 from qlspec.nets.checkpoint import load_3ddfa_checkpoint
 
@@ -84,3 +84,26 @@ def test_checkpoints_load_or_fail_with_a_located_error(tmp_path, cut, flips):
         load_3ddfa_checkpoint(registry.build("3ddfa-mobilenet-v1", 0.25), path)
     except QlspecError as e:
         assert "mb.pth" in str(e)
+
+
+def _valid_param_stats(suffix: str) -> bytes:
+    mean, std = np.zeros(62, np.float32), np.ones(62, np.float32)
+    if suffix == ".pkl":
+        return pickle.dumps({"mean": mean, "std": std}, protocol=4)
+    buf = io.BytesIO()
+    np.savez(buf, mean=mean, std=std)
+    return buf.getvalue()
+
+
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(suffix=st.sampled_from([".pkl", ".npz"]), cut=st.none() | st.integers(0, 1200),
+       flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=4))
+def test_output_normalisation_files_load_or_fail_with_a_located_error(tmp_path, suffix, cut, flips):
+    path = tmp_path / f"param_mean_std{suffix}"
+    path.write_bytes(mutated(_valid_param_stats(suffix), cut, flips))
+    try:
+        stats = param_stats_from_file(path)
+    except QlspecError as e:
+        assert path.name in str(e)
+        return
+    assert stats.mean.shape == stats.std.shape == (62,) and np.isfinite(stats.mean).all() and (stats.std > 0).all()

@@ -46,6 +46,12 @@ CORPUS = {
     "pretrained of an unknown user": "name: x\nnetwork: {pretrained: '~nosuchuser/x'}\n",
     "pretrained name too long": "name: x\nnetwork: {pretrained: " + "a" * 5000 + "}\n",
     "pretrained with a NUL byte": "name: x\nnetwork: {pretrained: \"a\\0b\"}\n",
+    "param_stats a number": "name: x\nnetwork: {param_stats: 3}\n",
+    "param_stats a list": "name: x\nnetwork: {param_stats: [1, 2]}\n",
+    "param_stats with NaN": "name: x\nnetwork: {param_stats: {mean: [.nan], std: [-1]}}\n",
+    "param_stats a long list": "name: x\nnetwork: {param_stats: {mean: [" + "1, " * 5000 + "1], std: []}}\n",
+    "param_stats of an unknown user": "name: x\nnetwork: {param_stats: '~nosuchuser/x.pkl'}\n",
+    "epochs 0 without a checkpoint": "name: x\ntraining: {epochs: 0}\n",
 }
 
 
@@ -111,7 +117,7 @@ def test_nesting_within_the_limit_still_loads_as_an_error_of_the_model_not_of_ya
 # -- generated documents -------------------------------------------------------------------------
 
 KEYS = st.sampled_from(["name", "training", "epochs", "seed", "data", "kind", "extends", "quantisation", "network", "pretrained",
-                       "<<", "a", "1"])
+                       "param_stats", "mean", "std", "<<", "a", "1"])
 SCALARS = st.one_of(
     st.sampled_from(["x", "1e999", ".nan", "-.inf", "~", "true", "2020-01-01", "0x10", "9" * 40, "'\x07'", "\"\\x00\"",
                      "!foo bar", "!!python/name:os.system", "*a", "&a 1", "synthetic", "3", "-1", "quant/pact-w8a8.yaml",

@@ -77,9 +77,12 @@ def test_extends_merges_library_fragments_in_order_under_the_file(spec_file):
 
 
 def test_error_inside_a_fragment_points_into_the_fragment(spec_file, tmp_path):
-    spec_file("training:\n  epochs: 0\n", name="frag.yaml")
+    spec_file("training:\n  epochs: -1\n", name="frag.yaml")
     [line] = errors_of(spec_file("name: x\nextends: [frag.yaml]\n"))
-    assert "frag.yaml:2:11: training.epochs: must be >= 1 (got 0)" in line
+    assert "frag.yaml:2:11: training.epochs: must be >= 0 (got -1)" in line
+    spec_file("training:\n  epochs: 0\n", name="frag.yaml")  # a cross-field rule, too, points into the fragment
+    [line] = errors_of(spec_file("name: x\nextends: [frag.yaml]\n"))
+    assert "frag.yaml:2:11: training.epochs: training.epochs 0 uses network.pretrained as it is, but network.pretrained is null" in line
 
 
 def test_later_value_overrides_and_its_position_wins(spec_file):
@@ -105,8 +108,8 @@ def test_every_library_fragment_and_example_validates(repo_root):
     for path in sorted((repo_root / "examples").rglob("app.yaml")):
         try:
             load_spec(path)
-        except SpecError as e:  # the real-data example names placeholder paths the user fills in
-            assert all(m.startswith(("data.root: not found", "data.val_root: not found", "data.bfm: not found"))
+        except SpecError as e:  # the real-data and pretrained examples name placeholder paths the user fills in
+            assert all(" not found: /path/to/" in m and m.endswith("(a placeholder: fill in the path of your own copy)")
                        for _, m in e.errors), str(e)
     for fragment in sorted((repo_root / "specs").rglob("*.yaml")):
         text = f"name: check\nextends: [{fragment}]\n"
@@ -135,3 +138,33 @@ def test_quantlab_mobilenet_preset_rounds_and_keeps_the_unsigned_bound_fixed(spe
     fq = float_to_fake(registry.build_from_spec(spec.network), cfg, torch.zeros(2, 3, 120, 120))
     acts = [m for m in fq.modules() if isinstance(m, PACTUnsignedAct)]
     assert acts and all(m.rule == "half_up" and not m.clip_hi.requires_grad for m in acts)
+
+
+def test_a_pretrained_network_used_as_it_is_needs_its_checkpoint_and_output_normalisation(spec_file, tmp_path):
+    [line] = errors_of(spec_file("name: x\ntraining:\n  epochs: 0\n"))
+    assert "app.yaml:3:11: training.epochs: training.epochs 0 uses network.pretrained as it is, but network.pretrained is null" in line
+    (tmp_path / "mb.pth").write_bytes(b"x")
+    [line] = errors_of(spec_file("name: x\nnetwork: {pretrained: mb.pth}\ntraining:\n  epochs: 0\n"))
+    assert "app.yaml:4:11: training.epochs: training.epochs 0 uses network.pretrained as it is: name the output normalisation" in line
+    values = f"{{mean: [{', '.join(['0.5'] * 62)}], std: [{', '.join(['2'] * 62)}]}}"
+    loaded = load_spec(spec_file(f"name: x\nnetwork: {{pretrained: mb.pth, param_stats: {values}}}\ntraining: {{epochs: 0}}\n"))
+    assert loaded.spec.network.param_stats.mean == [0.5] * 62 and loaded.spec.training.epochs == 0
+    assert resolved_dict(loaded)["network"]["param_stats"]["std"] == [2.0] * 62
+
+
+def test_output_normalisation_written_out_is_checked_where_it_is_written(spec_file):
+    lines = errors_of(spec_file("name: x\nnetwork:\n  param_stats: {mean: [1, 2], std: [1, 0]}\n"))
+    assert lines[0].endswith("app.yaml:3:23: network.param_stats.mean: List should have at least 62 items after validation, not 2")
+    assert lines[1].endswith("app.yaml:3:40: network.param_stats.std.1: must be > 0.0 (got 0)")
+    lines = errors_of(spec_file("name: x\nnetwork:\n  param_stats: {mean: [1], sd: [1]}\n"))
+    assert any(line.endswith("app.yaml:3:28: network.param_stats.sd: unknown key 'sd' (did you mean 'std'?)") for line in lines), lines
+
+
+def test_the_networks_and_the_data_sets_normalisation_are_not_both_given(spec_file, tmp_path):
+    for name in ("stats.pkl", "bfm.pkl"):
+        (tmp_path / name).write_bytes(b"x")
+    for folder in ("lp", "aflw"):
+        (tmp_path / folder).mkdir()
+    [line] = errors_of(spec_file("name: x\nnetwork:\n  param_stats: stats.pkl\ndata: {kind: 300w-lp, root: lp, val_root: aflw, "
+                                 "bfm: bfm.pkl, param_stats: stats.pkl}\n"))
+    assert "app.yaml:3:16: network.param_stats: network.param_stats and data.param_stats are both set" in line
