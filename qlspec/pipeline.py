@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from qlspec.report import gather, write_report
+from qlspec.report import gather, graph_section, rung_labels, write_report
 from qlspec.report_pictures import pictures
 from qlspec.spec.load import load_spec
 from qlspec.spec.named_files import check_named_files
@@ -51,10 +51,10 @@ def requantiser_section(export_dir: Path) -> str:
     """The export's int32 cross-check, onnxruntime's count on the DORY file and the per-requantiser table."""
     info = json.loads((export_dir / "export.json").read_text())
     check, dory = info["int32_check"], info["self_check"]["dory"]
-    return (f"Every requantiser recomputed as Deeploy's int32 kernel on the validation images: {check['mismatches']} of "
-            f"{check['values']} values differ from the reference engine (smallest headroom {check['min_headroom']:.2f}x).\n"
-            f"onnxruntime running the DORY file (float32 arithmetic): {dory['onnxruntime_vs_tq_mismatches']} of "
-            f"{dory['onnxruntime_outputs']} outputs differ from TQ (0 is guaranteed only where every x*mul + add stays "
+    return (f"Every requantiser recomputed as Deeploy's int32 kernel on the validation images: {check['mismatches']:,} of "
+            f"{check['values']:,} values differ from the reference engine (smallest headroom {check['min_headroom']:.2f}x).\n"
+            f"onnxruntime running the DORY file (float32 arithmetic): {dory['onnxruntime_vs_tq_mismatches']:,} of "
+            f"{dory['onnxruntime_outputs']:,} outputs differ from TQ (0 is guaranteed only where every x*mul + add stays "
             f"below 2^24).\n\n" + (export_dir / "requantisers.md").read_text())
 
 
@@ -129,15 +129,21 @@ def write_final_report(pipeline: Pipeline, statuses: list[StageStatus]) -> None:
     current = {s.stage.name for s in statuses if s.state == "up to date"}
     rows = gather(pipeline.build_dir / name for name in current)
     pipeline.build_dir.mkdir(parents=True, exist_ok=True)
-    sections = dict(pictures(pipeline.build_dir, rows, current))
+    from qlspec.report_pictures import pictures  # numpy, matplotlib and torch: only when a report is written
+
+    sections: dict[str, str] = {}
+    if "convert" in current:
+        sections["Graph"] = graph_section(pipeline.build_dir / "convert")
+    if "export" in current:
+        sections["Requantisers (int32)"] = requantiser_section(pipeline.build_dir / "export")
+    sections.update(pictures(pipeline.build_dir, rows, current))
     if "compare" in current:
         table = (pipeline.build_dir / "compare" / "compare.md").read_text()
         sections["PTQ vs PACT QAT"] = table + "\n![PTQ vs QAT](compare/compare.png)\n"
-    if "export" in current:
-        sections["Requantisers (int32)"] = requantiser_section(pipeline.build_dir / "export")
     if "build" in current:
         backend = "ARM-CL backend" if pipeline.spec.target.backend == "armcl" else "CPU backend"
         sections[backend] = armcl_section(pipeline.build_dir, "verify" in current)
     if "deploy" in current:
         sections["Deployment"] = deploy_section(pipeline.build_dir)
-    write_report(pipeline.build_dir, pipeline.spec.name, rows, {s.stage.name: s.state for s in statuses}, sections)
+    write_report(pipeline.build_dir, pipeline.spec.name, rows, {s.stage.name: s.state for s in statuses}, sections,
+                 rung_labels(pipeline.spec))

@@ -1,4 +1,5 @@
-"""Pictures for report.md: landmark overlays per rung, NME per yaw bin, PTQ versus QAT.
+"""Pictures for report.md: landmarks one rung per panel, NME per yaw bin and its difference between
+rungs, PTQ versus QAT.
 
 Every function writes one PNG (atomically: a temp file, then a rename) and returns its path. Figures
 are drawn on matplotlib's Agg canvas through `matplotlib.figure.Figure` (no pyplot, no global
@@ -13,8 +14,10 @@ unit papers use (3DDFA_V2 mb1 on AFLW2000-3D: 3.51).
 from __future__ import annotations
 
 import io
+import itertools
 import math
 import os
+import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -22,11 +25,10 @@ import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 
 from qlspec import atomic
 
-__all__ = ["MAX_PNG_BYTES", "landmark_overlays", "nme_by_yaw_chart", "ptq_vs_qat_chart"]
+__all__ = ["MAX_PNG_BYTES", "landmark_overlays", "merge_identical", "nme_by_yaw_chart", "ptq_vs_qat_chart"]
 
 #: Size above which a picture is re-encoded with a colour palette.
 MAX_PNG_BYTES = 300_000
@@ -63,30 +65,44 @@ def _save(fig: Figure, path: str | os.PathLike[str], dpi: int) -> Path:
     return path
 
 
+def merge_identical(preds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Rungs whose arrays are exactly equal (same shape, every value) share one entry, keyed by their
+    names joined with `` = `` in `preds` order (``"TQ = ONNX = GRAPH"``); first appearance decides
+    the order."""
+    merged: dict[str, np.ndarray] = {}
+    for name, value in preds.items():
+        same = next((k for k, v in merged.items() if v.shape == value.shape and np.array_equal(v, value)), None)
+        if same is None:
+            merged[name] = value
+        else:
+            merged[f"{same} = {name}"] = merged.pop(same)
+    return merged
+
+
 def landmark_overlays(
     images: np.ndarray,
     gt: np.ndarray,
     preds: Mapping[str, np.ndarray],
     path: str | os.PathLike[str],
-    n: int = 8,
+    n: int = 4,
     *,
-    cols: int = 4,
     title: str | None = None,
 ) -> Path:
-    """A grid of `n` face crops with ground-truth and each rung's 68 points, and a legend.
+    """Small multiples: one row per face crop, one column per rung, each panel that rung's 68 points
+    (crosses) over the ground truth (green dots), and its mean point-to-point error in pixels.
 
     Args:
         images: uint8 ``(N, S, S, 3)`` **BGR** crops (a `FaceSet`'s ``images``).
         gt: ``(N, >=2, 68)`` ground-truth points, rows x, y in crop pixels (0-based, y down).
-        preds: rung name -> ``(N, >=2, 68)`` predicted points in the same frame, in legend order.
+        preds: rung name -> ``(N, >=2, 68)`` predicted points in the same frame, in column order.
+            Rungs with exactly equal points share a column (`merge_identical`); no rungs: one
+            ground-truth column.
         path: the PNG to write.
-        n: how many images: ``min(n, N)``, evenly spaced over the set (first and last included).
-        cols: grid columns.
+        n: how many images (rows): ``min(n, N)``, evenly spaced over the set (first and last included).
         title: optional figure title.
 
-    Ground truth is drawn as green dots on top, each rung as small crosses in its own colour; the
-    68 points of the jaw, brows, nose, eyes and lips are not joined by lines (they would hide the
-    face at 120 pixels). Points outside the crop are clipped by the axes.
+    Column titles name the rung(s); the number in a panel's corner is the mean over the 68 points of
+    the Euclidean distance to ground truth, in crop pixels. Points outside the crop are clipped.
     """
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3:
@@ -99,39 +115,31 @@ def landmark_overlays(
     for name, p in pred_arrays.items():
         if p.shape[0] != total or p.ndim != 3 or p.shape[1] < 2 or p.shape[2] != gt.shape[2]:
             raise ValueError(f"preds[{name!r}] must be ({total}, >=2, {gt.shape[2]}), got {p.shape}")
-    count = max(1, min(n, total))
-    index = np.unique(np.round(np.linspace(0, total - 1, count)).astype(int))
-    cols = max(1, min(cols, len(index)))
-    rows = math.ceil(len(index) / cols)
+    columns = merge_identical(pred_arrays) or {"ground truth": None}
+    index = np.unique(np.round(np.linspace(0, total - 1, max(1, min(n, total)))).astype(int))
     h, w = images.shape[1:3]
-    panel = 2.0
-    legend_h = 0.35 + 0.15 * ((len(pred_arrays) + 1) // 4)
+    names = {name: textwrap.fill(name, 22) for name in columns}  # "FQI = TQ = ONNX = GRAPH" on two lines
+    panel, head = 1.6, 0.17 + 0.13 * max(t.count("\n") + 1 for t in names.values()) + (0.25 if title else 0)
     with matplotlib.rc_context(_RC):
-        fig = Figure(figsize=(cols * panel, rows * panel + legend_h + (0.3 if title else 0)))
-        axes = fig.subplots(rows, cols, squeeze=False)
-        marker = 2.6  # points; a panel is 2 inches whatever the crop size
-        for k, ax in enumerate(axes.flat):
+        fig = Figure(figsize=(len(columns) * panel, len(index) * panel + head))
+        axes = fig.subplots(len(index), len(columns), squeeze=False)
+        for (r, i), (c, (name, p)) in itertools.product(enumerate(index), enumerate(columns.items())):
+            ax = axes[r, c]
             ax.set_axis_off()
-            if k >= len(index):
-                continue
-            i = int(index[k])
             ax.imshow(images[i][:, :, ::-1], interpolation="nearest", extent=(-0.5, w - 0.5, h - 0.5, -0.5))
-            for j, p in enumerate(pred_arrays.values()):
-                ax.plot(p[i, 0], p[i, 1], "x", ms=marker + 0.8, mew=0.8, color=_colour(j), ls="none")
-            ax.plot(gt[i, 0], gt[i, 1], "o", ms=marker, mfc=_GT_COLOUR, mec="black", mew=0.3, ls="none", zorder=3)
+            ax.plot(gt[i, 0], gt[i, 1], "o", ms=2.4, mfc=_GT_COLOUR, mec="black", mew=0.3, ls="none")
+            if p is not None:
+                ax.plot(p[i, 0], p[i, 1], "x", ms=3.2, mew=0.8, color=_colour(c), ls="none", zorder=3)
+                err = float(np.hypot(*(p[i, :2] - gt[i, :2])).mean())
+                ax.text(0.03, 0.03, f"{err:.1f} px", transform=ax.transAxes, fontsize=6, color="white",
+                        bbox={"facecolor": "black", "alpha": 0.6, "pad": 1, "lw": 0})
             ax.set_xlim(-0.5, w - 0.5)
             ax.set_ylim(h - 0.5, -0.5)
-            ax.set_title(f"#{i}", pad=1)
-        handles = [Line2D([], [], marker="o", ls="none", mfc=_GT_COLOUR, mec="black", label="ground truth")]
-        handles += [
-            Line2D([], [], marker="x", ls="none", color=_colour(j), label=name) for j, name in enumerate(pred_arrays)
-        ]
-        fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), frameon=False)
+            if r == 0:
+                ax.set_title(names[name], pad=2)
         if title:
             fig.suptitle(title)
-        bottom = legend_h / fig.get_figheight()
-        top = 1 - (0.42 if title else 0.12) / fig.get_figheight()
-        fig.subplots_adjust(left=0.01, right=0.99, bottom=bottom, top=top, wspace=0.04, hspace=0.12)
+        fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - head / fig.get_figheight(), wspace=0.04, hspace=0.04)
     return _save(fig, path, dpi=100)
 
 
@@ -141,41 +149,51 @@ def nme_by_yaw_chart(
     *,
     title: str = "NME by |yaw| bin (3DDFA protocol)",
 ) -> Path:
-    """Grouped bar chart: one group per bin (the first row's keys, e.g. ``[0,30]``, ``(30,60]``, ``>60``,
-    ``mean``), one bar per rung (`rows` order), height = NME x 100 (percent), value printed on top.
+    """Two panels over the same bins (the first row's keys, then any new ones, e.g. ``[0,30]``,
+    ``(30,60]``, ``>60``, ``mean of bins``). Left: NME x 100 (percent) per bin, one line per rung.
+    Right: each later rung's NME minus the first rung's (the reference, e.g. FP), per bin, in
+    percentage points, as bars labelled with the signed value. Rungs with exactly equal values in
+    every bin share one line and one bar (`merge_identical`). With a single rung (after merging) the
+    right panel is left out.
 
     Args:
         rows: rung name -> {bin label -> NME as a fraction}; a missing or NaN value leaves a gap
             (e.g. an empty bin).
         path: the PNG to write.
-        title: the chart title.
+        title: the figure title.
     """
     if not rows:
         raise ValueError("rows is empty: nothing to chart")
     bins = list(next(iter(rows.values())).keys())
     for row in rows.values():
         bins += [b for b in row if b not in bins]
-    n_rungs = len(rows)
-    width = 0.8 / n_rungs
+    pct = merge_identical({rung: np.array([100.0 * float(row.get(b, math.nan)) for b in bins]) for rung, row in rows.items()})
+    names, values = list(pct), list(pct.values())
     x = np.arange(len(bins), dtype=np.float64)
+    labels = [f"|yaw| {b}" if b[0] in "[(>" else b for b in bins]
     with matplotlib.rc_context(_RC):
-        fig = Figure(figsize=(max(4.5, 1.1 * len(bins) + 0.15 * n_rungs * len(bins)), 3.0))
-        ax = fig.add_subplot()
-        top = 0.0
-        for j, (rung, row) in enumerate(rows.items()):
-            vals = np.array([100.0 * float(row.get(b, math.nan)) for b in bins])
-            pos = x - 0.4 + width * (j + 0.5)
-            ok = np.isfinite(vals)
-            bars = ax.bar(pos[ok], vals[ok], width * 0.92, color=_colour(j), label=rung)
-            ax.bar_label(bars, fmt="%.2f", fontsize=6, padding=1)
-            if ok.any():
-                top = max(top, float(vals[ok].max()))
-        ax.set_xticks(x, [f"|yaw| {b}" if b != "mean" else "mean" for b in bins])
-        ax.set_ylabel("NME (%)")
-        ax.set_ylim(0, top * 1.18 if top > 0 else 1)
-        ax.set_title(title)
-        ax.spines[["top", "right"]].set_visible(False)
-        ax.legend(frameon=False, ncol=min(4, n_rungs), loc="upper left")
+        fig = Figure(figsize=(max(4.5, 1.1 * len(bins)) * (2 if len(names) > 1 else 1), 3.0))
+        axes = fig.subplots(1, 2 if len(names) > 1 else 1, squeeze=False)[0]
+        for j, (name, vals) in enumerate(pct.items()):
+            axes[0].plot(x, vals, marker="o", ms=3, lw=1.2, color=_colour(j), label=name)
+        axes[0].set_ylabel("NME (%)")
+        axes[0].set_title("NME per bin")
+        if len(names) > 1:
+            ax, width = axes[1], 0.8 / (len(names) - 1)
+            for j, (name, vals) in enumerate(zip(names[1:], values[1:]), start=1):
+                diff = vals - values[0]
+                ok = np.isfinite(diff)
+                bars = ax.bar((x - 0.4 + width * (j - 0.5))[ok], diff[ok], width * 0.92, color=_colour(j), label=name)
+                ax.bar_label(bars, fmt="%+.3f", fontsize=6, padding=1)
+            ax.axhline(0, color="#444444", lw=0.8)
+            ax.set_ylabel(f"NME minus {names[0]} (percentage points)")
+            ax.set_title(f"difference against {names[0]}")
+            ax.margins(y=0.25)
+        for ax in axes:
+            ax.set_xticks(x, labels)
+            ax.spines[["top", "right"]].set_visible(False)
+            ax.legend(frameon=False, fontsize=6, loc="best")
+        fig.suptitle(title)
         fig.tight_layout()
     return _save(fig, path, dpi=110)
 
