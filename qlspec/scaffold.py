@@ -18,10 +18,11 @@ from cookiecutter.exceptions import CookiecutterException
 from cookiecutter.main import cookiecutter
 
 from qlspec.errors import QlspecError
+from qlspec.resources import shipped
 
 NAME_PATTERN = r"[a-z0-9][a-z0-9._-]{0,62}"
-TEMPLATE = Path(__file__).resolve().parents[1] / "templates" / "app"
-LIBRARY = Path(__file__).resolve().parents[1] / "specs"
+TEMPLATE = shipped("templates") / "app"
+LIBRARY = shipped("specs")
 
 
 def library_choices() -> dict[str, list[str]]:

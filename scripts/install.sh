@@ -6,7 +6,7 @@
 #   (client, and the server the deploy tests start on 127.0.0.1 as a loopback board),
 #   skipped when already there;
 # - the CPU build of torch 2.13.0 (an unpinned torch would pull a multi-GB CUDA build), then qlspec
-#   itself, editable, with its test extras.
+#   itself, editable, with its test extras, at the versions in constraints.txt.
 # Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,5 +31,5 @@ if [ "$need_apt" = 1 ]; then
 fi
 
 "$PY" -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
-"$PY" -m pip install --quiet --disable-pip-version-check -e ".[test]"
+"$PY" -m pip install --quiet --disable-pip-version-check -e ".[test]" -c constraints.txt  # the tested versions
 command -v pyenv >/dev/null 2>&1 && pyenv rehash || true

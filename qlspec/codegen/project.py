@@ -12,8 +12,9 @@ from qlspec.codegen.ctype import c_string, npy_descr
 from qlspec.codegen.lower import ALIGN, Lowered, lower
 from qlspec.graph.ir import Graph
 from qlspec.graph.summary import summarise
+from qlspec.resources import shipped
 
-BACKENDS = Path(__file__).resolve().parents[2] / "backends"
+BACKENDS = shipped("backends")
 RUNTIME = BACKENDS / "armcl" / "runtime"
 APP_RUNTIME = BACKENDS / "app"
 CMAKE_TEMPLATE = BACKENDS / "armcl" / "CMakeLists.txt.in"

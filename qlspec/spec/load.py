@@ -33,10 +33,11 @@ from ruamel.yaml.comments import CommentedMap, CommentedOrderedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
 from qlspec.errors import SpecError
+from qlspec.resources import shipped
 from qlspec.spec.models import AppSpec
 from qlspec.spec.secrets import is_secret
 
-SPEC_LIBRARY = Path(__file__).resolve().parents[2] / "specs"
+SPEC_LIBRARY = shipped("specs")
 
 FieldPath = tuple[str | int, ...]
 

@@ -1,0 +1,1 @@
+"""Data package: the `backends/` folder shipped with qlspec (`qlspec.resources.shipped`)."""

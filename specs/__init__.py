@@ -1,0 +1,1 @@
+"""Data package: the `specs/` folder shipped with qlspec (`qlspec.resources.shipped`)."""

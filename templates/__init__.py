@@ -1,0 +1,1 @@
+"""Data package: the `templates/` folder shipped with qlspec (`qlspec.resources.shipped`)."""
