@@ -18,8 +18,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import numpy as np
-
 
 @contextmanager
 def replacing(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
@@ -50,6 +48,8 @@ def write_json(path: str | os.PathLike[str], data: Any, indent: int = 2) -> None
 
 def save_npz(path: str | os.PathLike[str], **arrays: Any) -> None:
     """np.savez, uncompressed, atomically."""
+    import numpy as np  # imported here: plan and diff never write arrays
+
     with replacing(path) as f:
         np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
 

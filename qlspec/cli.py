@@ -263,7 +263,12 @@ def diff(specs: Annotated[list[str], typer.Argument(help="OLD NEW; or SPEC with 
         return
     for c in changes:
         stages = ", ".join(c.stages) if c.stages else "none"
-        out.print(f"{escape(c.path)}: {escape(_json(c.old))} -> {escape(_json(c.new))}   [dim]invalidates: {stages}[/dim]", markup=True)
+        effect = "" if c.effect == "result" else f" ({c.effect} only)" if not c.stages else f" ({c.effect})"
+        out.print(f"{escape(c.path)}: {escape(_json(c.old))} -> {escape(_json(c.new))}   [dim]invalidates: {stages}{effect}[/dim]",
+                  markup=True)
+        if c.path == "name":
+            out.print(f"  [dim]the build folder becomes build/{escape(str(c.new))}: move build/{escape(str(c.old))} there to keep "
+                      "what is built[/dim]", markup=True)
     invalid = stages_to_rerun(changes, STAGES)
     out.print(f"{len(changes)} change(s); stages to rerun: {', '.join(invalid) if invalid else 'none'}")
 

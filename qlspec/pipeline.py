@@ -7,11 +7,12 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from qlspec import __version__, atomic
 from qlspec.report import gather, graph_section, rung_labels, write_report
-from qlspec.report_pictures import pictures
 from qlspec.spec.load import load_spec
 from qlspec.spec.named_files import check_named_files
-from qlspec.stages.engine import Pipeline, StageStatus
+from qlspec.spec.secrets import is_secret
+from qlspec.stages.engine import Pipeline, StageStatus, digest_json
 from qlspec.stages.lock import build_lock
 from qlspec.stages.registry import STAGES
 
@@ -43,8 +44,36 @@ def apply(pipeline: Pipeline, *, until: str | None = None, only: str | None = No
                 on_status(status, "pass")
             if status.state == "not available yet":
                 break
-        write_final_report(pipeline, pipeline.plan())  # the report covers every stage that is up to date
+        final = pipeline.plan()
+        basis = report_basis(pipeline, final)
+        if basis != _recorded_report_basis(pipeline.build_dir):  # a no-op apply leaves the report as it is
+            write_final_report(pipeline, final)  # the report covers every stage that is up to date
+            atomic.write_json(pipeline.build_dir / REPORT_BASIS, basis)
         return pipeline.plan(until=until, only=only)
+
+
+REPORT_BASIS = ".report-basis.json"
+
+
+def report_basis(pipeline: Pipeline, statuses: list[StageStatus]) -> dict[str, Any]:
+    """What the report is made of: every stage's state and, when up to date, its record's key and
+    finishing time (a stage rerun with the same key, as training may be, still counts as new)."""
+    def record(name: str) -> list[Any]:
+        r = pipeline.read_record(name) or {}
+        return [r.get("key"), r.get("finished"), r.get("seconds")]
+
+    shown = {k: v for k, v in pipeline.resolved.items() if not is_secret(k)}  # names and descriptions are in the report too
+    return {"qlspec": __version__, "spec": digest_json(shown),
+            "stages": {s.stage.name: [s.state, *(record(s.stage.name) if s.state == "up to date" else [])] for s in statuses}}
+
+
+def _recorded_report_basis(build_dir: Path) -> dict[str, Any] | None:
+    try:
+        if not (build_dir / "report.md").is_file():
+            return None
+        return json.loads((build_dir / REPORT_BASIS).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def requantiser_section(export_dir: Path) -> str:

@@ -78,6 +78,36 @@ def test_the_input_grid_is_one_to_one_or_refused(mean, std):
     assert len(np.unique(q)) == 256 and grid.lo <= q.min() and q.max() <= grid.hi
 
 
+def numpy_grid(mean: float, std: float):
+    """The grid as numpy float32 arithmetic computes it: the reference the pure-Python one must equal."""
+    with np.errstate(all="ignore"):
+        x = (np.arange(256, dtype=np.float32) - np.float32(mean)) / np.float32(std)
+        rounding = "floor" if abs((mean % 1) - 0.5) < 0.25 else "half_up"
+        for signed in (False, True):
+            eps = (np.float32(np.float32(2) * np.float32(128 / std) / np.float32(256)) if signed
+                   else np.float32(np.float32(255 / std) / np.float32(255)))
+            v = x / eps
+            q = np.floor(v) if rounding == "floor" else np.floor(v + np.float32(0.5))
+            lo, hi = (-128, 127) if signed else (0, 255)
+            if np.isfinite(q).all() and q.min() >= lo and q.max() <= hi and len(np.unique(q)) == 256:
+                return float(eps), signed, rounding
+    return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(mean=st.one_of(st.floats(-1e6, 1e6, allow_nan=False), st.sampled_from([0.0, 127.5, 128.0, 127.75, 127.5000001])),
+       std=st.one_of(st.floats(1e-30, 1e30, allow_nan=False, exclude_min=True),
+                     st.sampled_from([1.0, 128.0, 127.99999, 255.0, 256.0, 1e-40, 3e38])))
+def test_pure_python_grid_equals_numpy_float32(mean, std):
+    """`input_grid` runs in spec validation without numpy; it must decide exactly as float32 numpy does."""
+    try:
+        grid = input_grid(mean, std)
+        got = (grid.eps, grid.signed, grid.rounding)
+    except ValueError:
+        got = None
+    assert got == numpy_grid(mean, std)
+
+
 def test_a_normalisation_8_bits_cannot_hold_is_a_located_spec_error(spec_file):
     import subprocess
     import sys

@@ -2,6 +2,8 @@
 
 Both specs are compared after `extends:` and defaults are applied, field by field; key order,
 comments and spelling of equal values do not matter. A secret field shows only that it changed.
+Each change carries its field's effect (`qlspec.spec.effects`): only a result or deployment change
+reruns a stage; a speed, access or naming change reruns none.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from qlspec.spec.effects import Effect, effect_of, keyed
 from qlspec.spec.load import LoadedSpec
 from qlspec.spec.secrets import is_secret, mask
 from qlspec.stages.engine import StageDef, flatten
@@ -23,6 +26,7 @@ class Change:
     old: Any
     new: Any
     stages: tuple[str, ...]
+    effect: Effect
 
 
 def spec_diff(old: LoadedSpec, new: LoadedSpec, stages: tuple[StageDef, ...]) -> list[Change]:
@@ -32,18 +36,18 @@ def spec_diff(old: LoadedSpec, new: LoadedSpec, stages: tuple[StageDef, ...]) ->
     for path in sorted(set(a) | set(b)):
         if a.get(path) != b.get(path):
             shown = (mask(a.get(path)), mask(b.get(path))) if is_secret(path) else (a.get(path), b.get(path))
-            changes.append(Change(path, *shown, invalidated_by(path, stages)))
+            changes.append(Change(path, *shown, invalidated_by(path, stages), effect_of(path)))
     return changes
 
 
 def invalidated_by(path: str, stages: tuple[StageDef, ...]) -> tuple[str, ...]:
-    """Stages that read `path` (the name of the app invalidates every stage), and all downstream; none
-    for a secret, which only changes how the board is reached."""
-    if is_secret(path):
+    """Stages that read `path`, and all downstream; none for a field that changes no result (speed,
+    access, naming, a secret). A new `name` reruns nothing here, but names another build folder."""
+    if not keyed(path):
         return ()
     hit: set[str] = set()
     for stage in stages:
-        reads = path == "name" or any(path == r or path.startswith(r + ".") for r in stage.reads)
+        reads = any(path == r or path.startswith(r + ".") for r in stage.reads)
         if reads or any(up in hit for up in stage.after):
             hit.add(stage.name)
     return tuple(s.name for s in stages if s.name in hit)
@@ -77,9 +81,9 @@ def render_markdown(changes: list[Change], stages: tuple[StageDef, ...], title: 
         text = "_absent_" if value is None else json.dumps(value) if not isinstance(value, str) else value
         return "`" + text.replace("`", "'").replace("|", "\\|").replace("\n", " ")[:120] + "`"
 
-    lines = [f"**{title}**: {len(changes)} change(s)", "", "| field | old | new | invalidates |", "|---|---|---|---|"]
+    lines = [f"**{title}**: {len(changes)} change(s)", "", "| field | old | new | changes | invalidates |", "|---|---|---|---|---|"]
     for c in changes:
-        lines.append(f"| `{c.path}` | {cell(c.old)} | {cell(c.new)} | {', '.join(c.stages) or 'none'} |")
+        lines.append(f"| `{c.path}` | {cell(c.old)} | {cell(c.new)} | {c.effect} | {', '.join(c.stages) or 'none'} |")
     rerun, rungs = stages_to_rerun(changes, stages), rungs_that_may_move(changes, stages, spec)
     lines += ["", f"**Stages to rerun:** {', '.join(rerun) or 'none'}", "",
               f"**Rungs that may move:** {', '.join(rungs) or 'none'}"]

@@ -5,7 +5,9 @@ allowed range as a constraint. Unknown keys are errors. The JSON Schema (`qlspec
 `specs/app.schema.json`) and every `qlspec validate` message come from these classes only.
 
 Fields whose value is secret (deploy key paths, passwords) carry ``json_schema_extra={"secret": True}``;
-`qlspec diff` and `qlspec plan` never print them in full.
+`qlspec diff` and `qlspec plan` never print them in full. Fields that change no result say what they
+change instead (``effect``: deployment, access, speed or naming; `qlspec.spec.effects`): only the
+others are part of the stage keys.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo, field_validator, model_validator
 
-SECRET = {"secret": True}
+from qlspec.spec.effects import ACCESS, DEPLOYMENT, NAMING, SPEED
+
+SECRET = {"secret": True, **ACCESS}
 
 QuantBits = Literal[2, 4, 6, 8]
 PLACEHOLDER = "/path/to/"  # how shipped examples mark the paths a user fills in
@@ -24,6 +28,7 @@ Name = Annotated[
     Field(
         pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$",
         description="Lower-case name: letters, digits, '.', '_' or '-'; used as the build folder name.",
+        json_schema_extra=NAMING,
     ),
 ]
 
@@ -63,7 +68,7 @@ class SpecModel(BaseModel):
 class Normalise(SpecModel):
     """Input normalisation applied to every channel: x = (pixel - mean) / std, in float32.
 
-    The input quantiser follows from it (`qlspec.preprocess.input_grid`): eps = 1/std, signed 8-bit
+    The input quantiser follows from it (`qlspec.input_grid`): eps = 1/std, signed 8-bit
     codes for a mean in [127.5, 128], unsigned for mean 0, floor for half-integer ``p - mean``
     (3DDFA's 127.5: pixel p -> p - 128), round for integer ones. A normalisation on which the 256
     pixel values do not map one-to-one onto 8-bit codes is refused here."""
@@ -73,7 +78,7 @@ class Normalise(SpecModel):
 
     @model_validator(mode="after")
     def _eight_bit_input(self) -> Self:
-        from qlspec.preprocess import input_grid
+        from qlspec.input_grid import input_grid
 
         input_grid(self.mean, self.std)  # ValueError says what to change
         return self
@@ -258,7 +263,7 @@ class Training(SpecModel):
     optimizer: Optimizer = Field(default_factory=Optimizer, description="Optimiser and its hyper-parameters.")
     loss: Loss = Field(default_factory=Loss, description="Loss function.")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of initialisation and shuffling.")
-    threads: int = Field(2, ge=1, le=256, description="CPU threads torch may use.")
+    threads: int = Field(2, ge=1, le=256, description="CPU threads torch may use.", json_schema_extra=SPEED)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -378,7 +383,8 @@ class Target(SpecModel):
     backend: Literal["armcl", "cpu", "reference"] = Field(
         "armcl", description="'armcl': ARM Compute Library 20.08 C++, cross-built for the board; 'cpu': the same generated C++ "
         "and AI application without ACL, built for and run on this machine (rung CPU); 'reference': numpy engine only.")
-    threads: int = Field(4, ge=1, le=64, description="Worker threads on the board.")
+    threads: int = Field(4, ge=1, le=64, description="Worker threads on the board (a run-time argument of the app).",
+                         json_schema_extra=SPEED)
     output_stage: Literal["exact", "armcl-native"] = Field(
         "exact", description="'exact': every requantiser is the project's RequantShift kernel, bit-exact against GRAPH; "
         "'armcl-native': 8-bit convolutions and linear layers end in ARM-CL's fused fixed-point output stage (faster, not "
@@ -414,14 +420,14 @@ class Deploy(SpecModel):
                       description="Board host name or address.")
     port: int = Field(22, ge=1, le=65535, description="SSH port.")
     user: str = Field("pi", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", description="SSH user.")
-    key: str | None = Field("~/.ssh/id_ed25519", max_length=4096,
+    key: str | None = Field("~/.ssh/id_ed25519", max_length=4096, json_schema_extra=ACCESS,
                             description="Private key file (relative to the spec's folder, or ~); null: ssh-agent only.")
-    agent: bool = Field(True, description="Also offer the keys of a running ssh-agent.")
+    agent: bool = Field(True, description="Also offer the keys of a running ssh-agent.", json_schema_extra=ACCESS)
     passphrase: str | None = Field(None, description="Passphrase of `key`, if it has one (prefer ssh-agent).",
                                    json_schema_extra=SECRET)
     password: str | None = Field(None, description="SSH password, if the board takes no key (discouraged).",
                                  json_schema_extra=SECRET)
-    known_hosts: str = Field("~/.ssh/known_hosts", min_length=1, max_length=4096,
+    known_hosts: str = Field("~/.ssh/known_hosts", min_length=1, max_length=4096, json_schema_extra=ACCESS,
                              description="File of trusted host keys (OpenSSH format; relative to the spec's folder, or ~).")
     path: str = Field("/home/pi/apps/qlspec-app", min_length=2, max_length=1024, pattern=r"^(/|~/)[^\x00-\x1f\x7f]*$",
                       description="Folder on the board holding the releases (absolute, or ~/ for the user's home).")
@@ -435,9 +441,10 @@ class Deploy(SpecModel):
                           description="Command prefix the board runs the app with (shell words), e.g. "
                           "'qemu-aarch64 -cpu cortex-a72 -L /' for an x86 test board; empty on a Raspberry Pi.")
     samples: int = Field(16, ge=1, le=100_000, description="Validation images the board runs (at most verify.samples).")
-    repeat: int = Field(3, ge=0, le=1000, description="Timed passes over the samples for the median latency.")
-    connect_timeout: float = Field(15.0, gt=0, le=600, description="Seconds to wait for the SSH connection.")
-    command_timeout: float = Field(900.0, gt=0, le=86_400, description="Seconds any one command on the board may take.")
+    repeat: int = Field(3, ge=0, le=1000, description="Timed passes over the samples for the median latency.", json_schema_extra=SPEED)
+    connect_timeout: float = Field(15.0, gt=0, le=600, description="Seconds to wait for the SSH connection.", json_schema_extra=ACCESS)
+    command_timeout: float = Field(900.0, gt=0, le=86_400, description="Seconds any one command on the board may take.",
+                                   json_schema_extra=ACCESS)
 
     @field_validator("launcher")
     @classmethod
@@ -460,9 +467,9 @@ class Deploy(SpecModel):
 class AppSpec(SpecModel):
     """One AI application, from data to a deployed, verified edge binary."""
 
-    apiVersion: Literal["qlspec/v1"] = Field("qlspec/v1", description="Spec format version.")
+    apiVersion: Literal["qlspec/v1"] = Field("qlspec/v1", description="Spec format version.", json_schema_extra=NAMING)
     name: Name
-    description: str = Field("", description="Free text shown in reports.")
+    description: str = Field("", description="Free text shown in reports.", json_schema_extra=NAMING)
     extends: list[str] = Field(
         default_factory=list,
         description="Spec fragments deep-merged under this file, in order: paths relative to this file, "
@@ -478,7 +485,7 @@ class AppSpec(SpecModel):
     postprocess: Postprocess = Field(default_factory=Postprocess, description="Network output -> result.")
     target: Target = Field(default_factory=Target, description="Board and backend.")
     verify: Verify = Field(default_factory=Verify, description="Verification ladder.")
-    deploy: Deploy = Field(default_factory=Deploy, description="Deployment to the board.")
+    deploy: Deploy = Field(default_factory=Deploy, description="Deployment to the board.", json_schema_extra=DEPLOYMENT)
 
     @model_validator(mode="after")
     def _samples_within_validation_set(self) -> Self:

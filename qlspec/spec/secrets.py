@@ -14,24 +14,31 @@ SHOWN = "<secret>"
 
 
 @cache
-def secret_paths() -> frozenset[str]:
-    """Dotted paths of spec fields marked secret in the models."""
+def walk_fields() -> dict[str, dict[str, Any]]:
+    """Dotted path (by alias) -> the ``json_schema_extra`` markers of every field of the models that
+    has any (``secret``, ``effect``: `qlspec.spec.effects`)."""
     from qlspec.spec.models import AppSpec
 
-    found: set[str] = set()
+    found: dict[str, dict[str, Any]] = {}
 
     def walk(model: Any, prefix: str) -> None:
         for name, info in model.model_fields.items():
             key = info.alias or name
-            if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("secret"):
-                found.add(prefix + key)
+            if isinstance(info.json_schema_extra, dict):
+                found[prefix + key] = info.json_schema_extra
             ann = info.annotation
             for sub in getattr(ann, "__args__", (ann,)):
                 if isinstance(sub, type) and hasattr(sub, "model_fields"):
                     walk(sub, prefix + key + ".")
 
     walk(AppSpec, "")
-    return frozenset(found)
+    return found
+
+
+@cache
+def secret_paths() -> frozenset[str]:
+    """Dotted paths of spec fields marked secret in the models."""
+    return frozenset(path for path, extra in walk_fields().items() if extra.get("secret"))
 
 
 def is_secret(dotted: str) -> bool:

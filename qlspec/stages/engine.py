@@ -2,8 +2,9 @@
 
     data -> train -> quantise -> export -> convert -> build -> verify -> deploy
 
-A stage's key is the digest of (the slice of the resolved spec it reads, the keys of the stages it
-consumes, the digest of its own source code). Same key, same outputs: a stage whose recorded key
+A stage's key is the digest of (the result-changing fields of the spec it reads, the keys of the
+stages it consumes, the digest of its own source code: the import closure of its implementation and
+the C++ sources it generates from). Same key, same outputs: a stage whose recorded key
 equals its current key, and whose recorded outputs are all still there, is up to date. Keys chain
 through upstream keys rather than output contents, so `plan` knows every key before anything runs.
 
@@ -18,19 +19,21 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-import os
 import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 from qlspec import __version__, atomic
 from qlspec.errors import StageError
+from qlspec.resources import shipped
+from qlspec.spec.effects import keyed
 from qlspec.spec.models import AppSpec
-from qlspec.spec.secrets import is_secret
+from qlspec.stages.closure import import_closures
 
 RECORD = "stage.json"
 RECORD_SCHEMA = 1
@@ -57,11 +60,13 @@ class StageContext:
 class StageDef:
     """One stage of the pipeline.
 
-    reads: dotted spec paths (prefixes) whose values are part of the key.
+    reads: dotted spec paths (prefixes) it reads; those whose effect is a result (`qlspec.spec.effects`)
+        are part of the key.
     after: upstream stages whose outputs this stage consumes.
-    code: source files or packages (relative to the qlspec package) whose contents are part of the key.
     run: "module:function" of the implementation, imported only when the stage runs (so plan stays
-        fast); None while a later release has not built it ("not available yet").
+        fast); None while a later release has not built it ("not available yet"). The import closure of
+        its module (`qlspec.stages.closure`) is the Python part of the key.
+    assets: shipped folders of non-Python sources it reads (``backends/armcl``), part of the key.
     resumable: keep the partial folder of an interrupted run with the same key (checkpoints).
     files: dotted spec paths naming files whose contents (not just names) are part of the key.
     """
@@ -70,10 +75,10 @@ class StageDef:
     summary: str
     reads: tuple[str, ...]
     after: tuple[str, ...]
-    code: tuple[str, ...]
     run: str | Callable[[StageContext], None] | None = None
     resumable: bool = False
     files: tuple[str, ...] = ()
+    assets: tuple[str, ...] = ()
     enabled: Callable[[AppSpec], str | None] = lambda spec: None  # a reason to skip, or None
     rungs: tuple[str, ...] = ()  # the report rows it writes (what a change to it may move)
 
@@ -98,6 +103,7 @@ class Pipeline:
     spec_path: Path
     build_root: Path
     resolved: dict[str, Any] = field(init=False)
+    _code_digests: dict[str, str] = field(init=False, default_factory=dict, repr=False)  # of the current plan
 
     def __post_init__(self) -> None:
         self.resolved = flatten(self.spec.model_dump(mode="json", by_alias=True, exclude={"extends"}))
@@ -121,11 +127,14 @@ class Pipeline:
     # planning
 
     def spec_slice(self, stage: StageDef) -> dict[str, Any]:
-        """The flattened spec fields a stage reads, without secrets (they change how a board is reached, not a result)."""
-        return {k: v for k, v in sorted(self.resolved.items()) if any(_under(k, r) for r in stage.reads) and not is_secret(k)}
+        """The flattened spec fields a stage reads that change a result: no speed, naming or access
+        field, no secret (`qlspec.spec.effects`)."""
+        return {k: v for k, v in sorted(self.resolved.items()) if any(_under(k, r) for r in stage.reads) and keyed(k)}
 
     def code_digest(self, stage: StageDef) -> str:
-        return digest_sources(PACKAGE_DIR / c for c in stage.code + (f"stages/{stage.name}.py",))
+        if stage.name not in self._code_digests:  # once per plan: the stages share most of their files
+            self._code_digests = code_digests(self.stages)
+        return self._code_digests[stage.name]
 
     def plan(self, *, force: Iterable[str] = (), until: str | None = None, only: str | None = None) -> list[StageStatus]:
         """Each stage's state and the reasons for it, in pipeline order.
@@ -133,6 +142,7 @@ class Pipeline:
         until: stages after this one are skipped. only: stages that this one does not need
         (it and what it consumes, transitively) are skipped.
         """
+        self._code_digests = {}  # a plan sees the sources as they are now
         force = set(force)
         for name in force | {n for n in (until, only) if n}:
             self.stage(name)
@@ -364,16 +374,39 @@ def digest_json(data: Any) -> str:
 SOURCE_SUFFIXES = (".py", ".h", ".cpp", ".cmake", ".in")
 
 
-def digest_sources(paths: Iterable[Path]) -> str:
-    """Digest of the sources (Python, and the C++/CMake of `backends/`) at these files or folders,
-    names relative to the package (``../backends/armcl`` for the C++ runtime beside it)."""
-    h = hashlib.sha256()
-    for root in sorted(set(paths)):
-        files = sorted(f for f in root.rglob("*") if f.suffix in SOURCE_SUFFIXES and f.is_file()) if root.is_dir() \
-            else [root] if root.exists() else []
-        for f in files:
-            h.update(os.path.relpath(f, PACKAGE_DIR).encode() + b"\0" + f.read_bytes() + b"\0")
-    return h.hexdigest()
+def code_digests(stages: Iterable[StageDef]) -> dict[str, str]:
+    """Digest of what each stage is made of: the import closure of its implementation module and the
+    C++/CMake sources of its shipped `assets`. Files are named as in the repository
+    (``qlspec/stages/train.py``, ``backends/armcl/runtime/qlspec_io.h``), so an editable checkout and
+    an installed wheel give the same key."""
+    stages = tuple(stages)
+    modules = {s.name: s.run.partition(":")[0] if isinstance(s.run, str) else getattr(s.run, "__module__", "") for s in stages}
+    closures = import_closures(set(modules.values()), PACKAGE_DIR)
+    out = {}
+    for stage in stages:
+        named = [(f"qlspec/{p.relative_to(PACKAGE_DIR)}", p) for p in closures[modules[stage.name]]]
+        for asset in stage.assets:
+            folder, _, sub = asset.partition("/")
+            root = shipped(folder) / sub  # type: ignore[arg-type]
+            if not root.is_dir():
+                raise StageError(f"stage {stage.name}: shipped folder {asset} is missing (a broken installation)", where=str(root))
+            named += [(f"{asset}/{f.relative_to(root)}", f) for f in root.rglob("*") if f.suffix in SOURCE_SUFFIXES and f.is_file()]
+        h = hashlib.sha256()
+        for name, f in sorted(named):
+            stat = f.stat()
+            h.update(name.encode() + b"\0" + _source_digest(f, stat.st_mtime_ns, stat.st_size) + b"\0")
+        out[stage.name] = h.hexdigest()
+    return out
+
+
+def code_digest(stage: StageDef) -> str:
+    return code_digests((stage,))[stage.name]
+
+
+@lru_cache(maxsize=8192)
+def _source_digest(path: Path, mtime_ns: int, size: int) -> bytes:
+    """sha256 of a source file, read once per version of it (plan computes every key several times)."""
+    return hashlib.sha256(path.read_bytes()).digest()
 
 
 def digest_file(path: Path) -> str:

@@ -60,10 +60,10 @@ def test_markdown_lists_changes_stages_and_rungs(repo):
     r = qlspec("diff", "apps/face/app.yaml", "apps/face/new.yaml", "--format", "markdown", cwd=repo)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert lines[0] == "**qlspec diff**: 3 change(s)" and lines[2] == "| field | old | new | invalidates |"
-    assert "| `data.val` | `80` | `90` | data, train, quantise, compare, export, convert, build, verify, deploy |" in lines
-    assert "| `deploy.password` | `<secret>` | `<secret>` | none |" in lines and "secret" not in r.stdout.replace("<secret>", "")
-    assert "| `target.output_stage` | `exact` | `armcl-native` | build, verify, deploy |" in lines
+    assert lines[0] == "**qlspec diff**: 3 change(s)" and lines[2] == "| field | old | new | changes | invalidates |"
+    assert "| `data.val` | `80` | `90` | result | data, train, quantise, compare, export, convert, build, verify, deploy |" in lines
+    assert "| `deploy.password` | `<secret>` | `<secret>` | access | none |" in lines and "secret" not in r.stdout.replace("<secret>", "")
+    assert "| `target.output_stage` | `exact` | `armcl-native` | result | build, verify, deploy |" in lines
     assert lines[-1] == "**Rungs that may move:** MEAN, FP, FQ, FQI, TQ, ONNX, GRAPH, ARMCL"  # no CPU, no BOARD (deploy off)
     same = qlspec("diff", "apps/face/app.yaml", "apps/face/app.yaml", "--format", "markdown", cwd=repo)
     assert same.stdout == "**qlspec diff**: no semantic changes.\n"

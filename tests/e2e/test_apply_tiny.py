@@ -63,19 +63,24 @@ def test_report_has_a_row_per_rung_done(built):
         assert row["nme"] > 0
         assert set(row) >= {"rung", "nme", "max_abs_diff", "mismatches", "n"}
     md = (root / "build" / "tiny" / "report.md").read_text()
-    assert "| FP |" in md and "| MEAN |" in md
+    assert md.splitlines()[2] == "| rung | NME % | against the rung above |"  # the report leads with the ladder
+    assert f"| FP (float MobileNet-V1 x0.25) | {rungs['FP']['nme']:.2f} | |" in md
 
 
 def test_second_apply_is_a_fast_no_op(built):
+    """Nothing reruns, the report stays as it is, and neither torch nor matplotlib is imported."""
     root, _ = built
-    before = (root / "build" / "tiny" / "train" / "model.pt").stat().st_mtime_ns
+    before = {f: (root / "build" / "tiny" / f).stat().st_mtime_ns for f in ("train/model.pt", "report.md")}
     started = time.perf_counter()
-    r = qlspec("apply", "app.yaml", "--no-progress", cwd=root)
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "qlspec", "apply", "app.yaml", "--no-progress"],
+                       capture_output=True, text=True, cwd=root)
     assert r.returncode == 0
     assert time.perf_counter() - started < 30
     for stage in BUILT:
         assert f"{stage:<9} up to date" in r.stdout
-    assert (root / "build" / "tiny" / "train" / "model.pt").stat().st_mtime_ns == before
+    assert {f: (root / "build" / "tiny" / f).stat().st_mtime_ns for f in before} == before
+    imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert not imported & {"torch", "matplotlib", "onnx", "scipy"}
 
 
 def test_editing_epochs_makes_train_and_everything_after_stale(built):
@@ -141,6 +146,9 @@ def test_integer_rungs_are_bit_exact_and_the_report_keeps_them_after_compare(bui
     assert "| FQI |" in md
     summary = (root / "build" / "tiny" / "convert" / "summary.txt").read_text()
     assert "ConvRequant" in summary and "peak activation memory" in summary
+    graph = json.loads((root / "build" / "tiny" / "convert" / "summary.json").read_text())["optimised"]
+    assert f"| MACs | {graph['macs']:,} |" in md
+    assert f"| peak activation memory with the memory plan | {graph['activation_bytes_planned']:,} bytes" in md
 
 
 def test_report_shows_yaw_bins_and_pictures(built):
@@ -154,6 +162,18 @@ def test_report_shows_yaw_bins_and_pictures(built):
     for png in ("nme_by_yaw.png", "landmarks.png"):
         data = (build / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    from PIL import Image
+
+    from qlspec.plots import merge_identical
+    from qlspec.report_pictures import OVERLAY_IMAGES, rung_outputs
+
+    outputs = {rung: z[:OVERLAY_IMAGES] for rung, z in rung_outputs(build, set(BUILT)).items()}
+    columns = merge_identical(outputs)
+    assert "FQI = TQ = ONNX = GRAPH" in columns  # equal integer outputs share one panel
+    with Image.open(build / "landmarks.png") as im:
+        assert im.size[0] == 160 * len(columns)  # one 160-pixel panel per distinct rung
+    with Image.open(build / "nme_by_yaw.png") as im:
+        assert im.size[0] > 2 * 400  # two panels: NME per bin, difference against FP
 
 
 def test_armcl_rung_is_bit_exact_under_qemu(built):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import json
 import re
 import shutil
 import subprocess
@@ -17,6 +18,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = {"specs": "qlspec/specs", "templates": "qlspec/templates", "backends": "qlspec/backends"}
+KEYS = "import json, sys; from qlspec.pipeline import open_pipeline; " \
+       "print(json.dumps({s.stage.name: s.key for s in open_pipeline(sys.argv[1]).plan()}))"
 
 
 def repository_files() -> list[str]:
@@ -106,7 +109,10 @@ def test_installed_wheel_scaffolds_validates_and_plans_away_from_the_checkout(wh
     app = tmp_path / "wheel-app" / "app.yaml"
     assert "valid qlspec/v1 spec for 'wheel-app'" in run("validate", app)
     assert "data      will run  (never run)" in run("plan", app)
-
+    # stage keys name files as in the repository: the installed wheel and the checkout agree
+    keys = [json.loads(subprocess.run([exe, "-c", KEYS, str(app)], capture_output=True, text=True, cwd=tmp_path,
+                                      check=True).stdout) for exe in (str(python), sys.executable)]
+    assert keys[0] == keys[1] and keys[0]["build"]
 
 
 def test_installed_versions_are_the_pinned_ones():

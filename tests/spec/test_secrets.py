@@ -48,10 +48,10 @@ def test_diff_says_a_secret_changed_and_nothing_more(tmp_path):
     (tmp_path / "b.yaml").write_text(BASE + "deploy:\n  password: hunter4\n")
     r = qlspec("diff", "a.yaml", "b.yaml", cwd=tmp_path)
     assert r.returncode == 0
-    assert r.stdout.splitlines()[0] == 'deploy.password: "<secret>" -> "<secret>"   invalidates: none'
+    assert r.stdout.splitlines()[0] == 'deploy.password: "<secret>" -> "<secret>"   invalidates: none (access only)'
     assert "sha256" not in r.stdout and "hunter" not in r.stdout
     data = json.loads(qlspec("diff", "a.yaml", "b.yaml", "--json", cwd=tmp_path).stdout)
-    assert data == [{"path": "deploy.password", "old": "<secret>", "new": "<secret>", "stages": []}]
+    assert data == [{"path": "deploy.password", "old": "<secret>", "new": "<secret>", "stages": [], "effect": "access"}]
 
 
 secret_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=6, max_size=40).map(lambda s: "Zq" + s)

@@ -31,11 +31,11 @@ class Recorder:
 
 def pipeline(spec_path: Path, build: Path, rec: Recorder, third_available: bool = True) -> Pipeline:
     stages = (
-        StageDef("data", "d", reads=("data",), after=(), code=(), run=rec.stage("data")),
-        StageDef("train", "t", reads=("training",), after=("data",), code=(), run=rec.stage("train")),
-        StageDef("quantise", "q", reads=("quantisation",), after=("train",), code=(),
+        StageDef("data", "d", reads=("data",), after=(), run=rec.stage("data")),
+        StageDef("train", "t", reads=("training",), after=("data",), run=rec.stage("train")),
+        StageDef("quantise", "q", reads=("quantisation",), after=("train",),
                  run=rec.stage("quantise") if third_available else None),
-        StageDef("export", "e", reads=("export",), after=("quantise",), code=(), run=None),
+        StageDef("export", "e", reads=("export",), after=("quantise",), run=None),
     )
     return Pipeline(stages, load_spec(spec_path).spec, spec_path, build)
 
@@ -139,7 +139,7 @@ def test_resumable_stage_finds_its_partial_folder_again(spec_file, tmp_path):
         if len(attempts) == 1:
             raise KeyboardInterrupt
 
-    stage = StageDef("train", "t", reads=("training",), after=(), code=(), run=flaky, resumable=True)
+    stage = StageDef("train", "t", reads=("training",), after=(), run=flaky, resumable=True)
     p = Pipeline((stage,), load_spec(path).spec, path, tmp_path / "build")
     with pytest.raises(KeyboardInterrupt):
         run_all(p)
@@ -150,7 +150,7 @@ def test_resumable_stage_finds_its_partial_folder_again(spec_file, tmp_path):
 
 def test_secrets_are_not_in_keys_or_records(spec_file, tmp_path):
     path = spec_file("name: demo\ndeploy: {password: hunter2}\n")
-    stage = StageDef("deploy", "d", reads=("deploy",), after=(), code=(), run=lambda ctx: None)
+    stage = StageDef("deploy", "d", reads=("deploy",), after=(), run=lambda ctx: None)
     p = Pipeline((stage,), load_spec(path).spec, path, tmp_path / "build")
     run_all(p)
     text = (tmp_path / "build" / "demo" / "deploy" / "stage.json").read_text()
@@ -162,10 +162,10 @@ def test_a_disabled_stage_skips_its_consumers(spec_file, tmp_path):
     path = spec_file("name: demo\n")
     rec = Recorder()
     stages = (
-        StageDef("data", "d", reads=("data",), after=(), code=(), run=rec.stage("data")),
-        StageDef("quantise", "q", reads=(), after=("data",), code=(), run=rec.stage("quantise"),
+        StageDef("data", "d", reads=("data",), after=(), run=rec.stage("data")),
+        StageDef("quantise", "q", reads=(), after=("data",), run=rec.stage("quantise"),
                  enabled=lambda spec: "quantisation.algorithm is none"),
-        StageDef("export", "e", reads=(), after=("quantise",), code=(), run=rec.stage("export")),
+        StageDef("export", "e", reads=(), after=("quantise",), run=rec.stage("export")),
     )
     p = Pipeline(stages, load_spec(path).spec, path, tmp_path / "build")
     run_all(p)
@@ -182,7 +182,7 @@ def test_code_edited_while_a_stage_runs_leaves_it_stale(spec_file, tmp_path, mon
     def body(ctx):
         version["code"] = "v2"  # someone edits the stage's source while it trains
 
-    stage = StageDef("train", "t", reads=("training",), after=(), code=(), run=body)
+    stage = StageDef("train", "t", reads=("training",), after=(), run=body)
     monkeypatch.setattr(Pipeline, "code_digest", lambda self, s: version["code"])
     p = Pipeline((stage,), load_spec(path).spec, path, tmp_path / "build")
     run_all(p)
