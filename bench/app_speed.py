@@ -71,8 +71,8 @@ def main() -> None:
     n = len(images)
     results: dict[str, dict[int, float]] = {}
 
-    with tempfile.TemporaryDirectory(prefix="qlspec-bench-") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="qlspec-bench-") as tmp_name:
+        tmp = Path(tmp_name)
         # qlspec: generated C++, built here with the host compiler
         tc = host_toolchain()
         write_project(graph, tmp / "cpu", backend="cpu", cpu="native")
@@ -90,7 +90,7 @@ def main() -> None:
         net.load_state_dict(torch.load(b / "train" / "model.pt", map_location="cpu", weights_only=True))
         net.eval()
         float_path, qdq_path = tmp / "float.onnx", tmp / "qdq.onnx"
-        torch.onnx.export(net, torch.from_numpy(floats[:1]), str(float_path), input_names=["x"], output_names=["y"],
+        torch.onnx.export(net, (torch.from_numpy(floats[:1]),), str(float_path), input_names=["x"], output_names=["y"],
                           dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=17, dynamo=False)
 
         class Calibration(CalibrationDataReader):

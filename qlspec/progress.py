@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn,
@@ -37,6 +38,7 @@ def progress_bar(description: str, total: int, *, enabled: bool = True, unit: st
         task = bar.add_task(description, total=total, info="")
 
         def advance(n: int = 1, **fields: str) -> None:
-            bar.update(task, advance=n, **({"info": " ".join(f"{k} {v}" for k, v in fields.items())} if fields else {}))
+            info: dict[str, Any] = {"info": " ".join(f"{k} {v}" for k, v in fields.items())} if fields else {}
+            bar.update(task, advance=n, **info)
 
         yield advance

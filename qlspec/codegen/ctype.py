@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 
 from qlspec.graph.ir import TensorInfo
@@ -20,7 +22,8 @@ def cpp_type(dtype: np.dtype | TensorInfo) -> str:
 
 def npy_descr(dtype: np.dtype) -> str:
     """The .npy header's descr for a container (`|i1`, `<i4`, ...), as numpy writes it."""
-    return np.lib.format.dtype_to_descr(np.dtype(dtype))
+    # the stub's return type also covers structured dtypes (a list of fields); a plain dtype's descr is a str
+    return cast(str, np.lib.format.dtype_to_descr(np.dtype(dtype)))
 
 
 def cpp_int(v: int) -> str:

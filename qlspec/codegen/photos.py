@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +49,8 @@ def write_photos(faces_bgr: np.ndarray, folder: Path, seed: int = 0) -> list[Pho
         margin = rng.uniform(-0.15, 0.25, 4) * side
         roi = np.array([x - margin[0], y - margin[1], x + side + margin[2], y + side + margin[3]])
         path = folder / f"photo_{i:04d}.{'png' if i % 2 == 0 else 'jpg'}"
-        Image.fromarray(frame[..., ::-1]).save(path, **({} if i % 2 == 0 else {"quality": 90}))
+        options: dict[str, Any] = {} if i % 2 == 0 else {"quality": 90}
+        Image.fromarray(frame[..., ::-1]).save(path, **options)
         photos.append(Photo(path, roi))
     return photos
 

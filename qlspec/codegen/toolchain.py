@@ -38,7 +38,7 @@ class Toolchain:
 def missing_armcl() -> list[str]:
     """What the ARM-CL backend needs and this machine lacks (empty when everything is there)."""
     native = platform.machine() in ("aarch64", "arm64")
-    need = {"cmake": shutil.which("cmake")}
+    need: dict[str, str | bool | None] = {"cmake": shutil.which("cmake")}
     if native:
         need["g++"] = shutil.which("g++")
     else:

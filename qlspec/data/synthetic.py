@@ -136,12 +136,12 @@ def _background(rng: np.random.Generator, side: int) -> Image.Image:
     if kind == 1:  # low-frequency colour noise
         k = int(rng.integers(2, 7))
         grid = rng.uniform(0, 255, (k, k, 3)).astype(np.uint8)
-        return Image.fromarray(grid).resize((side, side), Image.BICUBIC)
+        return Image.fromarray(grid).resize((side, side), Image.Resampling.BICUBIC)
     c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
     ang = rng.uniform(0, 2 * np.pi)
     t = np.linspace(0.0, 1.0, 16)
     ramp = np.clip(0.5 + (np.cos(ang) * (t[None, :] - 0.5) + np.sin(ang) * (t[:, None] - 0.5)), 0, 1)
-    img = Image.fromarray((c0 + ramp[..., None] * (c1 - c0)).astype(np.uint8)).resize((side, side), Image.BILINEAR)
+    img = Image.fromarray((c0 + ramp[..., None] * (c1 - c0)).astype(np.uint8)).resize((side, side), Image.Resampling.BILINEAR)
     if kind == 2:  # clutter
         d = ImageDraw.Draw(img)
         for _ in range(int(rng.integers(3, 9))):

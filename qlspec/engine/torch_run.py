@@ -27,11 +27,12 @@ from qlspec.errors import GraphError
 from qlspec.graph.ir import Graph, Node
 
 _DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
+_BOUND = "qlspec_bound"  # attribute of an activation tensor: max |value| its declared type allows
 
 
 def _max_abs(t: torch.Tensor) -> int:
     """max |t|: from the declared type of an activation (cheap), from the values of a constant."""
-    bound = getattr(t, "qlspec_bound", None)
+    bound = getattr(t, _BOUND, None)
     if bound is not None:
         return bound
     return int(t.abs().max()) if t.numel() else 0
@@ -133,14 +134,14 @@ def run_graph_torch(g: Graph, inputs: Mapping[str, np.ndarray | torch.Tensor]) -
         v = v if isinstance(v, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(v))
         env[name] = v.float() if g.tensors[name].is_float else _carrier(v.double())
         if not g.tensors[name].is_float:
-            env[name].qlspec_bound = max(abs(g.tensors[name].lo), abs(g.tensors[name].hi))
+            setattr(env[name], _BOUND, max(abs(g.tensors[name].lo), abs(g.tensors[name].hi)))
     last_use = {t: i for i, n in enumerate(g.nodes) for t in n.inputs}
     for i, n in enumerate(g.nodes):
         y = OPS[n.op](n, *(env[t] if t else None for t in n.inputs))
         info = g.tensors[n.outputs[0]]
         if y.numel() and not info.is_float and (int(y.min()) < info.lo or int(y.max()) > info.hi):
             raise GraphError(f"result [{int(y.min())}, {int(y.max())}] outside its type {info.describe()}", where=n.where())
-        y.qlspec_bound = max(abs(info.lo), abs(info.hi))
+        setattr(y, _BOUND, max(abs(info.lo), abs(info.hi)))
         env[n.outputs[0]] = y
         for t in n.inputs:
             if t and last_use.get(t) == i and t not in g.outputs and t not in g.constants:

@@ -50,9 +50,10 @@ requantiser directly.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -128,7 +129,9 @@ class Integerised:
         (rung TQ), or with ``engine="torch"`` by `qlspec.engine.torch_run` (rung FQI, many times faster)."""
         from qlspec.engine.torch_run import run_graph_torch
 
-        runner = {"reference": run_graph, "torch": run_graph_torch}[engine]
+        runners: dict[str, Callable[[Graph, Mapping[str, np.ndarray]], dict[str, np.ndarray]]]
+        runners = {"reference": run_graph, "torch": run_graph_torch}
+        runner = runners[engine]
         x = _numpy(x)
         return np.concatenate([runner(self.graph, {IMAGE: x[s:s + batch]})[OUTPUT] for s in range(0, len(x), batch)]
                               ).astype(np.int64)
@@ -347,7 +350,7 @@ class _Walker:
         self.quantised = False
 
     # -- helpers ---------------------------------------------------------------------------------
-    def fail(self, node: fx.Node, message: str) -> None:
+    def fail(self, node: fx.Node, message: str) -> NoReturn:
         raise ExportError(message, where=f"node {node.name}" + (f" ({node.target})" if node.op == "call_module" else ""))
 
     def shape(self, node: fx.Node) -> tuple[int, ...]:
@@ -375,7 +378,7 @@ class _Walker:
         return self.vals[srcs[0]]
 
     # -- the walk --------------------------------------------------------------------------------
-    def run(self) -> Integerised:
+    def run(self) -> None:
         out = None
         for node in self.gm.graph.nodes:
             if node.op == "placeholder":
@@ -466,6 +469,7 @@ class _Walker:
     def linear(self, node: fx.Node, m: PACTConv2d | PACTLinear, v: _Val) -> None:
         if v.kind != "grid":
             self.fail(node, "the input of a convolution/linear must be a quantiser's output (insert an activation quantiser)")
+        assert v.eps is not None  # a grid value carries its eps
         if v.eps.ndim:
             self.fail(node, "per-channel input eps is not supported")
         w = m.weight_int.detach().cpu().numpy().astype(np.int64)
@@ -496,8 +500,9 @@ class _Walker:
     def batchnorm(self, node: fx.Node, bn: nn.BatchNorm2d | nn.BatchNorm1d, v: _Val) -> None:
         if v.kind != "acc":
             self.fail(node, "BatchNorm must follow a convolution/linear (F2T folds it into the requantisation)")
-        if not bn.track_running_stats or bn.running_var is None:
+        if not bn.track_running_stats or bn.running_mean is None or bn.running_var is None:
             self.fail(node, "BatchNorm without running statistics cannot be folded")
+        assert v.scale is not None and v.offset is not None  # an accumulator carries its scale and offset
         g = _f64(bn.weight) if bn.affine else np.ones(bn.num_features)
         b = _f64(bn.bias) if bn.affine else np.zeros(bn.num_features)
         gamma = g / np.sqrt(_f64(bn.running_var) + bn.eps)
@@ -519,16 +524,20 @@ class _Walker:
         lo, hi = act.int_range
         if eps_out.ndim:
             self.fail(node, "per-channel activation eps is not supported")
+        scale: np.ndarray | None
+        offset: np.ndarray | None
         if v.kind == "grid":
+            assert v.eps is not None  # a grid value carries its eps
             if np.array_equal(v.eps, eps_out) and lo <= v.lo and v.hi <= hi:
                 return v  # identity requantisation (skip_identity_rqs)
             scale, offset = v.eps, np.zeros(())
         else:
             scale, offset = v.scale, v.offset
+        assert scale is not None and offset is not None  # an accumulator carries its scale and offset
         ndim = len(v.shape)
         ratio, bias = np.broadcast_arrays(np.asarray(scale / float(eps_out)), np.asarray(offset / float(eps_out)))
-        worst = (-v.bound, v.bound) if v.bound is not None else (np.asarray(v.lo), np.asarray(v.hi))
-        worst = tuple(_per_channel(np.asarray(b), ndim) for b in worst)
+        worst_lo, worst_hi = (-v.bound, v.bound) if v.bound is not None else (np.asarray(v.lo), np.asarray(v.hi))
+        worst = (_per_channel(np.asarray(worst_lo), ndim), _per_channel(np.asarray(worst_hi), ndim))
         ratio, bias = _per_channel(ratio, ndim), _per_channel(bias, ndim)
         rounding = bool(act.rounding)
         if self.fixed is not None:
@@ -566,6 +575,7 @@ class _Walker:
             self.emit("Add", node.name, [t.name for t in ins], _src(node), eps)
             lo, hi = ins[0].lo + ins[1].lo, ins[0].hi + ins[1].hi
         else:
+            assert isinstance(m, PACTIntegerConcat)  # not an add: a concatenation
             rank = len(vals[0].shape)
             axis = m.dim % rank
             if axis == 0:
@@ -579,8 +589,13 @@ class _Walker:
         channel scale and offset carry over: the mean of ``scale*a + offset`` is ``scale/k * sum + offset``)."""
         if v.kind not in ("grid", "acc") or v.pool_k > 1 or v.deferred:
             self.fail(node, "average pooling needs a quantiser's output or a convolution's accumulator as input")
-        in_shape = self.shape(node.args[0])
+        src = node.args[0]
+        assert isinstance(src, fx.Node)  # source_val found it among the node's tensor inputs
+        in_shape = self.shape(src)
+        scale: np.ndarray | None
+        offset: np.ndarray | None
         scale, offset = (v.eps, np.zeros(())) if v.kind == "grid" else (v.scale, v.offset)
+        assert scale is not None and offset is not None  # a grid value carries its eps, an accumulator its scale and offset
         if isinstance(m, nn.AdaptiveAvgPool2d):
             size = m.output_size if isinstance(m.output_size, tuple) else (m.output_size, m.output_size)
             if tuple(size) != (1, 1):
@@ -621,8 +636,10 @@ class _Walker:
             self.vals[node] = dataclasses.replace(v, deferred=v.deferred + ((_src(node), shape),))
             return
         spatial = int(np.prod(src_shape[2:]))
-        if v.kind == "acc" and spatial != 1 and (v.scale.ndim or v.offset.ndim):
-            self.fail(node, "flattening a per-channel accumulator with spatial extent before its requantisation")
+        if v.kind == "acc" and spatial != 1:
+            assert v.scale is not None and v.offset is not None  # an accumulator carries its scale and offset
+            if v.scale.ndim or v.offset.ndim:
+                self.fail(node, "flattening a per-channel accumulator with spatial extent before its requantisation")
         self.emit("Flatten", node.name, [v.name], _src(node), v.eps if v.kind == "grid" else v.scale, axis=1)
         self.vals[node] = dataclasses.replace(v, name=node.name, shape=shape,
                                               linear=None if v.kind != "acc" else v.linear)
@@ -639,9 +656,12 @@ class _Walker:
                             "convolution/linear (a BatchNorm or pool before the output has no integer form)")
         layer = self.nodes[v.linear]
         m = self.gm.get_submodule(self.sources[layer.name])
+        assert isinstance(m, (PACTConv2d, PACTLinear))  # the accumulator is a convolution's or linear's
         if m.bias is not None:
             in_eps = float(self.eps[layer.inputs[0]])
-            bias = m.get_bias_int(torch.tensor(in_eps)).detach().cpu().double().numpy()
+            bias_int = m.get_bias_int(torch.tensor(in_eps))
+            assert bias_int is not None  # the layer has a bias
+            bias = bias_int.detach().cpu().double().numpy()
             if not np.all(np.isfinite(bias)) or np.abs(bias).max(initial=0) >= 2**24:
                 self.fail(node, f"the integer bias reaches {float(np.abs(bias).max()):.6g} (bias / (eps_w*eps_in)), "
                                 "beyond float32's exact integers (2**24): the layer's input eps is too small for its bias")

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from qlspec.engine.ops import op_for
 from qlspec.export.f2t import INPUT, Integerised, _module_call
+from qlspec.quant.pact import _PACTActivation
 
 
 @torch.no_grad()
@@ -29,6 +30,7 @@ def fq_codes(fq: nn.Module, net: Integerised, x: Tensor) -> tuple[dict[str, np.n
     got, hooks = {}, []
     for module, calls in wanted.items():
         m = fq.get_submodule(module)
+        assert isinstance(m, _PACTActivation)  # F2T makes a RequantShift from an activation quantiser
         eps, seen = float(m.get_eps()), [0]
 
         def hook(mod, i, o, calls=calls, eps=eps, seen=seen):

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx
@@ -54,7 +55,7 @@ class OnnxBuilder:
         float32 (QuantLab's files) or `dtype` (np.int32: Deeploy's own files store requantisation
         constants so)."""
         v = np.asarray(self.g.constants[name] if value is None else value)
-        f = v.astype(dtype)
+        f: np.ndarray = v.astype(dtype)
         if not np.array_equal(f.astype(np.float64), v.astype(np.float64)):
             raise ExportError(f"constant {name!r} holds integers {np.dtype(dtype).name} cannot represent exactly", where="export")
         if name not in self.initializers:
@@ -100,7 +101,7 @@ def _gemm(b: OnnxBuilder, n: Node) -> None:
 
 def _sum_pool(b: OnnxBuilder, n: Node) -> None:
     pads = list(n.attr("pads"))
-    extra = {"count_include_pad": 1} if any(pads) else {}
+    extra: dict[str, Any] = {"count_include_pad": 1} if any(pads) else {}
     b.node("AveragePool", list(n.inputs), list(n.outputs), name=n.name, kernel_shape=list(n.attr("kernel_shape")),
            strides=list(n.attr("strides")), pads=pads, **extra)
 

@@ -26,9 +26,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch  # imported at run time only for torch parameters
 
 __all__ = [
     "NUM_LANDMARKS",
@@ -102,6 +105,9 @@ class FaceModel:
         if params.ndim != 2 or params.shape[1] != NUM_PARAMS:
             raise ValueError(f"params must be (N, {NUM_PARAMS}), got {tuple(params.shape)}")
         n, v = params.shape[0], u.shape[0] // 3
+        u_: np.ndarray | torch.Tensor  # the model in the params' own kind and dtype
+        ws: np.ndarray | torch.Tensor
+        we: np.ndarray | torch.Tensor
         if isinstance(params, np.ndarray):
             dt = params.dtype if params.dtype in (np.float32, np.float64) else np.float64
             u_, ws, we = u.astype(dt), w_shp.astype(dt), w_exp.astype(dt)
@@ -183,8 +189,8 @@ def _mean_landmarks() -> np.ndarray:
         [25, 33, -8], [15, 39, -13], [6, 42, -16], [0, 43, -17], [-6, 42, -16], [-15, 39, -13],
     ]
     pts[60:68] = [  # inner lips: 60 corner, 61-63 upper, 64 corner, 65-67 lower
-        [-21, 33, -10], [-7, 32.5, -16], [0, 32.5, -17], [7, 32.5, -16],
-        [21, 33, -10], [7, 33.5, -16], [0, 33.5, -17], [-7, 33.5, -16],
+        [-21, 33.0, -10], [-7, 32.5, -16], [0, 32.5, -17], [7, 32.5, -16],
+        [21, 33.0, -10], [7, 33.5, -16], [0, 33.5, -17], [-7, 33.5, -16],
     ]
     return pts
 

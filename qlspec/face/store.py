@@ -7,6 +7,7 @@ Synthetic data needs nothing stored (`synthetic_face_model()` is deterministic).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, cast
 
 import numpy as np
 
@@ -26,4 +27,5 @@ def load_face_model(folder: Path) -> FaceModel:
     if not path.is_file():
         return synthetic_face_model()
     with np.load(path) as f:
-        return FaceModel(f["u"], f["w_shp"], f["w_exp"], f["keypoints"], frame=str(f["frame"]), size=int(f["size"]))
+        frame = cast(Literal["pixel", "3ddfa"], str(f["frame"]))  # as save_face_model wrote it, from a FaceModel
+        return FaceModel(f["u"], f["w_shp"], f["w_exp"], f["keypoints"], frame=frame, size=int(f["size"]))

@@ -52,6 +52,10 @@ class ResNet22(nn.Module):
     """3DDFA_V2's ResNet-22 (module docstring). Init as 3DDFA_V2: Kaiming-normal convs (fan_out,
     ReLU), BN weight 1 and bias 0. Draws from the global torch RNG: seed it first."""
 
+    layer1: nn.Sequential  # set by name in __init__, one per entry of LAYERS
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+
     def __init__(self, width: float = 1.0, num_params: int = 62) -> None:
         super().__init__()
         if width <= 0:

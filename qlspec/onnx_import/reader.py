@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import builtins
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import onnx
@@ -12,7 +15,7 @@ from onnx import AttributeProto, TensorProto, numpy_helper
 from qlspec.errors import OnnxImportError
 
 
-_ATTR_KIND = {
+_ATTR_KIND: dict[int, str] = {
     AttributeProto.FLOAT: "FLOAT", AttributeProto.INT: "INT", AttributeProto.STRING: "STRING",
     AttributeProto.TENSOR: "TENSOR", AttributeProto.FLOATS: "FLOATS", AttributeProto.INTS: "INTS",
 }
@@ -85,7 +88,7 @@ def integral(values: np.ndarray, what: str) -> np.ndarray:
     return r.astype(np.int64)
 
 
-def unique_attributes(node: onnx.NodeProto, fail) -> dict[str, AttributeProto]:
+def unique_attributes(node: onnx.NodeProto, fail: Callable[[str], NoReturn]) -> dict[str, AttributeProto]:
     """The node's attributes by name; `fail(message)` when a name is given more than once (ONNX
     would silently take the last)."""
     names = [a.name for a in node.attribute]
@@ -100,7 +103,7 @@ class Attributes:
 
     ANNOTATIONS = frozenset({"weight_bits", "bias_bits", "out_bits", "mult_bits", "add_bits"})  # DORY's, informative
 
-    def __init__(self, node: onnx.NodeProto, fail) -> None:
+    def __init__(self, node: onnx.NodeProto, fail: Callable[[str], NoReturn]) -> None:
         self.node = node
         self.fail = fail
         self.by_name = unique_attributes(node, fail)
@@ -127,7 +130,7 @@ class Attributes:
             return default
         return int(a.i)
 
-    def ints(self, name: str, default: tuple[int, ...] | None = None) -> tuple[int, ...] | None:
+    def ints(self, name: str, default: tuple[builtins.int, ...] | None = None) -> tuple[builtins.int, ...] | None:
         a = self._get(name, (AttributeProto.INTS,))
         return default if a is None else tuple(int(v) for v in a.ints)
 
@@ -141,7 +144,7 @@ class Attributes:
         a = self._get(name, (AttributeProto.STRING,))
         return default if a is None else a.s.decode()
 
-    def integer(self, name: str, default: int | None = None) -> int:
+    def integer(self, name: str, default: builtins.int | None = None) -> builtins.int:
         """An integer however it is spelled: INT, FLOAT or a one-element TENSOR (QuantLib writes
         RequantShift's div/signed/n_levels as TENSOR in some versions and INT in others)."""
         a = self._get(name, (AttributeProto.INT, AttributeProto.FLOAT, AttributeProto.TENSOR))

@@ -156,6 +156,7 @@ def lower_reshape(imp: Importer, node: onnx.NodeProto) -> None:
     a = imp.attributes(node)
     if a.int("allowzero", 0) != 0:
         imp.fail(node, "allowzero=1 is not supported")
+    shape: tuple[int, ...] | None
     if len(node.input) >= 2:
         raw = imp.const_value(node.input[1])
         if raw is None:
@@ -191,6 +192,7 @@ def _integer_scalar(imp: Importer, node: onnx.NodeProto, value, what: str) -> in
 def lower_pad(imp: Importer, node: onnx.NodeProto) -> None:
     a = imp.attributes(node)
     mode = a.string("mode", "constant")
+    value: np.ndarray | float | None
     if imp.opset < 11:
         pads = a.ints("pads")
         value = a.float("value", 0.0)

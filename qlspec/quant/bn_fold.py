@@ -22,7 +22,7 @@ _FOLDABLE = ((nn.Conv2d, nn.BatchNorm2d), (nn.Linear, nn.BatchNorm1d))
 @torch.no_grad()
 def fold_bn_into(layer: nn.Conv2d | nn.Linear, bn: nn.BatchNorm2d | nn.BatchNorm1d) -> None:
     """Fold `bn` into `layer` in place (the layer gains a bias if it had none)."""
-    if not bn.track_running_stats or bn.running_var is None:
+    if not bn.track_running_stats or bn.running_mean is None or bn.running_var is None:
         raise ValueError("cannot fold a BatchNorm without running statistics")
     if layer.weight.shape[0] != bn.num_features:
         raise ValueError(f"BatchNorm has {bn.num_features} features but the layer has {layer.weight.shape[0]} outputs")
@@ -60,11 +60,13 @@ def fold_batchnorm(net: nn.Module, inplace: bool = False) -> fx.GraphModule:
         prev = node.args[0] if node.args else None
         if not isinstance(prev, fx.Node) or prev.op != "call_module" or len(prev.users) != 1:
             continue
+        assert isinstance(prev.target, str)  # a call_module node's target is the module's qualified name
         layer = gm.get_submodule(prev.target)
         if not any(type(bn) is b and isinstance(layer, l) for l, b in _FOLDABLE):
             continue
         if calls[prev.target] != 1 or calls[node.target] != 1:
             continue
+        assert isinstance(layer, (nn.Conv2d, nn.Linear)) and isinstance(bn, (nn.BatchNorm2d, nn.BatchNorm1d))  # a _FOLDABLE pair
         fold_bn_into(layer, bn)
         node.replace_all_uses_with(prev)
         gm.graph.erase_node(node)

@@ -42,7 +42,8 @@ from __future__ import annotations
 
 import copy
 import operator
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal, overload
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +54,7 @@ from qlspec.quant.config import QuantConfig
 from qlspec.quant.pact import (
     PACT_ACTIVATIONS,
     PACT_MODULES,
+    ActKind,
     PACTConv2d,
     PACTIntegerAdd,
     PACTIntegerConcat,
@@ -63,7 +65,7 @@ from qlspec.quant.pact import (
     input_quantiser,
 )
 
-_RELU_FUNCS = {F.relu: "relu", torch.relu: "relu", F.relu6: "relu6"}
+_RELU_FUNCS: dict[Callable[..., Any], ActKind] = {F.relu: "relu", torch.relu: "relu", F.relu6: "relu6"}
 _POOLS = (nn.AvgPool2d, nn.AdaptiveAvgPool2d)
 _UNSUPPORTED_ACTS = (nn.PReLU, nn.LeakyReLU, nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.SiLU, nn.GELU, nn.ELU)
 _ADDS = {operator.add, operator.iadd, torch.add}
@@ -123,19 +125,21 @@ def float_to_fake(net: nn.Module, cfg: QuantConfig, example_input: Tensor) -> fx
                 _set_submodule(gm, node.target, PACTLinear.from_float(m, **w_kw))
                 replaced.add(node.target)
             elif type(m) in (nn.ReLU, nn.ReLU6) or (isinstance(m, PACTUnsignedAct) and node.target in replaced):
-                kind = "relu6" if type(m) is nn.ReLU6 else "relu"
+                kind: ActKind = "relu6" if type(m) is nn.ReLU6 else "relu"
                 if node.target not in replaced:
                     _set_submodule(gm, node.target, _act(cfg, signed=False, kind=kind))
                     replaced.add(node.target)
                 else:  # a second call of the same module: its own quantiser
-                    node.target = _add_submodule(gm, node.target, _act(cfg, signed=False, kind=gm.get_submodule(node.target).act_kind))
+                    first = gm.get_submodule(node.target)
+                    assert isinstance(first, _PACTActivation)  # the quantiser that replaced it
+                    node.target = _add_submodule(gm, node.target, _act(cfg, signed=False, kind=first.act_kind))
                     replaced.add(node.target)
             elif isinstance(m, _POOLS) and cfg.quantise_pool_output:
                 signed = pool_signed.get(node.target, False)
                 name = _add_submodule(gm, f"{node.target}_quant", _act(cfg, signed=signed, kind="identity"))
                 _insert_after(gm, node, name)
-        elif node.op in ("call_function", "call_method") and _relu_kind(node) is not None:
-            name = _add_submodule(gm, node.name, _act(cfg, signed=False, kind=_relu_kind(node)))
+        elif node.op in ("call_function", "call_method") and (relu_kind := _relu_kind(node)) is not None:
+            name = _add_submodule(gm, node.name, _act(cfg, signed=False, kind=relu_kind))
             with gm.graph.inserting_after(node):
                 new = gm.graph.call_module(name, (node.args[0],))
             node.replace_all_uses_with(new)
@@ -167,7 +171,15 @@ def reset_observers(net: nn.Module) -> None:
 # helpers
 
 
-def _act(cfg: QuantConfig, signed: bool, kind: str) -> _PACTActivation:
+@overload
+def _act(cfg: QuantConfig, signed: Literal[True], kind: ActKind) -> PACTSignedAct: ...
+
+
+@overload
+def _act(cfg: QuantConfig, signed: bool, kind: ActKind) -> _PACTActivation: ...
+
+
+def _act(cfg: QuantConfig, signed: bool, kind: ActKind) -> _PACTActivation:
     cls = PACTSignedAct if signed else PACTUnsignedAct
     return cls(
         n_levels=cfg.act_levels,
@@ -181,7 +193,7 @@ def _act(cfg: QuantConfig, signed: bool, kind: str) -> _PACTActivation:
     )
 
 
-def _relu_kind(node: fx.Node) -> str | None:
+def _relu_kind(node: fx.Node) -> ActKind | None:
     if node.op == "call_function" and node.target in _RELU_FUNCS:
         return _RELU_FUNCS[node.target]
     if node.op == "call_method" and node.target in ("relu", "relu_"):
@@ -306,6 +318,7 @@ def _on_grid(gm: fx.GraphModule, node: Any) -> bool:
     """Whether `node`'s value is on some activation quantiser's grid (through shape-only ops)."""
     while isinstance(node, fx.Node):
         if node.op == "call_module":
+            assert isinstance(node.target, str)  # a call_module node's target is the module's qualified name
             m = gm.get_submodule(node.target)
             if isinstance(m, (*PACT_ACTIVATIONS, PACTIntegerAdd, PACTIntegerConcat)):
                 return True

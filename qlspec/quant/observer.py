@@ -50,6 +50,9 @@ class ActivationObserver:
             self.min, self.max = b_min, b_max
             self.ema_min, self.ema_max, self.mean, self.var = b_min, b_max, b_mean, b_var
         else:
+            # the first batch set every statistic
+            assert self.min is not None and self.max is not None and self.ema_min is not None and self.ema_max is not None
+            assert self.mean is not None and self.var is not None
             k = self.ema_beta
             self.min, self.max = torch.minimum(self.min, b_min), torch.maximum(self.max, b_max)
             self.ema_min = k * self.ema_min + (1 - k) * b_min
@@ -71,6 +74,7 @@ class ActivationObserver:
         weight = n_new / flat.numel()
         keys = torch.rand(flat.numel(), generator=self._gen).log() / weight  # log(u**(1/w))
         if self.samples is not None:
+            assert self._keys is not None  # kept together with the samples
             flat, keys = torch.cat([self.samples, flat]), torch.cat([self._keys, keys])
         if flat.numel() > self.max_samples:
             keys, idx = torch.topk(keys, self.max_samples, sorted=False)

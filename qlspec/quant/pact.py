@@ -33,7 +33,7 @@ floor or round), and ``clip_lo`` / ``clip_hi``.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +41,11 @@ from torch import Tensor, nn
 
 from qlspec.quant import ranges
 from qlspec.quant.observer import ActivationObserver
+
+if TYPE_CHECKING:
+    _Module = nn.Module  # the weight-quantiser mixin is only ever combined with a Module (Conv2d, Linear)
+else:
+    _Module = object
 
 ActKind = Literal["identity", "relu", "relu6"]
 InitMethod = Literal["max", "std", "const", "percentile", "mse"]
@@ -119,6 +124,7 @@ class _PACTActivation(nn.Module):
     """
 
     signed: bool = False
+    started: Tensor  # buffer
 
     def __init__(
         self,
@@ -187,8 +193,10 @@ class _PACTActivation(nn.Module):
             )
         if method == "max":
             lo, hi = (o.ema_min, o.ema_max) if ema else (o.min, o.max)
+            assert lo is not None and hi is not None  # set by the first batch observed
             m = torch.maximum(hi, -lo) if self.signed else hi
         elif method == "std":
+            assert o.mean is not None and o.var is not None  # set by the first batch observed
             sd = o.var.clamp_min(0).sqrt()
             m = torch.maximum((o.mean + self.nb_std * sd).abs(), (o.mean - self.nb_std * sd).abs()) if self.signed else o.mean + self.nb_std * sd
         elif method in ("percentile", "mse"):
@@ -258,6 +266,7 @@ class PACTUnsignedAct(_PACTActivation):
     """
 
     signed = False
+    clip_lo: Tensor  # buffer
 
     def __init__(self, n_levels: int = 256, init: InitMethod = "const", init_clip: float = 6.0, learn_clip: bool = True, **kwargs) -> None:
         super().__init__(n_levels, init, init_clip, learn_clip, **kwargs)
@@ -371,7 +380,7 @@ def input_quantiser(n_levels: int = 256, clip: float = 1.0, *, signed: bool = Tr
 # weights
 
 
-class _PACTLinearOp:
+class _PACTLinearOp(_Module):
     """Weight quantisation shared by `PACTConv2d` and `PACTLinear` (QuantLib's ``_PACTLinOp``, symmetric).
 
     ``clip_lo`` has shape ``(C_out,1,...)`` per channel or ``(1,1,...)`` per layer; ``clip_hi =
@@ -384,8 +393,14 @@ class _PACTLinearOp:
     forward (as QuantLib); F2T quantises them with ``get_bias_int(eps_in)``.
     """
 
-    weight: nn.Parameter
-    bias: nn.Parameter | None
+    weight: Tensor
+    started: Tensor  # buffer
+    frozen: Tensor  # buffer
+
+    if TYPE_CHECKING:
+        # read-only here: Conv2d's bias is a Tensor or None, Linear's a Parameter (None at run time without one)
+        @property
+        def bias(self) -> Tensor | None: ...
 
     def _setup_quant(
         self,
@@ -525,6 +540,7 @@ class PACTConv2d(nn.Conv2d, _PACTLinearOp):
         with torch.no_grad():
             new.weight.copy_(conv.weight)
             if conv.bias is not None:
+                assert new.bias is not None  # made with bias=True
                 new.bias.copy_(conv.bias)
         new.train(conv.training)
         return new

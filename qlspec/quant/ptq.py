@@ -15,10 +15,11 @@ import torch
 from torch import Tensor, fx, nn
 
 from qlspec.quant.controllers import activation_quantisers, freeze_clip, observe, weight_quantisers
-from qlspec.quant.pact import PACT_LINEAR_OPS, _PACTActivation
+from qlspec.quant.pact import PACT_LINEAR_OPS, InitMethod, PACTConv2d, PACTLinear, _PACTActivation
 
 Method = Literal["minmax", "percentile", "mse"]
-_WEIGHT_METHOD = {"minmax": "max", "percentile": "max", "mse": "mse"}
+_WEIGHT_METHOD: dict[str, InitMethod] = {"minmax": "max", "percentile": "max", "mse": "mse"}
+_BiasedLayer = PACTConv2d | PACTLinear | nn.BatchNorm2d | nn.BatchNorm1d
 
 
 @torch.no_grad()
@@ -59,8 +60,8 @@ def calibrate(
         m.observer.reset()
         m.observer.keep_samples = method in ("percentile", "mse")
         m.observing = not m.fixed
-    for m in weights:
-        m.started.fill_(False)
+    for op in weights:
+        op.started.fill_(False)
     n = observe(fq_net, batches)
     if n == 0:
         raise ValueError("calibrate: no calibration batches")
@@ -79,18 +80,18 @@ def calibrate(
         m.started.fill_(True)
         lo, hi = m.bounds()
         result[names[id(m)]] = (float(lo), float(hi))
-    for m in weights:
-        m.frozen.fill_(False)
-        m.init_clip(weight_method or _WEIGHT_METHOD[method])
-        m.frozen.fill_(True)
-        m.started.fill_(True)
+    for op in weights:
+        op.frozen.fill_(False)
+        op.init_clip(weight_method or _WEIGHT_METHOD[method])
+        op.frozen.fill_(True)
+        op.started.fill_(True)
     freeze_clip(fq_net)
     if floor_bias_correction:
         correct_floor_bias(fq_net)
     return result
 
 
-def _floor_correctable(fq_net: nn.Module) -> dict[int, tuple[nn.Module, str]]:
+def _floor_correctable(fq_net: nn.Module) -> dict[int, tuple[_BiasedLayer, str]]:
     """``{id(act): (layer, layer_name)}`` for flooring quantisers fed by a biased layer used only by them."""
     if not isinstance(fq_net, fx.GraphModule):
         return {}
@@ -98,7 +99,7 @@ def _floor_correctable(fq_net: nn.Module) -> dict[int, tuple[nn.Module, str]]:
     for node in fq_net.graph.nodes:
         if node.op == "call_module":
             calls[node.target] = calls.get(node.target, 0) + 1
-    found = {}
+    found: dict[int, tuple[_BiasedLayer, str]] = {}
     for node in fq_net.graph.nodes:
         if node.op != "call_module" or not node.args:
             continue
@@ -106,7 +107,10 @@ def _floor_correctable(fq_net: nn.Module) -> dict[int, tuple[nn.Module, str]]:
         if not isinstance(act, _PACTActivation) or act.rounding or act.fixed:
             continue
         src = node.args[0]
-        if not isinstance(src, fx.Node) or src.op != "call_module" or len(src.users) != 1 or calls[src.target] != 1:
+        if not isinstance(src, fx.Node) or src.op != "call_module" or len(src.users) != 1:
+            continue
+        assert isinstance(src.target, str)  # a call_module node's target is the module's qualified name
+        if calls[src.target] != 1:
             continue
         layer = fq_net.get_submodule(src.target)
         if isinstance(layer, (*PACT_LINEAR_OPS, nn.BatchNorm2d, nn.BatchNorm1d)) and getattr(layer, "bias", None) is not None:
@@ -125,6 +129,7 @@ def correct_floor_bias(fq_net: nn.Module) -> list[str]:
     for m in fq_net.modules():
         if id(m) in found:
             layer, name = found[id(m)]
+            assert isinstance(m, _PACTActivation) and layer.bias is not None  # as _floor_correctable found them
             layer.bias.add_(m.get_eps().reshape(()) / 2)
             corrected.append(name)
     return corrected

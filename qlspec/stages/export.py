@@ -114,11 +114,13 @@ def run(ctx: StageContext) -> None:
                   fq_lsb_histogram=histogram(diff), fq_lsb_max_diff=int(np.abs(diff).max()),
                   per_layer={**per_layer, "images": min(LAYERWISE_IMAGES, len(x))})
     write_rungs(ctx.out, [row])
+    # integerise fits D on images, so every requantiser has an observed headroom
+    observed = [h for f in net.fits if (h := f.observed_headroom) is not None]
     (ctx.out / "export.json").write_text(json.dumps({
         "primary": spec.export.flavour, "requant_bits": net.requant_bits, "spec_hash": spec_hash,
         "input_eps": net.input_eps, "output_eps": net.output_eps.tolist(), "nodes": net.graph.op_counts(),
         "self_check": checks, "int32_check": {k: v for k, v in int32.as_dict().items() if k != "peaks"},
-        "requantisers": len(net.fits), "min_observed_headroom": min((f.observed_headroom for f in net.fits), default=None),
+        "requantisers": len(net.fits), "min_observed_headroom": min(observed, default=None),
     }, indent=1) + "\n")
     ds = sorted({f.shift for f in net.fits})
     ctx.log(f"  TQ NME {row['nme']:.2f}%, equal to FQI on all {out.size} outputs; D {ds[0]}..{ds[-1]}, int32 headroom >= "

@@ -35,7 +35,7 @@ from qlspec.evaluation import integer_outputs, integerise, landmarks_from_output
 from qlspec.face.store import load_face_model
 from qlspec.nets import registry
 from qlspec.preprocess import InputTransform
-from qlspec.metrics.nme import nme_report
+from qlspec.metrics.nme import NMEReport, nme_report
 from qlspec.quant import PACTController, QuantConfig, calibrate, float_to_fake, pact_param_groups
 from qlspec.quant.controllers import is_frozen
 from qlspec.report import write_rungs
@@ -131,7 +131,7 @@ class IntegerEvaluation:
         self.ctx, self.val_set, self.stats, self.face_model, self.prep = ctx, val_set, stats, face_model, prep
         self.last: tuple[dict, np.ndarray, np.ndarray] | None = None
 
-    def outputs(self, fq: fx.GraphModule) -> tuple[np.ndarray, np.ndarray]:
+    def outputs(self, fq: torch.nn.Module) -> tuple[np.ndarray, np.ndarray]:
         """(integer outputs int64 ``(N, 62)``, output eps broadcast to one output) on the validation split."""
         state = {k: v.clone() for k, v in fq.state_dict().items()}
         if self.last is not None and state.keys() == self.last[0].keys() and all(torch.equal(state[k], self.last[0][k]) for k in state):
@@ -142,7 +142,7 @@ class IntegerEvaluation:
         self.last = (state, out, eps)
         return out, eps
 
-    def __call__(self, fq: fx.GraphModule):
+    def __call__(self, fq: torch.nn.Module) -> NMEReport | None:
         """The NME report of the integer arithmetic once the clipping bounds are frozen, else None."""
         if not is_frozen(fq):
             return None
@@ -159,13 +159,17 @@ def _qat(ctx: StageContext, fq: fx.GraphModule, train_set, val_set, stats, integ
         calibration = [prep(train_set.images[i:i + 64]) for i in range(0, min(256, len(train_set)), 64)]
     controller = PACTController(fq, start_epoch=s.start_epoch, freeze_clip_at=s.freeze_clip_at,
                                 calibration_batches=calibration)
+
+    def on_epoch_start(epoch: int, net: torch.nn.Module) -> None:
+        controller(epoch, net)  # the trainer's hook returns nothing; the commands run are in controller.log
+
     result = train(
         fq, train_set, val_set, stats=stats, epochs=s.epochs, batch_size=t.batch_size,
         optimizer=t.optimizer.name, lr=s.lr, momentum=t.optimizer.momentum, nesterov=t.optimizer.nesterov,
         weight_decay=t.optimizer.weight_decay, schedule="cosine",
         loss_cfg=LossConfig(param_weight=t.loss.param_weight, landmark_weight=t.loss.landmark_weight, landmark=t.loss.landmark),
         params_for_optimiser=pact_param_groups(fq, s.lr, weight_decay=t.optimizer.weight_decay),
-        on_epoch_start=controller, ckpt_dir=ctx.out / "checkpoints", seed=t.seed, progress=ctx.progress,
+        on_epoch_start=on_epoch_start, ckpt_dir=ctx.out / "checkpoints", seed=t.seed, progress=ctx.progress,
         face_model=load_face_model(ctx.inputs["data"]), transform=prep, evaluator=integer,
     )
     (ctx.out / "history.json").write_text(json.dumps(result.history, indent=2) + "\n")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +56,8 @@ def run(ctx: StageContext) -> None:
         first = int(np.argwhere(bad)[0][0])
         raise StageError(f"{rung} differs from GRAPH on {int(bad.sum())} of {bad.size} outputs (first at validation image {first})",
                          where=str(binary))
-    np.savez(ctx.out / "outputs.npz", **{backend: result.outputs[0].reshape(bad.shape).astype(np.int64)})
+    outputs: dict[str, Any] = {backend: result.outputs[0].reshape(bad.shape).astype(np.int64)}
+    np.savez(ctx.out / "outputs.npz", **outputs)
     write_rungs(ctx.out, [row])
     emulator = " ".join(tc.run_prefix(spec.target.cpu)) or "native"
     atomic.write_json(ctx.out / "verify.json", {
