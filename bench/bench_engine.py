@@ -14,23 +14,23 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # both sides single-threaded (set before numpy loads)
 
-import argparse  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import sys
+import tempfile
+from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "converter"))  # the DORY-flavour graph builder shared with the tests
 
-from onnx_builders import mobilenet_like, without_annotations  # noqa: E402
+from onnx_builders import mobilenet_like, without_annotations
+from timing import median_time
 
-from qlspec.engine import run_graph  # noqa: E402
-from qlspec.graph.passes import optimise  # noqa: E402
-from qlspec.graph.summary import summarise  # noqa: E402
-from qlspec.onnx_import import import_onnx  # noqa: E402
-from timing import median_time  # noqa: E402  (bench/timing.py)
+from qlspec.engine import run_graph
+from qlspec.graph.passes import optimise
+from qlspec.graph.summary import summarise
+from qlspec.onnx_import import import_onnx
 
 
 def main() -> None:

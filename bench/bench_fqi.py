@@ -22,11 +22,11 @@ THREADS = next((sys.argv[i + 1] for i, a in enumerate(sys.argv[:-1]) if a == "--
 for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(var, THREADS)  # numpy's BLAS on the same threads as torch and onnxruntime
 
-import argparse  # noqa: E402
+import argparse
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from timing import median_time  # noqa: E402  (bench/timing.py)
+import numpy as np
+import torch
+from timing import median_time
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from timing import median_time  # noqa: E402
+from timing import median_time
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
     args = ap.parse_args()
     spec = str(args.spec.resolve())
 
-    def timed(*argv: str, cwd: Path = Path.cwd()) -> float:
+    def timed(*argv: str, cwd: Path | None = None) -> float:
         def run() -> None:
             subprocess.run([sys.executable, *argv], check=True, capture_output=True, cwd=cwd)
         return median_time(run, args.repeats)

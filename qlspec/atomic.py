@@ -33,7 +33,7 @@ def replacing(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
         raise
 
 
-def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+def write_bytes(path: str | os.PathLike[str], data: bytes | memoryview) -> None:
     with replacing(path) as f:
         f.write(data)
 
@@ -51,7 +51,8 @@ def save_npz(path: str | os.PathLike[str], **arrays: Any) -> None:
     import numpy as np  # imported here: plan and diff never write arrays
 
     with replacing(path) as f:
-        np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+        named: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
+        np.savez(f, **named)
 
 
 def save_torch(path: str | os.PathLike[str], obj: Any) -> None:

@@ -15,7 +15,7 @@ import json
 import re
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
@@ -44,7 +44,7 @@ def clean(text: object) -> str:
 class _Console(Console):
     """A console that prints strings verbatim (no markup unless asked) and without control characters."""
 
-    def print(self, *objects, markup: bool | None = None, **kwargs) -> None:  # type: ignore[override]
+    def print(self, *objects, markup: bool | None = None, **kwargs) -> None:
         super().print(*(clean(o) if isinstance(o, str) else o for o in objects), markup=bool(markup), **kwargs)
 
 
@@ -53,7 +53,7 @@ err = _Console(stderr=True, highlight=False, soft_wrap=True)
 
 SpecArg = Annotated[Path, typer.Argument(help="The application spec (YAML).", show_default=False)]
 BuildDir = Annotated[Path, typer.Option("--build-dir", help="Root of the build folders; outputs go to BUILD_DIR/<name>/<stage>/.")]
-Until = Annotated[Optional[str], typer.Option("--until", help="Stop after this stage.")]
+Until = Annotated[str | None, typer.Option("--until", help="Stop after this stage.")]
 TrustNewHostKey = Annotated[bool, typer.Option("--trust-new-host-key", help="Accept a board's host key not yet in "
                                                 "deploy.known_hosts, and add it there (a changed key is always refused).")]
 
@@ -93,7 +93,7 @@ def validate(specs: Annotated[list[Path], typer.Argument(help="One or more appli
 
 
 @app.command()
-def schema(output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write to this file instead of stdout.")] = None) -> None:
+def schema(output: Annotated[Path | None, typer.Option("-o", "--output", help="Write to this file instead of stdout.")] = None) -> None:
     """Print the JSON Schema of the spec (for editor completion)."""
     from qlspec.spec.schema import schema_text
 
@@ -106,12 +106,12 @@ def schema(output: Annotated[Optional[Path], typer.Option("-o", "--output", help
 
 @app.command()
 def plan(spec: SpecArg, build_dir: BuildDir = Path("build"), until: Until = None,
-         force: Annotated[list[str], typer.Option("--force", help="Treat this stage as stale (repeatable).")] = [],
+         force: Annotated[list[str] | None, typer.Option("--force", help="Treat this stage as stale (repeatable).")] = None,
          check: Annotated[bool, typer.Option("--check", help="Exit 1 if any stage would run.")] = False) -> None:
     """Show each stage's state (up to date / will run / not available yet) and why."""
     from qlspec.pipeline import open_pipeline
 
-    statuses = open_pipeline(spec, build_dir).plan(force=force, until=until)
+    statuses = open_pipeline(spec, build_dir).plan(force=force or (), until=until)
     for status in statuses:
         _print_status(status)
     if check and any(s.state == "will run" for s in statuses):
@@ -120,14 +120,14 @@ def plan(spec: SpecArg, build_dir: BuildDir = Path("build"), until: Until = None
 
 @app.command()
 def apply(spec: SpecArg, build_dir: BuildDir = Path("build"), until: Until = None,
-          force: Annotated[list[str], typer.Option("--force", help="Rerun this stage even if up to date (repeatable).")] = [],
+          force: Annotated[list[str] | None, typer.Option("--force", help="Rerun this stage even if up to date (repeatable).")] = None,
           progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
           trust_new_host_key: TrustNewHostKey = False) -> None:
     """Run every stale stage of the spec in order, then write build/<name>/report.md."""
     from qlspec import pipeline as api
 
     pipe = api.open_pipeline(spec, build_dir)
-    final = api.apply(pipe, until=until, force=force, progress=progress, on_status=_stage_printer(), log=out.print,
+    final = api.apply(pipe, until=until, force=force or (), progress=progress, on_status=_stage_printer(), log=out.print,
                       options={"trust_new_host_key": trust_new_host_key})
     out.print(f"report: {pipe.build_dir / 'report.md'}")
     pending = [s.stage.name for s in final if s.state == "not available yet"]
@@ -166,9 +166,9 @@ def deploy(spec: SpecArg, build_dir: BuildDir = Path("build"),
 
 @app.command()
 def run(spec: SpecArg, photos: Annotated[list[Path], typer.Argument(help="Photos (PNG or JPEG).", show_default=False)],
-        output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Folder for the pictures and landmarks.json "
+        output: Annotated[Path | None, typer.Option("-o", "--output", help="Folder for the pictures and landmarks.json "
                                                        "(default: BUILD_DIR/<name>/run).")] = None,
-        roi: Annotated[Optional[str], typer.Option("--roi", help="Crop box SX,SY,EX,EY in photo pixels, for every photo "
+        roi: Annotated[str | None, typer.Option("--roi", help="Crop box SX,SY,EX,EY in photo pixels, for every photo "
                                                    "(default: the whole photo).")] = None,
         build_dir: BuildDir = Path("build"),
         progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True) -> None:
@@ -191,8 +191,8 @@ def run(spec: SpecArg, photos: Annotated[list[Path], typer.Argument(help="Photos
 
 @app.command()
 def compare(spec: SpecArg, build_dir: BuildDir = Path("build"),
-            algorithm: Annotated[list[str], typer.Option("--algorithm", help="ptq or pact (repeatable); default: the spec's compare.algorithms, else both.")] = [],
-            bits: Annotated[list[int], typer.Option("--bits", help="Bit-width for weights and activations (repeatable); default: the spec's compare.bits.")] = [],
+            algorithm: Annotated[list[str] | None, typer.Option("--algorithm", help="ptq or pact (repeatable); default: the spec's compare.algorithms, else both.")] = None,
+            bits: Annotated[list[int] | None, typer.Option("--bits", help="Bit-width for weights and activations (repeatable); default: the spec's compare.bits.")] = None,
             progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True) -> None:
     """PTQ vs PACT QAT from the same float network at each bit-width: a table and a chart."""
     from qlspec import pipeline as api
@@ -216,7 +216,7 @@ def compare(spec: SpecArg, build_dir: BuildDir = Path("build"),
 @app.command()
 def diff(specs: Annotated[list[str], typer.Argument(help="OLD NEW; or SPEC with --against; or git's 7 arguments with --git.",
                                                     show_default=False)],
-         against: Annotated[Optional[str], typer.Option("--against", help="Compare SPEC with itself at this git revision.")] = None,
+         against: Annotated[str | None, typer.Option("--against", help="Compare SPEC with itself at this git revision.")] = None,
          git: Annotated[bool, typer.Option("--git", help="Act as git's external diff driver (see the README).")] = False,
          fmt: Annotated[str, typer.Option("--format", help="text, json or markdown (a table for a pull request).")] = "text",
          as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False) -> None:
@@ -274,7 +274,7 @@ def diff(specs: Annotated[list[str], typer.Argument(help="OLD NEW; or SPEC with 
 
 
 @app.command()
-def new(extra: Annotated[Optional[list[str]], typer.Argument(help="Template values as key=value (name, width, quantisation, board).")] = None,
+def new(extra: Annotated[list[str] | None, typer.Argument(help="Template values as key=value (name, width, quantisation, board).")] = None,
         no_input: Annotated[bool, typer.Option("--no-input", help="Do not prompt; take defaults and key=value pairs.")] = False,
         output_dir: Annotated[Path, typer.Option("-o", "--output-dir", help="Where the new application folder is created.")] = Path(".")) -> None:
     """Scaffold a new AI application folder (cookiecutter template)."""
@@ -284,10 +284,10 @@ def new(extra: Annotated[Optional[list[str]], typer.Argument(help="Template valu
     out.print(f"created {folder}; next: qlspec validate {folder / 'app.yaml'}")
 
 
-InputPrecision = Annotated[Optional[str], typer.Option(
+InputPrecision = Annotated[str | None, typer.Option(
     "--input", metavar="uint8|int8|int32", help="Precision of the model's integer input (an ONNX file does not carry it). "
     "Default: what a side file beside the model declares (qlspec's metadata.json, DORY's config_*.json), else int32.")]
-SideConfig = Annotated[Optional[Path], typer.Option(
+SideConfig = Annotated[Path | None, typer.Option(
     "--config", help="A side JSON declaring the input precision, whatever its name: DORY's (input_bits, input_signed) "
     "or qlspec's export metadata.json (input: {name, bits, signed}). Not with --input.")]
 
@@ -322,9 +322,9 @@ def infer(model: Annotated[Path, typer.Argument(help="A qlspec graph folder or a
                                                "Compute Library C++, cross-built and run under qemu-aarch64 as a Cortex-A72; "
                                                "cpu: the same C++ without ACL, built and run on this machine.")] = "reference",
           threads: Annotated[int, typer.Option("--threads", min=1, max=64, help="Threads for --backend armcl (ACL's scheduler).")] = 1,
-          project: Annotated[Optional[Path], typer.Option("--project", help="Keep the generated project in this folder.")] = None,
+          project: Annotated[Path | None, typer.Option("--project", help="Keep the generated project in this folder.")] = None,
           input_precision: InputPrecision = None, config: SideConfig = None,
-          expect: Annotated[Optional[Path], typer.Option("--expect", help="A reference .npz to compare the outputs with, by the "
+          expect: Annotated[Path | None, typer.Option("--expect", help="A reference .npz to compare the outputs with, by the "
                                                          "model's output names, else in order; exit 1 if any value differs.")] = None) -> None:
     """Run the integer graph: with the reference engine (exact integer semantics) or a generated backend."""
     from qlspec.engine.run import run_graph

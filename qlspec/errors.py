@@ -7,6 +7,8 @@ Anything that is not a `QlspecError` is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class QlspecError(Exception):
     """A user error; `where` is a location such as ``app.yaml:14:5`` or ``model.onnx: node Conv_3``."""
@@ -31,7 +33,7 @@ class SpecError(QlspecError):
         self.errors: list[tuple[str | None, str]] = [(where, message)]
 
     @classmethod
-    def many(cls, errors: list[tuple[str | None, str]]) -> "SpecError":
+    def many(cls, errors: Sequence[tuple[str | None, str]]) -> SpecError:
         first = cls(errors[0][1], errors[0][0])
         first.errors = list(errors)
         return first

@@ -98,9 +98,8 @@ def _side_files(onnx_path: Path) -> list[Path]:
 
 
 def _bits(value: object, path: Path, key: str) -> int:
-    whole = (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and math.isfinite(value)
-                                                                        and value.is_integer())
-    if not whole or not 1 <= int(value) <= 64:
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or (isinstance(value, float) and not (math.isfinite(value) and value.is_integer())) or not 1 <= int(value) <= 64):
         raise GraphError(f"{key} must be an integer in 1..64 (got {value!r:.40})", where=str(path))
     return int(value)
 
@@ -129,7 +128,7 @@ def graph_inputs(onnx_path: Path) -> list[str]:
         graph = onnx.load(str(onnx_path), load_external_data=False).graph
     except FileNotFoundError:
         raise GraphError("no such file", where=str(onnx_path)) from None
-    except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and friends on a file that is not ONNX
+    except Exception as e:
         raise GraphError(f"not a readable ONNX file ({e.__class__.__name__})", where=str(onnx_path)) from None
     initialisers = {t.name for t in graph.initializer}
     names = [i.name for i in graph.input if i.name not in initialisers]

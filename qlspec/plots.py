@@ -20,6 +20,7 @@ import os
 import textwrap
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -36,7 +37,7 @@ MAX_PNG_BYTES = 300_000
 _GT_COLOUR = "#00e000"
 # Colour-blind-safe (Okabe-Ito) for rungs, in order; cycled if there are more.
 _RUNG_COLOURS = ("#e69f00", "#56b4e9", "#cc79a7", "#f0e442", "#0072b2", "#d55e00", "#009e73", "#999999")
-_RC = {"font.size": 8, "font.family": "DejaVu Sans", "axes.titlesize": 8, "legend.fontsize": 7}
+_RC: dict[Any, Any] = {"font.size": 8, "font.family": "DejaVu Sans", "axes.titlesize": 8, "legend.fontsize": 7}
 
 
 def _colour(i: int) -> str:
@@ -46,7 +47,7 @@ def _colour(i: int) -> str:
 def _save(fig: Figure, path: str | os.PathLike[str], dpi: int) -> Path:
     """Render at `dpi`, write an RGB PNG; if that exceeds `MAX_PNG_BYTES` (photos full of noise), a
     256-, then 64-colour palette PNG (median cut, no dithering: deterministic)."""
-    from PIL import Image  # noqa: PLC0415  (PIL comes with matplotlib)
+    from PIL import Image
 
     canvas = FigureCanvasAgg(fig)
     fig.set_dpi(dpi)
@@ -115,7 +116,7 @@ def landmark_overlays(
     for name, p in pred_arrays.items():
         if p.shape[0] != total or p.ndim != 3 or p.shape[1] < 2 or p.shape[2] != gt.shape[2]:
             raise ValueError(f"preds[{name!r}] must be ({total}, >=2, {gt.shape[2]}), got {p.shape}")
-    columns = merge_identical(pred_arrays) or {"ground truth": None}
+    columns: dict[str, np.ndarray | None] = {**merge_identical(pred_arrays)} or {"ground truth": None}
     index = np.unique(np.round(np.linspace(0, total - 1, max(1, min(n, total)))).astype(int))
     h, w = images.shape[1:3]
     names = {name: textwrap.fill(name, 22) for name in columns}  # "FQI = TQ = ONNX = GRAPH" on two lines

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
-from qlspec.input_grid import InputGrid, input_grid  # noqa: F401  (re-exported: the quantiser follows from preprocess)
+from qlspec.input_grid import InputGrid, input_grid
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,7 @@ class LoopbackBoard:
         public = Path(f"{key or self.host_key}.pub").read_text().split()
         self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {public[0]} {public[1]}\n")
 
-    def start(self) -> "LoopbackBoard":
+    def start(self) -> LoopbackBoard:
         config = self.folder / "sshd_config"
         config.write_text(f"""\
 Port {self.port}
@@ -91,7 +91,7 @@ LogLevel ERROR
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"sshd exited: {self.process.stdout.read()}")
+                raise RuntimeError(f"sshd exited: {self.process.stdout.read() if self.process.stdout else ''}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
                     if s.recv(4).startswith(b"SSH"):

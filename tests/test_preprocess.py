@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qlspec.export import fake_to_true
+from qlspec.export.f2t import Integerised
 from qlspec.nets.mobilenet_v1 import MobileNetV1
 from qlspec.preprocess import DEFAULT, InputTransform, input_grid
 from qlspec.quant import calibrate, float_to_fake
@@ -34,7 +35,7 @@ def test_rgb_flips_the_channels_and_rejects_float_images():
         DEFAULT(np.zeros((1, 4, 4, 3), np.float32))
 
 
-def _quantiser_codes(mean: float, std: float) -> np.ndarray:
+def _quantiser_codes(mean: float, std: float) -> tuple[Integerised, np.ndarray]:
     """The input codes the F2T graph gives for all 256 pixel values, through the spec."""
     spec = AppSpec.model_validate({"name": "x", "preprocess": {"normalise": {"mean": mean, "std": std}},
                                    "quantisation": {"algorithm": "ptq"}})

@@ -36,7 +36,7 @@ class AppConstants:
     model_size: float
 
     @classmethod
-    def from_build(cls, spec, input_meta: dict, output_eps, data_dir: Path) -> "AppConstants":
+    def from_build(cls, spec, input_meta: dict, output_eps, data_dir: Path) -> AppConstants:
         """From the spec's pre-processing, the export's input quantiser and output eps, and the data
         stage's statistics and face model."""
         from qlspec.evaluation import load_stats
@@ -84,7 +84,7 @@ const double kShp[{c.w_shp.size}] = {{{_doubles(c.w_shp)}}};
 const double kExp[{c.w_exp.size}] = {{{_doubles(c.w_exp)}}};
 
 const AppConfig kConfig = {{{c.size}, {str(c.bgr).lower()}, kCode, {len(c.eps)}, kEps, kMean, kStd, {points}, kU, kShp, kExp,
-                           {str(c.frame_3ddfa).lower()}, {repr(c.model_size)}}};
+                           {str(c.frame_3ddfa).lower()}, {c.model_size!r}}};
 
 }}  // namespace
 

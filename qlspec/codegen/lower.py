@@ -222,7 +222,7 @@ class _Lowerer:
         n, c, h, wd = xi.shape
         m, cg, kh, kw = wv.shape
         _, _, ho, wo = yi.shape
-        pt, pl, pb, pr = conv.pads
+        pt, pl, _, _ = conv.pads  # the window starts at the top-left pads
         win = (f"Window{{{h}, {wd}, {kh}, {kw}, {conv.strides[0]}, {conv.strides[1]}, {conv.dilations[0]}, "
                f"{conv.dilations[1]}, {pt}, {pl}, {ho}, {wo}}}")
         acc_bound = np.abs(wv).reshape(m, -1).sum(axis=1) * magnitude(xi)

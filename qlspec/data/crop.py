@@ -33,14 +33,14 @@ from qlspec.errors import QlspecError
 
 __all__ = [
     "CROP_SIZE",
-    "roi_from_landmarks",
-    "roi_from_box",
-    "round_roi",
     "crop_image",
-    "resize_bilinear",
-    "to_crop",
     "from_crop",
+    "resize_bilinear",
+    "roi_from_box",
+    "roi_from_landmarks",
+    "round_roi",
     "similar_transform",
+    "to_crop",
 ]
 
 CROP_SIZE = 120

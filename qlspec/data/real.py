@@ -64,12 +64,12 @@ from qlspec.face.morphable import NUM_EXPRESSION, NUM_LANDMARKS, NUM_PARAMS, NUM
 
 __all__ = [
     "RealFaces",
-    "read_300wlp",
-    "read_aflw2000",
     "load_300wlp",
     "load_aflw2000",
-    "rotation_3ddfa",
     "pose_in_crop",
+    "read_300wlp",
+    "read_aflw2000",
+    "rotation_3ddfa",
 ]
 
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -139,7 +139,7 @@ def _images(root: Path) -> list[Path]:
 def read_bgr(path: Path) -> np.ndarray:
     """A photo as uint8 BGR ``(H, W, 3)``, decoded by Pillow (``convert("RGB")``: alpha dropped);
     an unreadable file is a located `QlspecError`."""
-    from PIL import Image, UnidentifiedImageError  # noqa: PLC0415  (PIL comes with matplotlib)
+    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
@@ -150,7 +150,7 @@ def read_bgr(path: Path) -> np.ndarray:
 
 
 def _read_mat(image: Path) -> tuple[Path, dict[str, np.ndarray]]:
-    import scipy.io  # noqa: PLC0415
+    import scipy.io
 
     mat = image.with_suffix(".mat")
     if not mat.is_file():
@@ -239,7 +239,7 @@ def read_300wlp(
     if landmarks == "model" and bfm_basis is None:
         raise QlspecError("landmarks='model' needs the user's BFM basis (bfm_basis)", where="load_300wlp")
     images, params, lmk, yaw, rois, names = [], [], [], [], [], []
-    for path, name, bgr, mat, data in _samples(root, limit):
+    for _path, name, bgr, mat, data in _samples(root, limit):
         pt2d = _key(mat, data, "pt2d", (2, NUM_LANDMARKS))
         roi = round_roi(roi_from_landmarks(pt2d))
         p = _params(mat, data, roi, bgr.shape[0], size)
@@ -265,7 +265,7 @@ def read_aflw2000(
     Parameters are NaN for files without ``Shape_Para``/``Exp_Para`` (test-only data).
     """
     images, params, lmk, yaw, rois, names = [], [], [], [], [], []
-    for path, name, bgr, mat, data in _samples(root, limit):
+    for _path, name, bgr, mat, data in _samples(root, limit):
         pts = _key(mat, data, "pt3d_68", (3, NUM_LANDMARKS))[:2]
         pose = _key(mat, data, "Pose_Para", (7,), at_least=True)
         roi = round_roi(roi_from_landmarks(pts))

@@ -47,7 +47,7 @@ from qlspec.data.faceset import FaceSet
 from qlspec.face.morphable import NUM_EXPRESSION, NUM_SHAPE, FaceModel, pose_matrix, synthetic_face_model
 from qlspec.face.pose import yaw_deg
 
-__all__ = ["render_synthetic", "sample_params", "render_face"]
+__all__ = ["render_face", "render_synthetic", "sample_params"]
 
 _SS = 2  # supersampling factor
 _CHUNK = 50  # images per worker task
@@ -111,7 +111,7 @@ class _Canvas:
         self.draw.polygon(xy[:, :2].ravel().tolist(), fill=_rgb(fill), outline=None if outline is None else _rgb(outline))
 
     def line(self, xy: np.ndarray, fill: np.ndarray, width: float) -> None:
-        self.draw.line(xy[:, :2].ravel().tolist(), fill=_rgb(fill), width=max(1, int(round(width))), joint="curve")
+        self.draw.line(xy[:, :2].ravel().tolist(), fill=_rgb(fill), width=max(1, round(width)), joint="curve")
 
 
 def _rgb(c: np.ndarray) -> tuple[int, int, int]:

@@ -63,7 +63,7 @@ class Board:
     root: str
 
     @classmethod
-    def open(cls, remote: Remote) -> "Board":
+    def open(cls, remote: Remote) -> Board:
         path = remote.deploy.path
         if path.startswith("~/"):
             _, home, _ = remote.run('printf %s "$HOME"', "find the home folder")

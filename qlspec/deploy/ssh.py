@@ -30,7 +30,7 @@ class UnknownHostKey(paramiko.SSHException):
 
 
 class _Refuse(paramiko.MissingHostKeyPolicy):
-    def missing_host_key(self, client, hostname, key):  # noqa: ANN001 - paramiko's signature
+    def missing_host_key(self, client, hostname, key):
         raise UnknownHostKey(hostname, key)
 
 
@@ -40,7 +40,7 @@ class _TrustAndRecord(paramiko.MissingHostKeyPolicy):
 
     known_hosts: Path
 
-    def missing_host_key(self, client, hostname, key):  # noqa: ANN001 - paramiko's signature
+    def missing_host_key(self, client, hostname, key):
         self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
         with self.known_hosts.open("a") as fh:
             fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
@@ -97,7 +97,7 @@ def connect(deploy: Deploy, base_dir: Path, *, trust_new_host_key: bool = False)
     except paramiko.ssh_exception.NoValidConnectionsError:
         raise DeployError("cannot connect: connection refused (is the board on, and sshd listening on this port?)",
                           where=where(deploy)) from None
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         raise DeployError(f"no answer within {deploy.connect_timeout:g} s (deploy.connect_timeout): unreachable host",
                           where=where(deploy)) from None
     except (paramiko.SSHException, OSError, EOFError) as e:

@@ -396,9 +396,9 @@ class _Walker:
                 continue
             elif node.op == "call_module":
                 self.module(node, self.gm.get_submodule(node.target))
-            elif node.op == "call_function" and node.target in _ALIAS_FUNCS or node.op == "call_method" and node.target in _ALIAS_METHODS:
+            elif (node.op == "call_function" and node.target in _ALIAS_FUNCS) or (node.op == "call_method" and node.target in _ALIAS_METHODS):
                 self.vals[node] = self.source_val(node)
-            elif node.op == "call_function" and node.target in _SHAPE_FUNCS or node.op == "call_method" and node.target in _SHAPE_METHODS:
+            elif (node.op == "call_function" and node.target in _SHAPE_FUNCS) or (node.op == "call_method" and node.target in _SHAPE_METHODS):
                 self.reshape(node, self.source_val(node))
             else:
                 self.fail(node, f"unsupported operation {node.op} {getattr(node.target, '__name__', node.target)!r} in an integer network")

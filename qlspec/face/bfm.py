@@ -36,7 +36,7 @@ from qlspec.errors import QlspecError
 from qlspec.face.morphable import NUM_EXPRESSION, NUM_LANDMARKS, NUM_PARAMS, NUM_SHAPE, FaceModel
 from qlspec.face.params import ParamStats
 
-__all__ = ["load_bfm", "load_bfm_pkl", "load_basis_text", "param_stats_from_file", "param_stats_from_pkl", "read_trusted_pickle"]
+__all__ = ["load_basis_text", "load_bfm", "load_bfm_pkl", "param_stats_from_file", "param_stats_from_pkl", "read_trusted_pickle"]
 
 _ROWS = 3 * NUM_LANDMARKS  # 204
 _TEXT_FILES = (
@@ -83,7 +83,7 @@ def read_trusted_pickle(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     try:
         with open(path, "rb") as f:
             obj = _NumpyOnlyUnpickler(f, encoding="latin1").load()
-    except Exception as e:  # noqa: BLE001 - untrusted bytes: any failure of the restricted unpickler (a torn
+    except Exception as e:
         # file, a crafted opcode, a frame announcing 2**62 bytes -> MemoryError) means "not such a pickle"
         raise QlspecError(f"not a pickle of numpy arrays ({e.__class__.__name__}: {str(e)[:100]})", where=where) from None
     if not isinstance(obj, dict):

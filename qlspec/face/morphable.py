@@ -34,14 +34,14 @@ if TYPE_CHECKING:
     import torch  # imported at run time only for torch parameters
 
 __all__ = [
+    "EXPRESSION_NAMES",
+    "NUM_EXPRESSION",
     "NUM_LANDMARKS",
     "NUM_PARAMS",
     "NUM_SHAPE",
-    "NUM_EXPRESSION",
     "FaceModel",
-    "synthetic_face_model",
     "pose_matrix",
-    "EXPRESSION_NAMES",
+    "synthetic_face_model",
 ]
 
 NUM_LANDMARKS = 68
@@ -312,7 +312,7 @@ def synthetic_face_model() -> FaceModel:
     - 10 expression columns, `EXPRESSION_NAMES`, in mm at coefficient 1 (e.g. ``jaw_open`` drops
       the chin 13 mm, ``blink`` closes both eyes).
     """
-    from scipy.spatial import Delaunay  # noqa: PLC0415  (scipy is only needed once, here)
+    from scipy.spatial import Delaunay
 
     rng = np.random.default_rng(20240611)
     lmk = _mean_landmarks()

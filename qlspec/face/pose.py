@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["yaw_pitch_roll", "yaw_deg", "scale"]
+__all__ = ["scale", "yaw_deg", "yaw_pitch_roll"]
 
 _GIMBAL = 0.998
 

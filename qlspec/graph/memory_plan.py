@@ -10,8 +10,8 @@ of it, so every offset is aligned too (what generated C++ needs for vector loads
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 
 from qlspec.graph.ir import Graph

@@ -21,7 +21,7 @@ import numpy as np
 
 from qlspec.face.morphable import FaceModel
 
-__all__ = ["YAW_BINS", "BinNME", "NMEReport", "nme_per_image", "nme_report", "mean_predictor_nme"]
+__all__ = ["YAW_BINS", "BinNME", "NMEReport", "mean_predictor_nme", "nme_per_image", "nme_report"]
 
 #: (label, low exclusive except for the first bin, high inclusive) in degrees of |yaw|.
 YAW_BINS: tuple[tuple[str, float, float], ...] = (("[0,30]", 0.0, 30.0), ("(30,60]", 30.0, 60.0), (">60", 60.0, np.inf))
@@ -62,7 +62,7 @@ class NMEReport:
         return {
             "nme": self.mean,
             "nme_mean_of_bins": self.mean_of_bins,
-            "n": int(len(self.per_image)),
+            "n": len(self.per_image),
             "bins": [{"yaw": b.label, "n": b.n, "nme": b.nme} for b in self.bins],
         }
 

@@ -26,7 +26,7 @@ def read_3ddfa_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError("file not found", where=str(path)) from None
-    except Exception as e:  # noqa: BLE001 - untrusted bytes: whatever torch's weights-only unpickler raises
+    except Exception as e:
         # on a torn or crafted file (KeyError, IndexError, MemoryError, ...) means "not a checkpoint"
         reason = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
         raise CheckpointError(f"not a readable torch checkpoint ({reason[:160]})", where=str(path)) from None

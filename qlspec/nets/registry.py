@@ -56,12 +56,12 @@ def entry(arch: str) -> NetworkEntry:
         raise ValueError(f"unknown network arch {arch!r} (known: {', '.join(NETWORKS)})") from None
 
 
-def build(arch: str, width: float, num_params: int = NUM_PARAMS) -> "nn.Module":
+def build(arch: str, width: float, num_params: int = NUM_PARAMS) -> nn.Module:
     """A freshly initialised float network (draws from the global torch RNG: seed it first)."""
     return entry(arch).cls()(width=width, num_params=num_params)
 
 
-def build_from_spec(network: Any, *, load_pretrained: bool = True) -> "nn.Module":
+def build_from_spec(network: Any, *, load_pretrained: bool = True) -> nn.Module:
     """The spec's network (``network.arch``, ``network.width``), with ``network.pretrained`` loaded."""
     net = build(network.arch, network.width)
     if load_pretrained and network.pretrained is not None:
@@ -81,7 +81,7 @@ def read_record(folder: Path) -> dict[str, Any]:
     return json.loads((folder / "network.json").read_text())
 
 
-def build_from_record(folder: Path) -> "nn.Module":
+def build_from_record(folder: Path) -> nn.Module:
     """The architecture a stage recorded in ``folder/network.json`` (weights not loaded)."""
     rec = read_record(folder)
     return build(rec["arch"], rec["width"], rec.get("num_params", NUM_PARAMS))

@@ -48,4 +48,4 @@ def import_onnx(path: Path, *, input_types: Mapping[str, tuple[int, bool]] | Non
     return Importer(path, load_model(path), RULES, input_types).run()
 
 
-__all__ = ["import_onnx", "RULES"]
+__all__ = ["RULES", "import_onnx"]

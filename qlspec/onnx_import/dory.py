@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from qlspec.graph.ir import Node, levels_range, narrow
 from qlspec.engine.ops.requant_shift import reach
+from qlspec.graph.ir import Node, levels_range, narrow
 from qlspec.onnx_import.deeploy import divide_mul
 from qlspec.onnx_import.importer import Importer
 from qlspec.onnx_import.standard import lower_plain_add

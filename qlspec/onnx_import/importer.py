@@ -218,12 +218,12 @@ class Importer:
                 continue
             domain = node.domain or ""
             rule = self.rules.get(node.op_type) if domain in ("", "ai.onnx", *CUSTOM_DOMAINS) else None
-            if rule is None or domain in CUSTOM_DOMAINS and node.op_type != "RequantShift":
+            if rule is None or (domain in CUSTOM_DOMAINS and node.op_type != "RequantShift"):
                 supported = ", ".join(sorted(self.rules))
                 self.fail(node, f"unsupported op {domain + '::' if domain else ''}{node.op_type} (supported: {supported}"
                                 f"; from the custom domains {', '.join(CUSTOM_DOMAINS)} only RequantShift)")
             self.lower(rule, node)
-        for t, (_, node) in self.pending_divisor.items():
+        for _, node in self.pending_divisor.values():
             self.fail(node, "average pool output must go straight into a requantisation (sum then requantise)")
         outputs = [o.name for o in self.graph.output]
         if not outputs:

@@ -14,7 +14,6 @@ from onnx import AttributeProto, TensorProto, numpy_helper
 
 from qlspec.errors import OnnxImportError
 
-
 _ATTR_KIND: dict[int, str] = {
     AttributeProto.FLOAT: "FLOAT", AttributeProto.INT: "INT", AttributeProto.STRING: "STRING",
     AttributeProto.TENSOR: "TENSOR", AttributeProto.FLOATS: "FLOATS", AttributeProto.INTS: "INTS",
@@ -63,7 +62,7 @@ def tensor_value(t: TensorProto, what: str, model_dir: Path | None) -> np.ndarra
         base = str(model_dir)
     try:
         value = numpy_helper.to_array(t, base_dir=base or "")
-    except Exception as e:  # noqa: BLE001 - onnx raises whatever numpy does on inconsistent data
+    except Exception as e:
         raise ValueError(f"{what} is malformed ({e.__class__.__name__}: {str(e)[:100]})") from None
     if list(value.shape) != dims:
         raise ValueError(f"{what} holds {value.size} values for dims {dims}")

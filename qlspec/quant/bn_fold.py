@@ -62,7 +62,7 @@ def fold_batchnorm(net: nn.Module, inplace: bool = False) -> fx.GraphModule:
             continue
         assert isinstance(prev.target, str)  # a call_module node's target is the module's qualified name
         layer = gm.get_submodule(prev.target)
-        if not any(type(bn) is b and isinstance(layer, l) for l, b in _FOLDABLE):
+        if not any(type(bn) is b and isinstance(layer, kind) for kind, b in _FOLDABLE):
             continue
         if calls[prev.target] != 1 or calls[node.target] != 1:
             continue

@@ -206,7 +206,7 @@ def _reject_unsupported(gm: fx.GraphModule) -> None:
         if node.op == "call_module" and isinstance(gm.get_submodule(node.target), _UNSUPPORTED_ACTS):
             m = gm.get_submodule(node.target)
             raise NotImplementedError(f"float_to_fake: {node.target} ({type(m).__name__}) has no PACT replacement; use ReLU or ReLU6")
-        if node.op == "call_function" and (node.target in _MERGES or node.target in _ADDS and node.kwargs):
+        if node.op == "call_function" and (node.target in _MERGES or (node.target in _ADDS and node.kwargs)):
             if len(node.all_input_nodes) >= 2:
                 raise NotImplementedError(
                     f"float_to_fake: {node.name} merges two tensors by {getattr(node.target, '__name__', node.target)}; "

@@ -332,7 +332,7 @@ class PACTIntegerAdd(nn.Module):
     `Add`, and the following activation's RequantShift.
     """
 
-    def __init__(self, act_in: "PACTSignedAct") -> None:
+    def __init__(self, act_in: PACTSignedAct) -> None:
         super().__init__()
         self.act_in = act_in
 
@@ -348,7 +348,7 @@ class PACTIntegerConcat(nn.Module):
     eps. F2T: one RequantShift per input onto that grid, then an integer `Concat`.
     """
 
-    def __init__(self, act_in: "PACTSignedAct", dim: int) -> None:
+    def __init__(self, act_in: PACTSignedAct, dim: int) -> None:
         super().__init__()
         self.act_in = act_in
         self.dim = int(dim)
@@ -521,7 +521,7 @@ class PACTConv2d(nn.Conv2d, _PACTLinearOp):
         self._setup_quant(**(quant or {}))
 
     @classmethod
-    def from_float(cls, conv: nn.Conv2d, **quant) -> "PACTConv2d":
+    def from_float(cls, conv: nn.Conv2d, **quant) -> PACTConv2d:
         """A copy of `conv` (same geometry, weights and bias) with the given quantiser settings."""
         new = cls(
             conv.in_channels,
@@ -560,7 +560,7 @@ class PACTLinear(nn.Linear, _PACTLinearOp):
         self._setup_quant(**(quant or {}))
 
     @classmethod
-    def from_float(cls, lin: nn.Linear, **quant) -> "PACTLinear":
+    def from_float(cls, lin: nn.Linear, **quant) -> PACTLinear:
         """A copy of `lin` (weights and bias) with the given quantiser settings."""
         new = cls(
             lin.in_features, lin.out_features, bias=lin.bias is not None, device=lin.weight.device, dtype=lin.weight.dtype, quant=quant

@@ -22,12 +22,12 @@ import os
 import re
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedOrderedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
@@ -90,8 +90,9 @@ def load_spec(path: str | os.PathLike[str]) -> LoadedSpec:
     try:
         spec = AppSpec.model_validate(source.data, context={"base_dir": path.parent})
     except ValidationError as e:
-        located = [_locate(err, source, path) for err in e.errors()]
-        raise SpecError.many(sorted(located, key=_position_order)) from None
+        located: list[tuple[str, str]] = [_locate(err, source, path) for err in e.errors()]
+        located.sort(key=_position_order)
+        raise SpecError.many(located) from None
     return LoadedSpec(spec=spec, path=path, source=source, fragments=tuple(fragments))
 
 
@@ -127,7 +128,7 @@ def read_yaml(path: Path) -> Source:
         raise SpecError(f"invalid YAML: {_without_values(e.problem or e.context)}", where=where) from None
     except RecursionError:
         raise SpecError(f"nesting too deep (a spec may nest {MAX_DEPTH} levels)", where=_display(path)) from None
-    except Exception as e:  # noqa: BLE001 - whatever else the parser raises on malformed input (a number too
+    except Exception as e:
         # long to convert, a tag on the wrong kind of node) is a YAML error in this file, not a crash
         reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else e.__class__.__name__
         raise SpecError(f"invalid YAML: {reason}", where=_display(path)) from None
@@ -297,7 +298,7 @@ def _get(data: Any, at: FieldPath) -> Any:
 # errors with positions
 
 
-def _locate(err: dict[str, Any], source: Source, path: Path) -> tuple[str, str]:
+def _locate(err: Mapping[str, Any], source: Source, path: Path) -> tuple[str, str]:
     """One pydantic error -> (``FILE:LINE:COL``, ``field.path: message``)."""
     loc: FieldPath = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
     kind = err["type"]

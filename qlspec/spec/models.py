@@ -159,14 +159,15 @@ class MobileNetV1Network(_NetworkBase):
     """3DDFA_V2's MobileNet-V1 regressor of 62 3DMM parameters (no residual adds)."""
 
     arch: Literal["3ddfa-mobilenet-v1"] = Field("3ddfa-mobilenet-v1", description="Architecture (`qlspec.nets.registry`).")
-    width: Literal[0.25, 0.5, 0.75, 1.0] = Field(0.5, description="Channel width multiplier (3DDFA_V2 ships 1.0 and 0.5).")
+    # float literals: pydantic checks them, Python's typing does not allow them
+    width: Literal[0.25, 0.5, 0.75, 1.0] = Field(0.5, description="Channel width multiplier (3DDFA_V2 ships 1.0 and 0.5).")  # type: ignore[valid-type]
 
 
 class ResNet22Network(_NetworkBase):
     """3DDFA_V2's ResNet-22 regressor of 62 3DMM parameters (residual BasicBlocks)."""
 
     arch: Literal["3ddfa-resnet22"] = Field(description="Architecture (`qlspec.nets.registry`).")
-    width: Literal[0.0625, 0.125, 0.25, 0.5, 1.0] = Field(
+    width: Literal[0.0625, 0.125, 0.25, 0.5, 1.0] = Field(  # type: ignore[valid-type]  # float literals, as above
         0.125, description="Channel width multiplier: 1.0 is 3DDFA_V2's (2.66 GMAC at 120x120), 0.125 trains in "
         "minutes on 2 cores (43 MMAC).")
 
@@ -347,7 +348,7 @@ class Compare(SpecModel):
         default_factory=list, description="Algorithms to compare; empty: no comparison (the stage is skipped)."
     )
     bits: list[QuantBits] = Field(
-        default_factory=lambda: [8, 4], min_length=1, description="Bit-widths, each used for weights and activations."
+        default_factory=lambda: list[QuantBits]([8, 4]), min_length=1, description="Bit-widths, each used for weights and activations."
     )
 
 

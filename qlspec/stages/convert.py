@@ -24,8 +24,8 @@ from qlspec.face.store import load_face_model
 from qlspec.graph.io import save_graph
 from qlspec.graph.passes import optimise
 from qlspec.graph.summary import summarise
-from qlspec.preprocess import InputTransform
 from qlspec.onnx_import import import_onnx
+from qlspec.preprocess import InputTransform
 from qlspec.report import write_rungs
 from qlspec.stages.engine import StageContext
 

@@ -387,7 +387,7 @@ def code_digests(stages: Iterable[StageDef]) -> dict[str, str]:
         named = [(f"qlspec/{p.relative_to(PACKAGE_DIR)}", p) for p in closures[modules[stage.name]]]
         for asset in stage.assets:
             folder, _, sub = asset.partition("/")
-            root = shipped(folder) / sub  # type: ignore[arg-type]
+            root = shipped(folder) / sub
             if not root.is_dir():
                 raise StageError(f"stage {stage.name}: shipped folder {asset} is missing (a broken installation)", where=str(root))
             named += [(f"{asset}/{f.relative_to(root)}", f) for f in root.rglob("*") if f.suffix in SOURCE_SUFFIXES and f.is_file()]

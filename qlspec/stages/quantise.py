@@ -33,9 +33,9 @@ from torch import fx
 from qlspec import atomic
 from qlspec.evaluation import integer_outputs, integerise, landmarks_from_outputs, load_split, load_stats, network_outputs, nme_row
 from qlspec.face.store import load_face_model
+from qlspec.metrics.nme import NMEReport, nme_report
 from qlspec.nets import registry
 from qlspec.preprocess import InputTransform
-from qlspec.metrics.nme import NMEReport, nme_report
 from qlspec.quant import PACTController, QuantConfig, calibrate, float_to_fake, pact_param_groups
 from qlspec.quant.controllers import is_frozen
 from qlspec.report import write_rungs

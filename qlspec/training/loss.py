@@ -29,7 +29,7 @@ from torch import nn
 from qlspec.face.morphable import FaceModel
 from qlspec.face.params import ParamStats
 
-__all__ = ["LossConfig", "FaceLoss"]
+__all__ = ["FaceLoss", "LossConfig"]
 
 
 @dataclass(frozen=True)

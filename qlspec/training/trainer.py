@@ -48,7 +48,7 @@ from qlspec.metrics.nme import NMEReport, nme_report
 from qlspec.preprocess import DEFAULT, InputTransform
 from qlspec.training.loss import FaceLoss, LossConfig
 
-__all__ = ["TrainResult", "train", "predict", "evaluate", "CHECKPOINT_NAME"]
+__all__ = ["CHECKPOINT_NAME", "TrainResult", "evaluate", "predict", "train"]
 
 CHECKPOINT_NAME = "last.pt"
 _FORMAT = "qlspec-train/1"
@@ -184,7 +184,7 @@ def train(
 
     steps_per_epoch = len(train_set) // batch_size
     total_steps = steps_per_epoch * epochs
-    warmup_steps = int(round(warmup_epochs * steps_per_epoch))
+    warmup_steps = round(warmup_epochs * steps_per_epoch)
     settings = {
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "momentum": momentum, "nesterov": nesterov,
         "weight_decay": weight_decay, "loss": loss_cfg.as_dict(), "seed": seed, "optimizer": optimizer,

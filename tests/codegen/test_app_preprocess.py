@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -62,7 +63,8 @@ def save(rgb: np.ndarray, mode: str, path: Path) -> Path:
     if mode.endswith("-jpeg-444") or mode.endswith("-jpeg-420") or mode == "L-jpeg":
         path = path.with_suffix(".jpg")
         base = im.convert("L") if mode.startswith("L") else im
-        base.save(path, quality=85, **({"subsampling": 0} if mode.endswith("444") else {"subsampling": 2} if mode.endswith("420") else {}))
+        options: dict[str, Any] = {"subsampling": 0} if mode.endswith("444") else {"subsampling": 2} if mode.endswith("420") else {}
+        base.save(path, quality=85, **options)
         return path
     path = path.with_suffix(".png")
     if mode == "RGB-png-interlaced":

@@ -11,9 +11,9 @@ import subprocess
 import numpy as np
 import pytest
 from armcl_helpers import Built, node
+from fuzzing import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from fuzzing import examples
 
 from qlspec.graph.ir import TensorInfo, make_graph
 

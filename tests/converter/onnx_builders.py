@@ -44,7 +44,7 @@ class OnnxGraph:
                                            value=numpy_helper.from_array(np.array(2.0 ** shift, np.float32))))
         y = self.node("Div", [y, d])
         y = self.node("Floor", [y])
-        if lo is None:
+        if lo is None or hi is None:
             return y
         return self.node("Clip", [y], min=float(lo), max=float(hi), out_bits=8)
 

@@ -11,8 +11,8 @@ from qlspec.engine.ops import Conv
 
 
 def torch_conv(x, w, b, strides, pads, dilations, group):
-    t, l, btm, r = pads
-    xt = torch.nn.functional.pad(torch.tensor(x, dtype=torch.float64), (l, r, t, btm))
+    t, left, btm, r = pads
+    xt = torch.nn.functional.pad(torch.tensor(x, dtype=torch.float64), (left, r, t, btm))
     y = torch.nn.functional.conv2d(xt, torch.tensor(w, dtype=torch.float64),
                                    None if b is None else torch.tensor(b, dtype=torch.float64),
                                    stride=strides, dilation=dilations, groups=group)

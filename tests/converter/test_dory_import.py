@@ -3,6 +3,8 @@ onnxruntime where float32 is exact (small values). Plus the Deeploy attribute sp
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -89,6 +91,7 @@ def test_average_pool_needs_a_mul_multiple_of_the_window(write_onnx):
 def _deeploy_rqs(attrs_kind: str, domain: str):
     b = OnnxGraph()
     mul, add = b.const("mul", [[[300]], [[-7]]]), b.const("add", [[[5]], [[100]]])
+    attrs: dict[str, Any]
     if attrs_kind == "tensor":
         attrs = dict(div=numpy_helper.from_array(np.array(256.0, np.float32)),
                      n_levels_out=numpy_helper.from_array(np.array([256.0], np.float32)),

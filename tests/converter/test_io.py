@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
+from fuzzing import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from fuzzing import examples
 
 from qlspec.engine import run_graph
 from qlspec.errors import GraphError

@@ -61,7 +61,7 @@ def test_summary_counts_macs_weights_and_memory(onnx_path):
     g0 = import_onnx(onnx_path, input_types={"input": (8, False)})
     s = summarise(g0)
     conv0 = next(n for n in g0.nodes if n.op == "Conv")
-    m, cg, kh, kw = g0.info(conv0.inputs[1]).shape
+    _, cg, kh, kw = g0.info(conv0.inputs[1]).shape
     assert s.macs > g0.info(conv0.outputs[0]).size * cg * kh * kw
     assert s.weight_bytes == sum(a.nbytes for a in g0.constants.values())
     assert s.activation_bytes_planned < s.activation_bytes_naive

@@ -8,8 +8,15 @@ import pytest
 from qlspec.engine import run_graph
 from qlspec.graph.ir import GraphBuilder, Node, TensorInfo
 from qlspec.graph.memory_plan import plan_memory
-from qlspec.graph.passes import (EliminateDeadNodes, FoldClipIntoRequant, FoldConstants, FuseRequantIntoLinear,
-                                 RemoveIdentityRequant, optimise, run_to_fixed_point)
+from qlspec.graph.passes import (
+    EliminateDeadNodes,
+    FoldClipIntoRequant,
+    FoldConstants,
+    FuseRequantIntoLinear,
+    RemoveIdentityRequant,
+    optimise,
+    run_to_fixed_point,
+)
 
 RNG = np.random.default_rng(7)
 

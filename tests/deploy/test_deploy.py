@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -38,7 +39,7 @@ def qlspec(*args, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "qlspec", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=900)
 
 
-def write_spec(root: Path, name: str, board: LoopbackBoard, **deploy: object) -> str:
+def write_spec(root: Path, name: str, board: LoopbackBoard, **deploy: Any) -> str:
     section = board.deploy_section(**{"samples": 4, "repeat": 1, **deploy})
     (root / name).write_text(TINY.format(deploy=json.dumps(section)))
     return name

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "realdata"))
-from realdata_fakes import write_300wlp, write_aflw2000, write_bfm_pkl  # noqa: E402
+from realdata_fakes import write_300wlp, write_aflw2000, write_bfm_pkl
 
 
 def qlspec(*args, cwd):

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from qlspec.stages.registry import STAGES
-
-BUILT = [s.name for s in STAGES if s.run is not None and s.name not in ("compare", "deploy")]  # deploy: tests/deploy
-
 import json
 import subprocess
 import sys
 import time
 
 import numpy as np
-
 import pytest
 from private_fs import run_private
+
+from qlspec.stages.registry import STAGES
+
+BUILT = [s.name for s in STAGES if s.run is not None and s.name not in ("compare", "deploy")]  # deploy: tests/deploy
 
 TINY = """\
 apiVersion: qlspec/v1
@@ -215,7 +214,7 @@ def test_run_draws_landmarks_on_the_users_photos(built, tmp_path):
     assert result["image"] == str(photo) and result["roi"] == [0, 0, 240, 240] and len(result["landmarks"]) == 68
     before, after = np.asarray(Image.open(photo).convert("RGB")), np.asarray(Image.open(drawn))
     assert after.shape == before.shape
-    x, y = (int(round(v)) for v in result["landmarks"][30])  # the nose tip is drawn green
+    x, y = (round(v) for v in result["landmarks"][30])  # the nose tip is drawn green
     assert tuple(after[y, x]) == (0, 255, 0)
     boxed = qlspec("run", "app.yaml", photo, "--roi", "10.4,20,200,230.5", "-o", tmp_path / "boxed", "--no-progress", cwd=root)
     assert boxed.returncode == 0, boxed.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -158,7 +160,7 @@ def _float_net(seed: int, pool: str, topology: str = "chain") -> nn.Module:
     return net.eval()
 
 
-def fake_quantised(mode: str = "ptq", bits: int = 8, granularity: str = "per-channel", pool: str = "global",
+def fake_quantised(mode: str = "ptq", bits: int = 8, granularity: Literal["per-channel", "per-layer"] = "per-channel", pool: str = "global",
                    seed: int = 0, topology: str = "chain") -> nn.Module:
     """A started fake-quantised `Mini` (or `MiniRes`, `MiniCat`: `TOPOLOGIES`): 'ptq' (fold_bn,
     percentile calibration) or 'qat' (BN kept, a few PACT SGD steps with learned clipping bounds)."""
@@ -189,7 +191,7 @@ def fake_quantised(mode: str = "ptq", bits: int = 8, granularity: str = "per-cha
 U32 = 2.0**-24  # float32's unit roundoff
 
 
-def abs_terms(g, node, x: np.ndarray, env: dict | None = None) -> np.ndarray:
+def abs_terms(g, node, x: np.ndarray, env: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """``|W| (*) |x| + |bias|`` for a Conv or Gemm, the window sums of ``|x|`` for a pool, ``|a| + |b|``
     for an Add, ``|x|`` itself otherwise: what every partial sum of the node's result is bounded by
     (exact integers, int64). `env` gives an Add's second input."""
@@ -197,8 +199,10 @@ def abs_terms(g, node, x: np.ndarray, env: dict | None = None) -> np.ndarray:
     if node.op in ("SumPool", "GlobalSumPool"):
         return np.asarray(op.run(np.abs(x)), np.int64)
     if node.op == "Add":
+        assert env is not None, "an Add needs env for its second input"
         return np.abs(x) + np.abs(env[node.inputs[1]].astype(np.int64))
     if node.op == "Concat":
+        assert env is not None, "a Concat needs env for its inputs"
         return np.abs(np.asarray(op.run(*(env[t] for t in node.inputs)), np.int64))
     if node.op not in ("Conv", "Gemm"):
         return np.abs(np.asarray(op.run(x, *(g.constants[t] for t in node.inputs[1:] if t)), np.int64))

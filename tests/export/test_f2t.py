@@ -7,7 +7,16 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from export_toys import ALL_TOPOLOGY_CASES, CASES, RESIDUAL_CASES, SIZE, fake_quantised, images, layerwise_diffs, output_gap_and_bound, unexplained_flips
+from export_toys import (
+    ALL_TOPOLOGY_CASES,
+    CASES,
+    SIZE,
+    fake_quantised,
+    images,
+    layerwise_diffs,
+    output_gap_and_bound,
+    unexplained_flips,
+)
 
 from qlspec.export import ExportError, fake_to_true, histogram
 from qlspec.export.requant import fit_float32

@@ -15,13 +15,14 @@ import numpy as np
 import onnx
 import pytest
 from export_toys import SIZE, fake_quantised
+from fuzzing import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from fuzzing import examples
 from onnx import AttributeProto, TensorProto, helper
 
 from qlspec.errors import QlspecError
 from qlspec.export import fake_to_true, to_onnx
+from qlspec.export.files import Flavour
 from qlspec.onnx_import import import_onnx
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -29,7 +30,7 @@ SECRET = b"top-secret-bytes-0123456789abcdef"
 _MODELS: dict[str, onnx.ModelProto] = {}
 
 
-def model(flavour: str) -> onnx.ModelProto:
+def model(flavour: Flavour) -> onnx.ModelProto:
     if flavour not in _MODELS:
         net = fake_to_true(fake_quantised("ptq", 8, "per-channel", "global"), input_shape=(1, 3, SIZE, SIZE))
         _MODELS[flavour] = to_onnx(net, flavour)

@@ -13,8 +13,7 @@ from export_toys import CASES, RESIDUAL_CASES, SIZE, fake_quantised, float32_mag
 from onnx import AttributeProto, helper, numpy_helper
 
 from qlspec import __version__
-from qlspec.export import fake_to_true, run_engine, run_onnxruntime, to_onnx, write_flavour
-from qlspec.export import deeploy, dory
+from qlspec.export import deeploy, dory, fake_to_true, run_engine, run_onnxruntime, to_onnx, write_flavour
 
 D = 24
 SMALL_D = 10  # every x*mul + add of the toys stays below 2^24 (checked by each test that relies on it)
@@ -95,7 +94,7 @@ def test_deeploy_structure_as_quantlib_writes_it():
     # per-channel mul/add are (C,1,1); the requantiser after the 4x4 pool has mul = 16 * the sum's mul
     ir = net.graph
     rqs = [n for n in ir.nodes if n.op == "RequantShift"]
-    first = [n for n in g.node if n.op_type == "RequantShift"][0]
+    first = next(n for n in g.node if n.op_type == "RequantShift")
     assert consts[first.input[1]].shape == (4, 1, 1)
     assert np.array_equal(consts[first.input[2]], ir.constants[rqs[0].inputs[2]])  # the IR's add: Deeploy adds div/2 too
     pool_rq = [n for n in g.node if n.op_type == "RequantShift"][-1]
@@ -143,7 +142,7 @@ def test_dory_structure_and_annotations():
             assert numpy_helper.to_array(attr(n, "value").t) == 2.0**D
     consts = inits(m)
     rq0 = next(n for n in net.graph.nodes if n.op == "RequantShift")
-    add0 = [n for n in g.node if n.op_type == "Add"][0]
+    add0 = next(n for n in g.node if n.op_type == "Add")
     half = 2 ** (D - 1)
     assert np.array_equal(consts[add0.input[1]], net.graph.constants[rq0.inputs[2]] + half)  # DORY has no implicit half
 
@@ -217,8 +216,6 @@ def test_mobilenet_v1_quarter_width_end_to_end(tmp_path):
     q = torch.from_numpy(net.quantise_input(x))
     assert torch.equal(q, pixels.permute(0, 3, 1, 2).long() - 128)
     out = net.run(x)
-    with torch.no_grad():
-        y = fq(x).double().numpy()
     for source, d in layerwise_diffs(fq, net, x[:2]).items():
         assert int(np.abs(d).max()) <= 1, source
     # end to end, 27 layers of flips add up; what they can move the output by is derived, not counted

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qlspec.engine import run_graph
-from qlspec.export import fake_to_true, write_flavour
 from qlspec.engine.ops.requant_shift import reach
+from qlspec.export import fake_to_true, write_flavour
 from qlspec.graph.ir import Graph
 from qlspec.graph.passes import FoldClipIntoRequant, run_to_fixed_point
 from qlspec.onnx_import import import_onnx

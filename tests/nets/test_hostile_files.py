@@ -8,9 +8,9 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from fuzzing import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from fuzzing import examples
 
 from qlspec.errors import QlspecError
 from qlspec.face.bfm import param_stats_from_file, read_trusted_pickle

@@ -14,6 +14,7 @@ def _randomise_bn(net: nn.Module) -> None:
     for m in net.modules():
         if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             n = m.num_features
+            assert m.running_mean is not None and m.running_var is not None
             m.running_mean.copy_(torch.randn(n, generator=g))
             m.running_var.copy_(0.1 + 3 * torch.rand(n, generator=g))
             m.weight.data.copy_(torch.randn(n, generator=g))

@@ -20,6 +20,7 @@ def _net() -> nn.Module:
     net.eval()
     for m in net.modules():  # non-trivial BN statistics
         if isinstance(m, nn.BatchNorm2d):
+            assert m.running_mean is not None and m.running_var is not None
             m.running_mean.uniform_(-0.2, 0.2)
             m.running_var.uniform_(0.5, 2.0)
     return net

@@ -72,10 +72,12 @@ def _float_bilinear(img: np.ndarray, oh: int, ow: int) -> np.ndarray:
     out = np.zeros((oh, ow) + img.shape[2:])
     for dy in range(oh):
         fy = min(max((dy + 0.5) * h / oh - 0.5, 0.0), h - 1.0)
-        y0 = int(math.floor(fy)); y1 = min(y0 + 1, h - 1); ay = fy - y0
+        y0 = math.floor(fy)
+        y1, ay = min(y0 + 1, h - 1), fy - y0
         for dx in range(ow):
             fx = min(max((dx + 0.5) * w / ow - 0.5, 0.0), w - 1.0)
-            x0 = int(math.floor(fx)); x1 = min(x0 + 1, w - 1); ax = fx - x0
+            x0 = math.floor(fx)
+            x1, ax = min(x0 + 1, w - 1), fx - x0
             top = img[y0, x0] * (1 - ax) + img[y0, x1] * ax
             bottom = img[y1, x0] * (1 - ax) + img[y1, x1] * ax
             out[dy, dx] = top * (1 - ay) + bottom * ay

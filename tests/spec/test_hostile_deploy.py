@@ -18,7 +18,7 @@ from qlspec.spec.models import Deploy
 FIELDS = sorted(Deploy.model_fields) + ["no_such_field"]
 values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=80),
+    | st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=80),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=6)
 LOCATED = re.compile(r"^app\.yaml:\d+:\d+$")
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import time
 
 import pytest
+from fuzzing import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from fuzzing import examples
 
 from qlspec.errors import SpecError
 from qlspec.spec.load import MAX_DEPTH, load_spec

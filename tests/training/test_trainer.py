@@ -68,7 +68,7 @@ def test_resume_after_interruption_gives_identical_weights(data, tmp_path):
         assert torch.equal(v, resumed.state_dict()[k]), k
 
     # a finished run is a no-op that returns the stored history
-    again, res2 = _run(data, tmp_path / "b", on_epoch_start=lambda e, n: seen.append(e))
+    _, res2 = _run(data, tmp_path / "b", on_epoch_start=lambda e, n: seen.append(e))
     assert seen == [2] and res2.resumed_from == 3 and res2.history == res.history
 
 
@@ -101,14 +101,14 @@ def test_progress_bar_runs(data, tmp_path):
 
 
 def test_predict_shapes_and_landmarks(data):
-    tr, va, stats = data
+    _, va, stats = data
     params, lmk = predict(_net(), va, stats, batch_size=3)
     assert params.shape == (8, 62) and lmk.shape == (8, 2, 68) and params.dtype == np.float32
     np.testing.assert_allclose(lmk, synthetic_face_model().landmarks(params.astype(np.float64))[:, :2], atol=1e-3)
 
 
 def test_landmark_loss_is_the_nme(data):
-    tr, va, stats = data
+    _, va, stats = data
     model = synthetic_face_model()
     z_gt = torch.tensor(stats.normalise(va.params.astype(np.float64)))
     z_pred = z_gt + 0.3 * torch.randn(z_gt.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)

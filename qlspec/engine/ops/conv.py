@@ -56,11 +56,11 @@ class Conv(Op):
         return [TensorInfo(shape, 32, True)]
 
     def macs(self, ins, outs):
-        m, cg, kh, kw = ins[1].shape
+        _, cg, kh, kw = ins[1].shape
         return outs[0].size * cg * kh * kw
 
     def run(self, x, w, b=None):
-        n, c, h, wd = x.shape
+        n, c, _, _ = x.shape
         m, cg, kh, kw = w.shape
         _, _, ho, wo = self.out_shape(TensorInfo(x.shape, 32, True), TensorInfo(w.shape, 8, True))
         g, mg, k = self.group, m // self.group, cg * kh * kw

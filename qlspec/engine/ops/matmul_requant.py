@@ -25,7 +25,7 @@ class MatMulRequant(Op):
         return RequantShift(div=self.div, lo=self.lo, hi=self.hi)
 
     def __post_init__(self) -> None:
-        self.requant
+        _ = self.requant  # building it validates the attributes
 
     def infer(self, ins, vals):
         (acc,) = MatMul().infer(ins[:2], vals[:2])

@@ -9,7 +9,6 @@ import numpy as np
 from qlspec.engine.ops.base import Op, require
 from qlspec.graph.ir import TensorInfo
 
-
 ROUNDINGS = ("floor", "half_up", "round")
 
 
