@@ -58,8 +58,11 @@ def main() -> None:
 
     b = args.build
     record = json.loads((b / "train" / "stage.json").read_text())["spec"]
-    transform = InputTransform(float(record.get("preprocess.normalise.mean", 127.5)), float(record.get("preprocess.normalise.std", 128.0)),
-                               record.get("preprocess.channel_order", "BGR") == "RGB")
+    transform = InputTransform(
+        float(record.get("preprocess.normalise.mean", 127.5)),
+        float(record.get("preprocess.normalise.std", 128.0)),
+        record.get("preprocess.channel_order", "BGR") == "RGB",
+    )
     flavour = next(f for f in ("deeploy", "dory") if (b / "export" / f / "metadata.json").is_file())
     meta = json.loads((b / "export" / flavour / "metadata.json").read_text())
     faces = load_split(b / "data", "val")
@@ -90,18 +93,33 @@ def main() -> None:
         net.load_state_dict(torch.load(b / "train" / "model.pt", map_location="cpu", weights_only=True))
         net.eval()
         float_path, qdq_path = tmp / "float.onnx", tmp / "qdq.onnx"
-        torch.onnx.export(net, (torch.from_numpy(floats[:1]),), str(float_path), input_names=["x"], output_names=["y"],
-                          dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=17, dynamo=False)
+        torch.onnx.export(
+            net,
+            (torch.from_numpy(floats[:1]),),
+            str(float_path),
+            input_names=["x"],
+            output_names=["y"],
+            dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
+            opset_version=17,
+            dynamo=False,
+        )
 
         class Calibration(CalibrationDataReader):
             def __init__(self) -> None:
-                self.batches = iter({"x": floats[i:i + 1]} for i in range(min(n, 32)))
+                self.batches = iter({"x": floats[i : i + 1]} for i in range(min(n, 32)))
 
             def get_next(self):
                 return next(self.batches, None)
 
-        quantize_static(str(float_path), str(qdq_path), Calibration(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        quantize_static(
+            str(float_path),
+            str(qdq_path),
+            Calibration(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
         for label, path in (("onnxruntime float32", float_path), ("onnxruntime int8 QDQ", qdq_path)):
             results[label] = {}
             for threads in (1, 2):
@@ -109,17 +127,19 @@ def main() -> None:
                 opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
                 sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
                 for i in range(min(n, 8)):  # warm-up
-                    sess.run(None, {"x": floats[i:i + 1]})
+                    sess.run(None, {"x": floats[i : i + 1]})
                 times = []
                 for _ in range(args.repeats):
                     t0 = time.perf_counter()
                     for i in range(n):
-                        sess.run(None, {"x": floats[i:i + 1]})
+                        sess.run(None, {"x": floats[i : i + 1]})
                     times.append((time.perf_counter() - t0) / n)
                 results[label][threads] = 1.0 / float(np.median(times))
 
-    print(f"{n} validation images of {b}, one image at a time, median of {args.repeats} passes; outputs of qlspec cpu "
-          f"{'equal' if exact else 'DIFFER FROM'} GRAPH")
+    print(
+        f"{n} validation images of {b}, one image at a time, median of {args.repeats} passes; outputs of qlspec cpu "
+        f"{'equal' if exact else 'DIFFER FROM'} GRAPH"
+    )
     print(f"{'':28s} {'1 thread':>12s} {'2 threads':>12s}   (images/s)")
     for label, by in results.items():
         print(f"{label:28s} {by[1]:12.1f} {by[2]:12.1f}")

@@ -63,12 +63,13 @@ def main() -> None:
     ours = run_graph(g, {"input": x})[g.outputs[0]]
     theirs = sess.run(None, {"input": xf})[0]
     s = summarise(g)
-    print(f"graph: {args.blocks} dw/pw blocks, input {args.batch}x3x{args.size}x{args.size}, "
-          f"{s.macs * args.batch / 1e6:.1f} MMACs per batch, ops {s.op_counts}")
+    print(
+        f"graph: {args.blocks} dw/pw blocks, input {args.batch}x3x{args.size}x{args.size}, "
+        f"{s.macs * args.batch / 1e6:.1f} MMACs per batch, ops {s.op_counts}"
+    )
     print(f"onnxruntime (float32, {args.threads} thread(s)): {t_ort * 1e3:8.1f} ms/batch")
     print(f"qlspec engine (integer, numpy):        {t_eng * 1e3:8.1f} ms/batch")
-    print(f"ratio engine/onnxruntime: {t_eng / t_ort:.1f}x; "
-          f"outputs bit-exact vs onnxruntime: {np.array_equal(ours, theirs)}")
+    print(f"ratio engine/onnxruntime: {t_eng / t_ort:.1f}x; outputs bit-exact vs onnxruntime: {np.array_equal(ours, theirs)}")
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ def main() -> None:
     fq = float_to_fake(net.eval(), QuantConfig(fold_bn=True), x[:8])
     calibrate(fq, [x], method="percentile", percentile=99.99)
     ig = fake_to_true(fq, input_shape=(1, 3, 120, 120), samples=x)
-    xb = x[:args.batch]
+    xb = x[: args.batch]
     q = ig.quantise_input(xb)
     model = to_onnx(ig, "dory")
 
@@ -60,13 +60,16 @@ def main() -> None:
     ref, fqi = ig.run(xb), ig.run(xb, engine="torch")
     ort = np.rint(run_onnxruntime(model, q, threads=args.threads)).astype(np.int64)
     n = len(xb)
-    print(f"MobileNet-V1 x0.5 120x120, F2T graph (D {min(f.shift for f in ig.fits)}..{max(f.shift for f in ig.fits)}), "
-          f"batch {n}, {args.threads} thread(s)")
+    print(
+        f"MobileNet-V1 x0.5 120x120, F2T graph (D {min(f.shift for f in ig.fits)}..{max(f.shift for f in ig.fits)}), "
+        f"batch {n}, {args.threads} thread(s)"
+    )
     print(f"reference engine (numpy, rung TQ):   {n / t_ref:8.1f} img/s")
     print(f"torch executor (rung FQI):           {n / t_torch:8.1f} img/s   {t_ref / t_torch:5.1f}x the reference")
     print(f"onnxruntime (DORY file, float32):    {n / t_ort:8.1f} img/s   {t_ref / t_ort:5.1f}x the reference")
-    print(f"torch executor == reference: {np.array_equal(ref, fqi)}; onnxruntime differs on "
-          f"{int((ort != ref).sum())} of {ref.size} outputs")
+    print(
+        f"torch executor == reference: {np.array_equal(ref, fqi)}; onnxruntime differs on {int((ort != ref).sum())} of {ref.size} outputs"
+    )
 
 
 if __name__ == "__main__":

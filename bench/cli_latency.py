@@ -32,13 +32,18 @@ def main() -> None:
     def timed(*argv: str, cwd: Path | None = None) -> float:
         def run() -> None:
             subprocess.run([sys.executable, *argv], check=True, capture_output=True, cwd=cwd)
+
         return median_time(run, args.repeats)
 
     start = timed("-c", "pass")
     torch = timed("-c", "import torch")
-    rows = [("python -c pass (interpreter start-up)", start), ("python -c 'import torch'", torch),
-            ("qlspec plan", timed("-m", "qlspec", "plan", spec)), ("qlspec validate", timed("-m", "qlspec", "validate", spec)),
-            ("qlspec diff", timed("-m", "qlspec", "diff", spec, spec))]
+    rows = [
+        ("python -c pass (interpreter start-up)", start),
+        ("python -c 'import torch'", torch),
+        ("qlspec plan", timed("-m", "qlspec", "plan", spec)),
+        ("qlspec validate", timed("-m", "qlspec", "validate", spec)),
+        ("qlspec diff", timed("-m", "qlspec", "diff", spec, spec)),
+    ]
     if args.applied:
         rows.append(("qlspec apply (no-op)", timed("-m", "qlspec", "apply", "app.yaml", "--no-progress", cwd=args.applied)))
     print(f"{'command':40} {'median s':>9} {'x start-up':>11} {'x import torch':>15}")

@@ -54,8 +54,13 @@ err = _Console(stderr=True, highlight=False, soft_wrap=True)
 SpecArg = Annotated[Path, typer.Argument(help="The application spec (YAML).", show_default=False)]
 BuildDir = Annotated[Path, typer.Option("--build-dir", help="Root of the build folders; outputs go to BUILD_DIR/<name>/<stage>/.")]
 Until = Annotated[str | None, typer.Option("--until", help="Stop after this stage.")]
-TrustNewHostKey = Annotated[bool, typer.Option("--trust-new-host-key", help="Accept a board's host key not yet in "
-                                                "deploy.known_hosts, and add it there (a changed key is always refused).")]
+TrustNewHostKey = Annotated[
+    bool,
+    typer.Option(
+        "--trust-new-host-key",
+        help="Accept a board's host key not yet in deploy.known_hosts, and add it there (a changed key is always refused).",
+    ),
+]
 
 STATE_STYLE = {"up to date": "green", "will run": "yellow", "not available yet": "dim", "skipped": "dim"}
 
@@ -105,9 +110,13 @@ def schema(output: Annotated[Path | None, typer.Option("-o", "--output", help="W
 
 
 @app.command()
-def plan(spec: SpecArg, build_dir: BuildDir = Path("build"), until: Until = None,
-         force: Annotated[list[str] | None, typer.Option("--force", help="Treat this stage as stale (repeatable).")] = None,
-         check: Annotated[bool, typer.Option("--check", help="Exit 1 if any stage would run.")] = False) -> None:
+def plan(
+    spec: SpecArg,
+    build_dir: BuildDir = Path("build"),
+    until: Until = None,
+    force: Annotated[list[str] | None, typer.Option("--force", help="Treat this stage as stale (repeatable).")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Exit 1 if any stage would run.")] = False,
+) -> None:
     """Show each stage's state (up to date / will run / not available yet) and why."""
     from qlspec.pipeline import open_pipeline
 
@@ -119,16 +128,27 @@ def plan(spec: SpecArg, build_dir: BuildDir = Path("build"), until: Until = None
 
 
 @app.command()
-def apply(spec: SpecArg, build_dir: BuildDir = Path("build"), until: Until = None,
-          force: Annotated[list[str] | None, typer.Option("--force", help="Rerun this stage even if up to date (repeatable).")] = None,
-          progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
-          trust_new_host_key: TrustNewHostKey = False) -> None:
+def apply(
+    spec: SpecArg,
+    build_dir: BuildDir = Path("build"),
+    until: Until = None,
+    force: Annotated[list[str] | None, typer.Option("--force", help="Rerun this stage even if up to date (repeatable).")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+    trust_new_host_key: TrustNewHostKey = False,
+) -> None:
     """Run every stale stage of the spec in order, then write build/<name>/report.md."""
     from qlspec import pipeline as api
 
     pipe = api.open_pipeline(spec, build_dir)
-    final = api.apply(pipe, until=until, force=force or (), progress=progress, on_status=_stage_printer(), log=out.print,
-                      options={"trust_new_host_key": trust_new_host_key})
+    final = api.apply(
+        pipe,
+        until=until,
+        force=force or (),
+        progress=progress,
+        on_status=_stage_printer(),
+        log=out.print,
+        options={"trust_new_host_key": trust_new_host_key},
+    )
     out.print(f"report: {pipe.build_dir / 'report.md'}")
     pending = [s.stage.name for s in final if s.state == "not available yet"]
     if pending:
@@ -136,11 +156,15 @@ def apply(spec: SpecArg, build_dir: BuildDir = Path("build"), until: Until = Non
 
 
 @app.command()
-def deploy(spec: SpecArg, build_dir: BuildDir = Path("build"),
-           rollback: Annotated[bool, typer.Option("--rollback", help="Make the previous release current again; "
-                                                   "builds and uploads nothing.")] = False,
-           trust_new_host_key: TrustNewHostKey = False,
-           progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True) -> None:
+def deploy(
+    spec: SpecArg,
+    build_dir: BuildDir = Path("build"),
+    rollback: Annotated[
+        bool, typer.Option("--rollback", help="Make the previous release current again; builds and uploads nothing.")
+    ] = False,
+    trust_new_host_key: TrustNewHostKey = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+) -> None:
     """Push the built app to the board in the spec's deploy section, run it there and check it against
     GRAPH (rung BOARD), whether or not deploy.enabled is set; stale stages before it run first."""
     from qlspec import pipeline as api
@@ -156,8 +180,15 @@ def deploy(spec: SpecArg, build_dir: BuildDir = Path("build"),
         return
     enabled = pipe.spec.model_copy(update={"deploy": target.model_copy(update={"enabled": True})})
     pipe = Pipeline(pipe.stages, enabled, pipe.spec_path, pipe.build_root)
-    final = api.apply(pipe, until="deploy", force=["deploy"], progress=progress, on_status=_stage_printer(), log=out.print,
-                      options={"trust_new_host_key": trust_new_host_key})
+    final = api.apply(
+        pipe,
+        until="deploy",
+        force=["deploy"],
+        progress=progress,
+        on_status=_stage_printer(),
+        log=out.print,
+        options={"trust_new_host_key": trust_new_host_key},
+    )
     skipped = next(s for s in final if s.stage.name == "deploy")
     if skipped.state != "up to date":
         raise QlspecError(f"deploy did not run: {'; '.join(skipped.reasons)}", where=str(spec))
@@ -165,13 +196,18 @@ def deploy(spec: SpecArg, build_dir: BuildDir = Path("build"),
 
 
 @app.command()
-def run(spec: SpecArg, photos: Annotated[list[Path], typer.Argument(help="Photos (PNG or JPEG).", show_default=False)],
-        output: Annotated[Path | None, typer.Option("-o", "--output", help="Folder for the pictures and landmarks.json "
-                                                       "(default: BUILD_DIR/<name>/run).")] = None,
-        roi: Annotated[str | None, typer.Option("--roi", help="Crop box SX,SY,EX,EY in photo pixels, for every photo "
-                                                   "(default: the whole photo).")] = None,
-        build_dir: BuildDir = Path("build"),
-        progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True) -> None:
+def run(
+    spec: SpecArg,
+    photos: Annotated[list[Path], typer.Argument(help="Photos (PNG or JPEG).", show_default=False)],
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Folder for the pictures and landmarks.json (default: BUILD_DIR/<name>/run).")
+    ] = None,
+    roi: Annotated[
+        str | None, typer.Option("--roi", help="Crop box SX,SY,EX,EY in photo pixels, for every photo (default: the whole photo).")
+    ] = None,
+    build_dir: BuildDir = Path("build"),
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+) -> None:
     """Run the built AI application on photos (under qemu as a Cortex-A72; backend cpu: natively) and draw their 68 landmarks."""
     from qlspec import pipeline as api
     from qlspec.photos_run import parse_roi, run_on_photos
@@ -182,18 +218,33 @@ def run(spec: SpecArg, photos: Annotated[list[Path], typer.Argument(help="Photos
         raise QlspecError("target.backend is reference: there is no application to run (use armcl or cpu)", where=str(spec))
     api.apply(pipe, until="build", progress=progress, on_status=_quiet_unless_running(), log=out.print)
     folder = output or pipe.build_dir / "run"
-    pictures = run_on_photos(pipe.build_dir, photos, folder, backend=pipe.spec.target.backend, roi=box,
-                             threads=pipe.spec.target.threads, cpu=pipe.spec.target.cpu)
+    pictures = run_on_photos(
+        pipe.build_dir,
+        photos,
+        folder,
+        backend=pipe.spec.target.backend,
+        roi=box,
+        threads=pipe.spec.target.threads,
+        cpu=pipe.spec.target.cpu,
+    )
     for photo, picture in zip(photos, pictures):
         out.print(f"{photo} -> {picture}")
     out.print(f"landmarks: {folder / 'landmarks.json'}")
 
 
 @app.command()
-def compare(spec: SpecArg, build_dir: BuildDir = Path("build"),
-            algorithm: Annotated[list[str] | None, typer.Option("--algorithm", help="ptq or pact (repeatable); default: the spec's compare.algorithms, else both.")] = None,
-            bits: Annotated[list[int] | None, typer.Option("--bits", help="Bit-width for weights and activations (repeatable); default: the spec's compare.bits.")] = None,
-            progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True) -> None:
+def compare(
+    spec: SpecArg,
+    build_dir: BuildDir = Path("build"),
+    algorithm: Annotated[
+        list[str] | None, typer.Option("--algorithm", help="ptq or pact (repeatable); default: the spec's compare.algorithms, else both.")
+    ] = None,
+    bits: Annotated[
+        list[int] | None,
+        typer.Option("--bits", help="Bit-width for weights and activations (repeatable); default: the spec's compare.bits."),
+    ] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+) -> None:
     """PTQ vs PACT QAT from the same float network at each bit-width: a table and a chart."""
     from qlspec import pipeline as api
     from qlspec.spec.models import Compare
@@ -206,7 +257,9 @@ def compare(spec: SpecArg, build_dir: BuildDir = Path("build"),
         section = Compare.model_validate(chosen)
     except ValidationError as e:
         first = e.errors()[0]
-        raise QlspecError(f"{'.'.join(map(str, first['loc']))}: {first['msg']} (got {first.get('input')!r})", where="qlspec compare") from None
+        raise QlspecError(
+            f"{'.'.join(map(str, first['loc']))}: {first['msg']} (got {first.get('input')!r})", where="qlspec compare"
+        ) from None
     pipe = Pipeline(pipe.stages, pipe.spec.model_copy(update={"compare": section}), pipe.spec_path, pipe.build_root)
     api.apply(pipe, only="compare", progress=progress, on_status=_stage_printer(), log=out.print)
     out.print((pipe.build_dir / "compare" / "compare.md").read_text())
@@ -214,12 +267,15 @@ def compare(spec: SpecArg, build_dir: BuildDir = Path("build"),
 
 
 @app.command()
-def diff(specs: Annotated[list[str], typer.Argument(help="OLD NEW; or SPEC with --against; or git's 7 arguments with --git.",
-                                                    show_default=False)],
-         against: Annotated[str | None, typer.Option("--against", help="Compare SPEC with itself at this git revision.")] = None,
-         git: Annotated[bool, typer.Option("--git", help="Act as git's external diff driver (see the README).")] = False,
-         fmt: Annotated[str, typer.Option("--format", help="text, json or markdown (a table for a pull request).")] = "text",
-         as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False) -> None:
+def diff(
+    specs: Annotated[
+        list[str], typer.Argument(help="OLD NEW; or SPEC with --against; or git's 7 arguments with --git.", show_default=False)
+    ],
+    against: Annotated[str | None, typer.Option("--against", help="Compare SPEC with itself at this git revision.")] = None,
+    git: Annotated[bool, typer.Option("--git", help="Act as git's external diff driver (see the README).")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="text, json or markdown (a table for a pull request).")] = "text",
+    as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
+) -> None:
     """Semantic diff of two specs (extends and defaults applied) and the stages each change invalidates."""
     from qlspec.spec.diff import render_markdown, spec_diff, stages_to_rerun
     from qlspec.spec.load import load_spec
@@ -264,19 +320,25 @@ def diff(specs: Annotated[list[str], typer.Argument(help="OLD NEW; or SPEC with 
     for c in changes:
         stages = ", ".join(c.stages) if c.stages else "none"
         effect = "" if c.effect == "result" else f" ({c.effect} only)" if not c.stages else f" ({c.effect})"
-        out.print(f"{escape(c.path)}: {escape(_json(c.old))} -> {escape(_json(c.new))}   [dim]invalidates: {stages}{effect}[/dim]",
-                  markup=True)
+        out.print(
+            f"{escape(c.path)}: {escape(_json(c.old))} -> {escape(_json(c.new))}   [dim]invalidates: {stages}{effect}[/dim]", markup=True
+        )
         if c.path == "name":
-            out.print(f"  [dim]the build folder becomes build/{escape(str(c.new))}: move build/{escape(str(c.old))} there to keep "
-                      "what is built[/dim]", markup=True)
+            out.print(
+                f"  [dim]the build folder becomes build/{escape(str(c.new))}: move build/{escape(str(c.old))} there to keep "
+                "what is built[/dim]",
+                markup=True,
+            )
     invalid = stages_to_rerun(changes, STAGES)
     out.print(f"{len(changes)} change(s); stages to rerun: {', '.join(invalid) if invalid else 'none'}")
 
 
 @app.command()
-def new(extra: Annotated[list[str] | None, typer.Argument(help="Template values as key=value (name, width, quantisation, board).")] = None,
-        no_input: Annotated[bool, typer.Option("--no-input", help="Do not prompt; take defaults and key=value pairs.")] = False,
-        output_dir: Annotated[Path, typer.Option("-o", "--output-dir", help="Where the new application folder is created.")] = Path(".")) -> None:
+def new(
+    extra: Annotated[list[str] | None, typer.Argument(help="Template values as key=value (name, width, quantisation, board).")] = None,
+    no_input: Annotated[bool, typer.Option("--no-input", help="Do not prompt; take defaults and key=value pairs.")] = False,
+    output_dir: Annotated[Path, typer.Option("-o", "--output-dir", help="Where the new application folder is created.")] = Path("."),
+) -> None:
     """Scaffold a new AI application folder (cookiecutter template)."""
     from qlspec.scaffold import scaffold
 
@@ -284,19 +346,33 @@ def new(extra: Annotated[list[str] | None, typer.Argument(help="Template values 
     out.print(f"created {folder}; next: qlspec validate {folder / 'app.yaml'}")
 
 
-InputPrecision = Annotated[str | None, typer.Option(
-    "--input", metavar="uint8|int8|int32", help="Precision of the model's integer input (an ONNX file does not carry it). "
-    "Default: what a side file beside the model declares (qlspec's metadata.json, DORY's config_*.json), else int32.")]
-SideConfig = Annotated[Path | None, typer.Option(
-    "--config", help="A side JSON declaring the input precision, whatever its name: DORY's (input_bits, input_signed) "
-    "or qlspec's export metadata.json (input: {name, bits, signed}). Not with --input.")]
+InputPrecision = Annotated[
+    str | None,
+    typer.Option(
+        "--input",
+        metavar="uint8|int8|int32",
+        help="Precision of the model's integer input (an ONNX file does not carry it). "
+        "Default: what a side file beside the model declares (qlspec's metadata.json, DORY's config_*.json), else int32.",
+    ),
+]
+SideConfig = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="A side JSON declaring the input precision, whatever its name: DORY's (input_bits, input_signed) "
+        "or qlspec's export metadata.json (input: {name, bits, signed}). Not with --input.",
+    ),
+]
 
 
 @app.command()
-def convert(model: Annotated[Path, typer.Argument(help="A QuantLab-exported ONNX file (Deeploy or DORY flavour).")],
-            output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the qlspec graph (graph.json + constants.npz).")],
-            no_optimise: Annotated[bool, typer.Option("--no-optimise", help="Write the graph as parsed, without passes.")] = False,
-            input_precision: InputPrecision = None, config: SideConfig = None) -> None:
+def convert(
+    model: Annotated[Path, typer.Argument(help="A QuantLab-exported ONNX file (Deeploy or DORY flavour).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the qlspec graph (graph.json + constants.npz).")],
+    no_optimise: Annotated[bool, typer.Option("--no-optimise", help="Write the graph as parsed, without passes.")] = False,
+    input_precision: InputPrecision = None,
+    config: SideConfig = None,
+) -> None:
     """Convert QuantLab ONNX into the qlspec integer graph, optimise it, and print a summary."""
     from qlspec.graph.io import save_graph
     from qlspec.graph.passes import optimise
@@ -315,17 +391,31 @@ def convert(model: Annotated[Path, typer.Argument(help="A QuantLab-exported ONNX
 
 
 @app.command()
-def infer(model: Annotated[Path, typer.Argument(help="A qlspec graph folder or a QuantLab ONNX file.")],
-          inputs: Annotated[Path, typer.Option("--inputs", help="An .npz of integer inputs, matched by name or order.")],
-          output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the outputs (.npz).")],
-          backend: Annotated[str, typer.Option("--backend", help="reference: the numpy engine; armcl: the generated ARM "
-                                               "Compute Library C++, cross-built and run under qemu-aarch64 as a Cortex-A72; "
-                                               "cpu: the same C++ without ACL, built and run on this machine.")] = "reference",
-          threads: Annotated[int, typer.Option("--threads", min=1, max=64, help="Threads for --backend armcl (ACL's scheduler).")] = 1,
-          project: Annotated[Path | None, typer.Option("--project", help="Keep the generated project in this folder.")] = None,
-          input_precision: InputPrecision = None, config: SideConfig = None,
-          expect: Annotated[Path | None, typer.Option("--expect", help="A reference .npz to compare the outputs with, by the "
-                                                         "model's output names, else in order; exit 1 if any value differs.")] = None) -> None:
+def infer(
+    model: Annotated[Path, typer.Argument(help="A qlspec graph folder or a QuantLab ONNX file.")],
+    inputs: Annotated[Path, typer.Option("--inputs", help="An .npz of integer inputs, matched by name or order.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the outputs (.npz).")],
+    backend: Annotated[
+        str,
+        typer.Option(
+            "--backend",
+            help="reference: the numpy engine; armcl: the generated ARM "
+            "Compute Library C++, cross-built and run under qemu-aarch64 as a Cortex-A72; "
+            "cpu: the same C++ without ACL, built and run on this machine.",
+        ),
+    ] = "reference",
+    threads: Annotated[int, typer.Option("--threads", min=1, max=64, help="Threads for --backend armcl (ACL's scheduler).")] = 1,
+    project: Annotated[Path | None, typer.Option("--project", help="Keep the generated project in this folder.")] = None,
+    input_precision: InputPrecision = None,
+    config: SideConfig = None,
+    expect: Annotated[
+        Path | None,
+        typer.Option(
+            "--expect",
+            help="A reference .npz to compare the outputs with, by the model's output names, else in order; exit 1 if any value differs.",
+        ),
+    ] = None,
+) -> None:
     """Run the integer graph: with the reference engine (exact integer semantics) or a generated backend."""
     from qlspec.engine.run import run_graph
     from qlspec.modelio import compare_outputs, load_model, read_inputs, write_outputs
@@ -341,6 +431,7 @@ def infer(model: Annotated[Path, typer.Argument(help="A qlspec graph folder or a
         results = run_graph(graph, feeds)
     else:
         from qlspec.codegen.run import run_generated
+
         results = run_generated(graph, feeds, backend=backend, threads=threads, folder=project)
     write_outputs(output, results)
     for name, value in results.items():
@@ -362,8 +453,9 @@ def _stage_printer():
         name = status.stage.name
         if event == "start":
             started[name] = time.perf_counter()
-            out.print(f"[bold]{name:<9}[/bold] running: {status.stage.summary} [dim]({escape('; '.join(status.reasons))})[/dim]",
-                      markup=True)
+            out.print(
+                f"[bold]{name:<9}[/bold] running: {status.stage.summary} [dim]({escape('; '.join(status.reasons))})[/dim]", markup=True
+            )
         elif event == "done":
             out.print(f"[bold]{name:<9}[/bold] [green]done[/green] in {time.perf_counter() - started[name]:.1f} s", markup=True)
         else:

@@ -44,7 +44,7 @@ def landmarks_from_outputs(z: np.ndarray, stats: ParamStats, face_model: FaceMod
 def network_outputs(net: torch.nn.Module, faces: FaceSet, transform: InputTransform, batch_size: int = 256) -> np.ndarray:
     """The network's raw (normalised) outputs ``(N, 62)`` float32 on `faces` (inputs by `transform`), in eval mode."""
     net.eval()
-    outs = [net(transform(faces.images[s:s + batch_size])).float().numpy() for s in range(0, len(faces), batch_size)]
+    outs = [net(transform(faces.images[s : s + batch_size])).float().numpy() for s in range(0, len(faces), batch_size)]
     return np.concatenate(outs).astype(np.float32)
 
 
@@ -70,7 +70,7 @@ def fitting_images(data_dir: Path, spec: AppSpec) -> torch.Tensor:
     Every stage that integerises uses these, so they all get the same constants."""
     train, val = load_split(data_dir, "train"), load_split(data_dir, "val")
     prep = InputTransform.from_spec(spec.preprocess)
-    images = np.concatenate([train.images[:spec.quantisation.ptq.samples], val.images[:spec.verify.samples]])
+    images = np.concatenate([train.images[: spec.quantisation.ptq.samples], val.images[: spec.verify.samples]])
     return prep(images)
 
 
@@ -81,11 +81,11 @@ def integerise(fq: torch.nn.Module, spec: AppSpec, data_dir: Path) -> Integerise
     from qlspec.export import fake_to_true
 
     x = fitting_images(data_dir, spec)
-    return fake_to_true(fq, input_shape=(1, *x.shape[1:]), requant_bits=spec.export.requant_bits, samples=x,
-                        headroom=spec.export.headroom)
+    return fake_to_true(fq, input_shape=(1, *x.shape[1:]), requant_bits=spec.export.requant_bits, samples=x, headroom=spec.export.headroom)
 
 
 def integer_outputs(net: Integerised, faces: FaceSet, transform: InputTransform, batch_size: int = 64) -> np.ndarray:
     """Rung FQI: the integer outputs (int64) of F2T's graph on `faces`, by the torch executor."""
-    return np.concatenate([net.run(transform(faces.images[s:s + batch_size]), engine="torch", batch=batch_size)
-                           for s in range(0, len(faces), batch_size)])
+    return np.concatenate(
+        [net.run(transform(faces.images[s : s + batch_size]), engine="torch", batch=batch_size) for s in range(0, len(faces), batch_size)]
+    )

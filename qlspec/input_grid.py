@@ -64,5 +64,7 @@ def input_grid(mean: float, std: float) -> InputGrid:
         lo, hi = (-128, 127) if signed else (0, 255)
         if min(q) >= lo and max(q) <= hi and len(set(q)) == 256:
             return InputGrid(eps, signed, rounding, lo, hi, (128 if signed else 255) / std)
-    raise ValueError(f"with mean {mean} and std {std}, pixels 0..255 do not map one-to-one onto 8-bit input codes "
-                     "(eps = 1/std): use mean 0 (unsigned) or a mean in [127.5, 128] (signed)")
+    raise ValueError(
+        f"with mean {mean} and std {std}, pixels 0..255 do not map one-to-one onto 8-bit input codes "
+        "(eps = 1/std): use mean 0 (unsigned) or a mean in [127.5, 128] (signed)"
+    )

@@ -37,8 +37,9 @@ def load_model(path: Path, input_types: Mapping[str, tuple[int, bool]] | None = 
 INPUT_PRECISIONS = {"uint8": (8, False), "int8": (8, True), "int32": (32, True)}  # `--input` -> (bits, signed)
 
 
-def input_precision(onnx_path: Path, given: str | None = None, config: Path | None = None
-                    ) -> tuple[dict[str, tuple[int, bool]] | None, str]:
+def input_precision(
+    onnx_path: Path, given: str | None = None, config: Path | None = None
+) -> tuple[dict[str, tuple[int, bool]] | None, str]:
     """The input precision of an ONNX file, which the graph itself does not carry, and where it came from.
 
     In this order: `given` (``uint8``, ``int8`` or ``int32``, for every graph input); the side
@@ -54,8 +55,11 @@ def input_precision(onnx_path: Path, given: str | None = None, config: Path | No
     if config is not None:
         types = read_side_file(Path(config), onnx_path)
         if types is None:
-            raise GraphError("declares no input precision (expected input_bits and input_signed, DORY's config_*.json "
-                             "keys, or input: {name, bits, signed}, qlspec's metadata.json)", where=str(config))
+            raise GraphError(
+                "declares no input precision (expected input_bits and input_signed, DORY's config_*.json "
+                "keys, or input: {name, bits, signed}, qlspec's metadata.json)",
+                where=str(config),
+            )
         return types, str(config)
     for side in _side_files(onnx_path):
         types = read_side_file(side, onnx_path)
@@ -77,8 +81,7 @@ def read_side_file(path: Path, onnx_path: Path) -> dict[str, tuple[int, bool]] |
             raise GraphError(f"input.name must be a string (got {meta['name']!r:.40})", where=str(path))
         return {meta["name"]: (_bits(meta["bits"], path, "input.bits"), _flag(meta["signed"], path, "input.signed"))}
     if "input_bits" in data and "input_signed" in data:
-        return {first_input(onnx_path): (_bits(data["input_bits"], path, "input_bits"),
-                                         _flag(data["input_signed"], path, "input_signed"))}
+        return {first_input(onnx_path): (_bits(data["input_bits"], path, "input_bits"), _flag(data["input_signed"], path, "input_signed"))}
     return None
 
 
@@ -98,8 +101,12 @@ def _side_files(onnx_path: Path) -> list[Path]:
 
 
 def _bits(value: object, path: Path, key: str) -> int:
-    if (isinstance(value, bool) or not isinstance(value, (int, float))
-            or (isinstance(value, float) and not (math.isfinite(value) and value.is_integer())) or not 1 <= int(value) <= 64):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (isinstance(value, float) and not (math.isfinite(value) and value.is_integer()))
+        or not 1 <= int(value) <= 64
+    ):
         raise GraphError(f"{key} must be an integer in 1..64 (got {value!r:.40})", where=str(path))
     return int(value)
 
@@ -159,8 +166,10 @@ def read_inputs(npz_path: Path, g: Graph) -> dict[str, np.ndarray]:
     if all(t in arrays for t in g.inputs):
         return {t: arrays[t] for t in g.inputs}
     if len(arrays) < len(g.inputs):
-        raise GraphError(f"holds {len(arrays)} array(s) {list(arrays)} but the graph takes {len(g.inputs)} "
-                         f"input(s) {list(g.inputs)}", where=str(npz_path))
+        raise GraphError(
+            f"holds {len(arrays)} array(s) {list(arrays)} but the graph takes {len(g.inputs)} input(s) {list(g.inputs)}",
+            where=str(npz_path),
+        )
     return dict(zip(g.inputs, arrays.values()))
 
 
@@ -175,10 +184,9 @@ def compare_outputs(outputs: Mapping[str, np.ndarray], npz_path: Path) -> list[t
     if all(n in ref for n in names):
         keys = names
     elif len(ref) >= len(names):
-        keys = list(ref)[:len(names)]
+        keys = list(ref)[: len(names)]
     else:
-        raise GraphError(f"holds {len(ref)} array(s) {list(ref)} but the model has {len(names)} output(s) {names}",
-                         where=str(npz_path))
+        raise GraphError(f"holds {len(ref)} array(s) {list(ref)} but the model has {len(names)} output(s) {names}", where=str(npz_path))
     rows = []
     for name, key in zip(names, keys):
         got, want = np.asarray(outputs[name]), ref[key]

@@ -30,8 +30,16 @@ def parse_roi(text: str) -> list[float]:
     return values
 
 
-def run_on_photos(build_dir: Path, photos: list[Path], out_dir: Path, *, backend: str = "armcl", roi: list[float] | None = None,
-                  threads: int = 1, cpu: str = "cortex-a72") -> list[Path]:
+def run_on_photos(
+    build_dir: Path,
+    photos: list[Path],
+    out_dir: Path,
+    *,
+    backend: str = "armcl",
+    roi: list[float] | None = None,
+    threads: int = 1,
+    cpu: str = "cortex-a72",
+) -> list[Path]:
     """Run the app that `build_dir`'s build stage built for `backend` on `photos`; writes
     `out_dir`/landmarks.json and one ``<stem>_landmarks.png`` per photo; returns those pictures."""
     app = build_dir / "build" / backend / "bin" / APP
@@ -43,8 +51,10 @@ def run_on_photos(build_dir: Path, photos: list[Path], out_dir: Path, *, backend
     arguments = (["--roi", ",".join(repr(v) for v in roi)] if roi else []) + [str(p.resolve()) for p in photos]
     result = run_app(app, arguments, toolchain_for(backend), threads=threads, cpu=cpu)
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic.write_json(out_dir / "landmarks.json", {**result.landmarks_json,
-                                                   "images": [{**im, "image": str(p)} for im, p in zip(result.landmarks_json["images"], photos)]})
+    atomic.write_json(
+        out_dir / "landmarks.json",
+        {**result.landmarks_json, "images": [{**im, "image": str(p)} for im, p in zip(result.landmarks_json["images"], photos)]},
+    )
     pictures = []
     used: set[str] = set()
     for photo, found in zip(photos, result.landmarks_json["images"]):

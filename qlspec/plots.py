@@ -132,8 +132,15 @@ def landmark_overlays(
             if p is not None:
                 ax.plot(p[i, 0], p[i, 1], "x", ms=3.2, mew=0.8, color=_colour(c), ls="none", zorder=3)
                 err = float(np.hypot(*(p[i, :2] - gt[i, :2])).mean())
-                ax.text(0.03, 0.03, f"{err:.1f} px", transform=ax.transAxes, fontsize=6, color="white",
-                        bbox={"facecolor": "black", "alpha": 0.6, "pad": 1, "lw": 0})
+                ax.text(
+                    0.03,
+                    0.03,
+                    f"{err:.1f} px",
+                    transform=ax.transAxes,
+                    fontsize=6,
+                    color="white",
+                    bbox={"facecolor": "black", "alpha": 0.6, "pad": 1, "lw": 0},
+                )
             ax.set_xlim(-0.5, w - 0.5)
             ax.set_ylim(h - 0.5, -0.5)
             if r == 0:

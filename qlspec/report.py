@@ -27,8 +27,9 @@ from qlspec import atomic
 LADDER = ("MEAN", "FP", "FQ", "FQI", "TQ", "ONNX", "GRAPH", "ARMCL", "CPU", "BOARD")
 
 
-def row(rung: str, *, nme: float | None, n: int, max_abs_diff: float | None = None,
-        mismatches: int | None = None, **extra: Any) -> dict[str, Any]:
+def row(
+    rung: str, *, nme: float | None, n: int, max_abs_diff: float | None = None, mismatches: int | None = None, **extra: Any
+) -> dict[str, Any]:
     """One report row; `extra` keeps further measurements (NME per yaw bin, timings)."""
     if rung not in LADDER:
         raise ValueError(f"unknown rung {rung!r} (ladder: {', '.join(LADDER)})")
@@ -79,8 +80,14 @@ def rung_labels(spec: Any) -> dict[str, str]:
     return labels
 
 
-def write_report(build_dir: Path, name: str, rows: list[dict[str, Any]], stages: Mapping[str, str],
-                 sections: Mapping[str, str] = {}, labels: Mapping[str, str] = DESCRIPTIONS) -> None:
+def write_report(
+    build_dir: Path,
+    name: str,
+    rows: list[dict[str, Any]],
+    stages: Mapping[str, str],
+    sections: Mapping[str, str] = {},
+    labels: Mapping[str, str] = DESCRIPTIONS,
+) -> None:
     """report.json and report.md in `build_dir`; `stages` maps each stage to its state; `sections`
     are further markdown sections (title -> body) placed after the ladder table; `labels` describe
     the rungs (`rung_labels`)."""
@@ -88,14 +95,26 @@ def write_report(build_dir: Path, name: str, rows: list[dict[str, Any]], stages:
     atomic.write_text(build_dir / "report.md", render_markdown(name, rows, stages, sections, labels))
 
 
-def render_markdown(name: str, rows: list[dict[str, Any]], stages: Mapping[str, str],
-                    sections: Mapping[str, str] = {}, labels: Mapping[str, str] = DESCRIPTIONS) -> str:
+def render_markdown(
+    name: str,
+    rows: list[dict[str, Any]],
+    stages: Mapping[str, str],
+    sections: Mapping[str, str] = {},
+    labels: Mapping[str, str] = DESCRIPTIONS,
+) -> str:
     """report.md: the ladder table, its notes, the `sections` in order, then the stages' states."""
-    lines = [f"# {name}: verification report", "", *ladder_table(rows, labels), "",
-             "NME: mean 2D landmark error / sqrt(w*h) of the ground-truth 68-point box, %. " + images_note(rows),
-             ("Against the rung above: integer rungs count the outputs that differ (mismatches); float rungs give "
-              "the largest absolute difference of the normalised outputs (max abs diff). MEAN is a baseline, not a rung. "
-              "TQ must equal FQI bit for bit. Every measurement of every row: `report.json`.")]
+    lines = [
+        f"# {name}: verification report",
+        "",
+        *ladder_table(rows, labels),
+        "",
+        "NME: mean 2D landmark error / sqrt(w*h) of the ground-truth 68-point box, %. " + images_note(rows),
+        (
+            "Against the rung above: integer rungs count the outputs that differ (mismatches); float rungs give "
+            "the largest absolute difference of the normalised outputs (max abs diff). MEAN is a baseline, not a rung. "
+            "TQ must equal FQI bit for bit. Every measurement of every row: `report.json`."
+        ),
+    ]
     for title, body in sections.items():
         lines += ["", f"## {title}", "", body.rstrip()]
     lines += ["", "## Stages", ""] + [f"- {stage}: {state}" for stage, state in stages.items()]
@@ -140,8 +159,11 @@ def images_note(rows: list[dict[str, Any]]) -> str:
         groups.setdefault(r["n"], []).append(r["rung"])
     if len(groups) == 1:
         return f"Images: {next(iter(groups))} validation images for every rung."
-    return "Images: " + "; ".join(f"{', '.join(rungs)} {n}" for n, rungs in groups.items()) + \
-        " validation images (NMEs on different images are not comparable)."
+    return (
+        "Images: "
+        + "; ".join(f"{', '.join(rungs)} {n}" for n, rungs in groups.items())
+        + " validation images (NMEs on different images are not comparable)."
+    )
 
 
 def graph_section(convert_dir: Path) -> str:
@@ -154,19 +176,28 @@ def graph_section(convert_dir: Path) -> str:
     count, nbytes = weight_count(json.loads((convert_dir / "graph" / "graph.json").read_text()))
     ops = ", ".join(f"{k} x{v}" for k, v in sorted(g["op_counts"].items()))
     io = "; ".join(f"{k} {v}" for k, v in {**g["inputs"], **g["outputs"]}.items())
-    return "\n".join([
-        "The optimised qlspec graph (`convert/graph/`, what the backends build from), per image:", "",
-        "| quantity | value |", "|---|---|",
-        f"| nodes | {g['nodes']} ({ops}) |",
-        f"| MACs | {g['macs']:,} |",
-        f"| weights (Conv and Gemm kernels) | {count:,} values, {nbytes:,} bytes |",
-        f"| all constants (weights, biases, requantiser multipliers and offsets) | {g['weight_bytes']:,} bytes |",
-        f"| peak activation memory with the memory plan | {g['activation_bytes_planned']:,} bytes"
-        + f" (lower bound {g['activation_bytes_lower_bound']:,}) |",
-        f"| activation memory without reuse | {g['activation_bytes_naive']:,} bytes |",
-        f"| input; output | {io} |", "",
-        (f"As parsed from the ONNX file, before optimisation: {p['nodes']} nodes, peak activation memory "
-         f"{p['activation_bytes_planned']:,} bytes with the memory plan ({p['activation_bytes_naive']:,} without reuse)."), ""])
+    return "\n".join(
+        [
+            "The optimised qlspec graph (`convert/graph/`, what the backends build from), per image:",
+            "",
+            "| quantity | value |",
+            "|---|---|",
+            f"| nodes | {g['nodes']} ({ops}) |",
+            f"| MACs | {g['macs']:,} |",
+            f"| weights (Conv and Gemm kernels) | {count:,} values, {nbytes:,} bytes |",
+            f"| all constants (weights, biases, requantiser multipliers and offsets) | {g['weight_bytes']:,} bytes |",
+            f"| peak activation memory with the memory plan | {g['activation_bytes_planned']:,} bytes"
+            + f" (lower bound {g['activation_bytes_lower_bound']:,}) |",
+            f"| activation memory without reuse | {g['activation_bytes_naive']:,} bytes |",
+            f"| input; output | {io} |",
+            "",
+            (
+                f"As parsed from the ONNX file, before optimisation: {p['nodes']} nodes, peak activation memory "
+                f"{p['activation_bytes_planned']:,} bytes with the memory plan ({p['activation_bytes_naive']:,} without reuse)."
+            ),
+            "",
+        ]
+    )
 
 
 _KERNEL_OPS = {"Conv", "ConvRequant", "Gemm", "GemmRequant", "MatMul", "MatMulRequant"}

@@ -61,8 +61,10 @@ def yaw_section(build_dir: Path, binned: list[dict[str, Any]]) -> str:
     """The NME-per-yaw-bin table of every row in `binned` (rows with ``by_yaw``), and nme_by_yaw.png
     for the rows `chart_rows` picks."""
     labels = [k for k in binned[0]["by_yaw"] if k != "mean of bins"]
-    lines = ["| rung | n | " + " | ".join(f"\\|yaw\\| {b}" for b in labels) + " | mean of bins | all |",
-             "|---|---|" + "---|" * (len(labels) + 2)]
+    lines = [
+        "| rung | n | " + " | ".join(f"\\|yaw\\| {b}" for b in labels) + " | mean of bins | all |",
+        "|---|---|" + "---|" * (len(labels) + 2),
+    ]
     for r in binned:
         cells = [_pct(r["by_yaw"].get(b)) for b in labels + ["mean of bins"]]
         lines.append(f"| {r['rung']} | {r['n']} | " + " | ".join(cells) + f" | {_pct(r['nme'])} |")
@@ -70,9 +72,12 @@ def yaw_section(build_dir: Path, binned: list[dict[str, Any]]) -> str:
     chart = {r["rung"]: {b: (v / 100 if v is not None else float("nan")) for b, v in r["by_yaw"].items()} for r in charted}
     nme_by_yaw_chart(chart, build_dir / "nme_by_yaw.png")
     left_out = [r["rung"] for r in binned if r not in charted]
-    caption = (f"The chart: NME per bin (left) and each rung minus {charted[0]['rung']} (right, percentage points); "
-               "rungs with equal values share a line" + (f"; {', '.join(left_out)} in the table only (another "
-                                                        "predictor or other images)" if left_out else "") + ".")
+    caption = (
+        f"The chart: NME per bin (left) and each rung minus {charted[0]['rung']} (right, percentage points); "
+        "rungs with equal values share a line"
+        + (f"; {', '.join(left_out)} in the table only (another predictor or other images)" if left_out else "")
+        + "."
+    )
     return "\n".join(lines) + f"\n\n{caption}\n\n![NME per yaw bin](nme_by_yaw.png)\n"
 
 
@@ -84,9 +89,11 @@ def landmark_section(build_dir: Path, outputs: Mapping[str, np.ndarray]) -> str:
     stats, model = load_stats(build_dir / "data"), load_face_model(build_dir / "data")
     preds = {rung: landmarks_from_outputs(z[:n], stats, model) for rung, z in outputs.items()}
     landmark_overlays(faces.images, faces.landmarks, preds, build_dir / "landmarks.png", n=n)
-    return (f"One column per rung (rungs with identical landmarks share one), one row per image (the first {n} "
-            f"validation images): the rung's 68 landmarks (crosses) over the ground truth (green dots), and their mean "
-            f"distance from it in pixels.\n\n![landmark overlays](landmarks.png)\n")
+    return (
+        f"One column per rung (rungs with identical landmarks share one), one row per image (the first {n} "
+        f"validation images): the rung's 68 landmarks (crosses) over the ground truth (green dots), and their mean "
+        f"distance from it in pixels.\n\n![landmark overlays](landmarks.png)\n"
+    )
 
 
 def chart_rows(binned: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -27,6 +27,7 @@ LIBRARY = shipped("specs")
 
 def library_choices() -> dict[str, list[str]]:
     """The template's choice lists from the spec library (the template's own default first)."""
+
     def names(folder: str, suffix: str = "") -> list[str]:
         return sorted(p.name[: -len(suffix + ".yaml")] for p in (LIBRARY / folder).glob(f"*{suffix}.yaml"))
 
@@ -50,7 +51,10 @@ def scaffold(pairs: list[str], *, no_input: bool, output_dir: Path) -> Path:
         allowed[key] = _ordered(allowed[key], found)
     unknown = sorted(set(context) - set(allowed))
     if unknown:
-        raise QlspecError(f"unknown template value(s) {', '.join(unknown)} (allowed: {', '.join(k for k in allowed if not k.startswith('_'))})", where="qlspec new")
+        raise QlspecError(
+            f"unknown template value(s) {', '.join(unknown)} (allowed: {', '.join(k for k in allowed if not k.startswith('_'))})",
+            where="qlspec new",
+        )
     for key, value in context.items():
         if isinstance(allowed[key], list) and value not in allowed[key]:
             raise QlspecError(f"{key} '{value}' is not in the spec library (choose from: {', '.join(allowed[key])})", where="qlspec new")
@@ -63,8 +67,9 @@ def scaffold(pairs: list[str], *, no_input: bool, output_dir: Path) -> Path:
         shutil.copytree(TEMPLATE, template)
         (template / "cookiecutter.json").write_text(json.dumps(allowed, indent=2) + "\n")
         try:
-            folder = cookiecutter(str(template), no_input=no_input, extra_context=context, output_dir=str(output_dir),
-                                  overwrite_if_exists=False)
+            folder = cookiecutter(
+                str(template), no_input=no_input, extra_context=context, output_dir=str(output_dir), overwrite_if_exists=False
+            )
         except CookiecutterException as e:
             raise QlspecError(str(e).splitlines()[0] if str(e) else e.__class__.__name__, where="qlspec new") from None
     from qlspec import atomic

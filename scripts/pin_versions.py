@@ -48,7 +48,9 @@ def _applies(marker: str) -> bool:
 
 if __name__ == "__main__":
     pins = closure("qlspec", ("test",))
-    lines = ["# The versions the whole suite passed with (python3 scripts/pin_versions.py writes this file).",
-             "# scripts/install.sh installs with -c constraints.txt; pyproject.toml keeps the ranges qlspec supports."]
+    lines = [
+        "# The versions the whole suite passed with (python3 scripts/pin_versions.py writes this file).",
+        "# scripts/install.sh installs with -c constraints.txt; pyproject.toml keeps the ranges qlspec supports.",
+    ]
     (ROOT / "constraints.txt").write_text("\n".join(lines + [f"{k}=={v}" for k, v in sorted(pins.items())]) + "\n")
     print(f"constraints.txt: {len(pins)} pins")

@@ -40,8 +40,8 @@ def free_port() -> int:
 
 @dataclass
 class LoopbackBoard:
-    folder: Path                      # the board's files: keys, config, and home/ for the app
-    setup: str = ""                   # bash run in sshd's mount namespace before it starts
+    folder: Path  # the board's files: keys, config, and home/ for the app
+    setup: str = ""  # bash run in sshd's mount namespace before it starts
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
 
@@ -74,8 +74,8 @@ class LoopbackBoard:
 Port {self.port}
 ListenAddress 127.0.0.1
 HostKey {self.host_key}
-PidFile {self.folder / 'sshd.pid'}
-AuthorizedKeysFile {self.folder / 'authorized_keys'}
+PidFile {self.folder / "sshd.pid"}
+AuthorizedKeysFile {self.folder / "authorized_keys"}
 StrictModes no
 UsePAM no
 PasswordAuthentication no
@@ -86,8 +86,9 @@ LogLevel ERROR
 """)
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)
         script = f"set -e\nmount --make-rprivate /\n{self.setup}\nexec {SSHD} -D -e -f {config}"
-        self.process = subprocess.Popen(["unshare", "-m", "bash", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                        text=True)
+        self.process = subprocess.Popen(
+            ["unshare", "-m", "bash", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -112,12 +113,38 @@ LogLevel ERROR
 
     def deploy_section(self, path: Path | None = None, **extra: object) -> dict:
         """The spec's deploy section for this board (the app folder in the board's home by default)."""
-        return {"enabled": True, "host": "127.0.0.1", "port": self.port, "user": self.user, "key": str(self.client_key),
-                "agent": False, "known_hosts": str(self.known_hosts), "path": str(path or self.home / "app"),
-                "launcher": LAUNCHER, **extra}
+        return {
+            "enabled": True,
+            "host": "127.0.0.1",
+            "port": self.port,
+            "user": self.user,
+            "key": str(self.client_key),
+            "agent": False,
+            "known_hosts": str(self.known_hosts),
+            "path": str(path or self.home / "app"),
+            "launcher": LAUNCHER,
+            **extra,
+        }
 
     def shell(self, command: str, path: Path | None = None) -> subprocess.CompletedProcess:
         """Run `command` on the board over ssh (the OpenSSH client, not the code under test)."""
-        return subprocess.run(["ssh", "-p", str(self.port), "-i", str(self.client_key), "-o", f"UserKnownHostsFile={self.known_hosts}",
-                               "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", f"{self.user}@127.0.0.1", command],
-                              capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [
+                "ssh",
+                "-p",
+                str(self.port),
+                "-i",
+                str(self.client_key),
+                "-o",
+                f"UserKnownHostsFile={self.known_hosts}",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "BatchMode=yes",
+                f"{self.user}@127.0.0.1",
+                command,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )

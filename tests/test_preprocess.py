@@ -37,8 +37,9 @@ def test_rgb_flips_the_channels_and_rejects_float_images():
 
 def _quantiser_codes(mean: float, std: float) -> tuple[Integerised, np.ndarray]:
     """The input codes the F2T graph gives for all 256 pixel values, through the spec."""
-    spec = AppSpec.model_validate({"name": "x", "preprocess": {"normalise": {"mean": mean, "std": std}},
-                                   "quantisation": {"algorithm": "ptq"}})
+    spec = AppSpec.model_validate(
+        {"name": "x", "preprocess": {"normalise": {"mean": mean, "std": std}}, "quantisation": {"algorithm": "ptq"}}
+    )
     prep = InputTransform.from_spec(spec.preprocess)
     torch.manual_seed(0)
     pixels = np.random.default_rng(0).integers(0, 256, (4, 120, 120, 3), dtype=np.uint8)
@@ -58,7 +59,10 @@ def test_changing_normalise_changes_the_input_quantiser():
     assert node.attr_dict == {"eps": 1 / 128, "lo": -128, "hi": 127, "rounding": "floor"}
     assert np.array_equal(q[0, 0].ravel(), np.arange(256) - 128)
     net, q = _quantiser_codes(0.0, 255.0)
-    assert net.input_quantiser.attr("rounding") == "half_up" and (net.input_quantiser.attr("lo"), net.input_quantiser.attr("hi")) == (0, 255)
+    assert net.input_quantiser.attr("rounding") == "half_up" and (net.input_quantiser.attr("lo"), net.input_quantiser.attr("hi")) == (
+        0,
+        255,
+    )
     assert np.array_equal(q[0, 0].ravel(), np.arange(256))  # unsigned: pixel p -> code p
     assert net.input_info.describe().startswith("u8")
 
@@ -85,8 +89,11 @@ def numpy_grid(mean: float, std: float):
         x = (np.arange(256, dtype=np.float32) - np.float32(mean)) / np.float32(std)
         rounding = "floor" if abs((mean % 1) - 0.5) < 0.25 else "half_up"
         for signed in (False, True):
-            eps = (np.float32(np.float32(2) * np.float32(128 / std) / np.float32(256)) if signed
-                   else np.float32(np.float32(255 / std) / np.float32(255)))
+            eps = (
+                np.float32(np.float32(2) * np.float32(128 / std) / np.float32(256))
+                if signed
+                else np.float32(np.float32(255 / std) / np.float32(255))
+            )
             v = x / eps
             q = np.floor(v) if rounding == "floor" else np.floor(v + np.float32(0.5))
             lo, hi = (-128, 127) if signed else (0, 255)
@@ -96,9 +103,12 @@ def numpy_grid(mean: float, std: float):
 
 
 @settings(max_examples=300, deadline=None)
-@given(mean=st.one_of(st.floats(-1e6, 1e6, allow_nan=False), st.sampled_from([0.0, 127.5, 128.0, 127.75, 127.5000001])),
-       std=st.one_of(st.floats(1e-30, 1e30, allow_nan=False, exclude_min=True),
-                     st.sampled_from([1.0, 128.0, 127.99999, 255.0, 256.0, 1e-40, 3e38])))
+@given(
+    mean=st.one_of(st.floats(-1e6, 1e6, allow_nan=False), st.sampled_from([0.0, 127.5, 128.0, 127.75, 127.5000001])),
+    std=st.one_of(
+        st.floats(1e-30, 1e30, allow_nan=False, exclude_min=True), st.sampled_from([1.0, 128.0, 127.99999, 255.0, 256.0, 1e-40, 3e38])
+    ),
+)
 def test_pure_python_grid_equals_numpy_float32(mean, std):
     """`input_grid` runs in spec validation without numpy; it must decide exactly as float32 numpy does."""
     try:
@@ -113,7 +123,10 @@ def test_a_normalisation_8_bits_cannot_hold_is_a_located_spec_error(spec_file):
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "qlspec", "validate",
-                        spec_file("name: x\npreprocess:\n  normalise: {mean: 50, std: 1}\n")], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "qlspec", "validate", spec_file("name: x\npreprocess:\n  normalise: {mean: 50, std: 1}\n")],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2
     assert "preprocess.normalise" in r.stderr and "one-to-one" in r.stderr and "app.yaml:3:" in r.stderr

@@ -25,13 +25,13 @@ from qlspec import __version__
 class AppConstants:
     size: int
     bgr: bool
-    code: np.ndarray        # (256,) int
-    eps: np.ndarray         # (P,) float64
-    mean: np.ndarray        # (P,)
-    std: np.ndarray         # (P,)
-    u: np.ndarray           # (3K,)
-    w_shp: np.ndarray       # (3K, 40)
-    w_exp: np.ndarray       # (3K, 10)
+    code: np.ndarray  # (256,) int
+    eps: np.ndarray  # (P,) float64
+    mean: np.ndarray  # (P,)
+    std: np.ndarray  # (P,)
+    u: np.ndarray  # (3K,)
+    w_shp: np.ndarray  # (3K, 40)
+    w_exp: np.ndarray  # (3K, 10)
     frame_3ddfa: bool
     model_size: float
 
@@ -55,11 +55,19 @@ class AppConstants:
         if params != 62 or model.w_shp.shape[1] != 40 or model.w_exp.shape[1] != 10:
             raise ValueError("the app's post-processing is 3DDFA's: 62 parameters, 40 shape and 10 expression bases")
         eps = np.broadcast_to(np.asarray(output_eps, np.float64), (params,))
-        return cls(size=int(spec.preprocess.size), bgr=spec.preprocess.channel_order == "BGR", code=code, eps=eps,
-                   mean=np.asarray(stats.mean, np.float64), std=np.asarray(stats.std, np.float64),
-                   u=np.asarray(model.u, np.float64)[k], w_shp=np.asarray(model.w_shp, np.float64)[k],
-                   w_exp=np.asarray(model.w_exp, np.float64)[k], frame_3ddfa=model.frame == "3ddfa",
-                   model_size=float(model.size))
+        return cls(
+            size=int(spec.preprocess.size),
+            bgr=spec.preprocess.channel_order == "BGR",
+            code=code,
+            eps=eps,
+            mean=np.asarray(stats.mean, np.float64),
+            std=np.asarray(stats.std, np.float64),
+            u=np.asarray(model.u, np.float64)[k],
+            w_shp=np.asarray(model.w_shp, np.float64)[k],
+            w_exp=np.asarray(model.w_exp, np.float64)[k],
+            frame_3ddfa=model.frame == "3ddfa",
+            model_size=float(model.size),
+        )
 
 
 def _doubles(a: np.ndarray) -> str:

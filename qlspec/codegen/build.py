@@ -42,25 +42,39 @@ def build_project(folder: Path, tc: Toolchain, *, jobs: int | None = None, timeo
         log.append(f"$ {' '.join(cmd)}\n{r.stdout}{r.stderr}")
         (folder / "build.log").write_text("\n".join(log))
         if r.returncode != 0:
-            raise BackendError(f"build failed (exit {r.returncode}): {_first_error(r.stdout + r.stderr)} "
-                               f"(full log: {folder / 'build.log'})", where=str(folder))
+            raise BackendError(
+                f"build failed (exit {r.returncode}): {_first_error(r.stdout + r.stderr)} (full log: {folder / 'build.log'})",
+                where=str(folder),
+            )
     return out / BINARY
 
 
 @dataclass(frozen=True)
 class RunResult:
     outputs: list[np.ndarray]
-    median_ms: float       # per batch, over the timed passes
+    median_ms: float  # per batch, over the timed passes
     wall_s: float
-    node_ms: list[dict] | None = None   # with profile: per node in run order, {"kernel", "ms_per_batch"}
+    node_ms: list[dict] | None = None  # with profile: per node in run order, {"kernel", "ms_per_batch"}
 
 
-def _execute(program: Path, arguments: list[str], tc: Toolchain, *, threads: int, repeat: int, cpu: str, out: str,
-             timeout: float, what: str) -> float:
+def _execute(
+    program: Path, arguments: list[str], tc: Toolchain, *, threads: int, repeat: int, cpu: str, out: str, timeout: float, what: str
+) -> float:
     """Run a generated runner (under qemu when cross-built) with the options every runner takes;
     returns the wall time; a failure or time-out is a BackendError naming `what` ran."""
-    cmd = [*tc.run_prefix(cpu), str(program), "--weights", str(program.parent / "weights.bin"), "--threads", str(threads),
-           "--repeat", str(repeat), "--out", out, *arguments]
+    cmd = [
+        *tc.run_prefix(cpu),
+        str(program),
+        "--weights",
+        str(program.parent / "weights.bin"),
+        "--threads",
+        str(threads),
+        "--repeat",
+        str(repeat),
+        "--out",
+        out,
+        *arguments,
+    ]
     t0 = time.perf_counter()
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -71,16 +85,34 @@ def _execute(program: Path, arguments: list[str], tc: Toolchain, *, threads: int
     return time.perf_counter() - t0
 
 
-def run_binary(binary: Path, inputs: list[np.ndarray], tc: Toolchain, *, threads: int = 1, repeat: int = 0,
-               cpu: str = "cortex-a72", timeout: float = 3600, profile: bool = False) -> RunResult:
+def run_binary(
+    binary: Path,
+    inputs: list[np.ndarray],
+    tc: Toolchain,
+    *,
+    threads: int = 1,
+    repeat: int = 0,
+    cpu: str = "cortex-a72",
+    timeout: float = 3600,
+    profile: bool = False,
+) -> RunResult:
     """Run the network on `inputs` (one array per graph input, samples stacked on axis 0)."""
     with tempfile.TemporaryDirectory(prefix="qlspec-run-") as tmp:
         files = []
         for k, a in enumerate(inputs):
             files.append(os.path.join(tmp, f"input_{k}.npy"))
             np.save(files[-1], np.ascontiguousarray(a))
-        wall = _execute(binary, [*(["--profile"] if profile else []), *files], tc, threads=threads, repeat=repeat, cpu=cpu,
-                        out=tmp, timeout=timeout, what="the network")
+        wall = _execute(
+            binary,
+            [*(["--profile"] if profile else []), *files],
+            tc,
+            threads=threads,
+            repeat=repeat,
+            cpu=cpu,
+            out=tmp,
+            timeout=timeout,
+            what="the network",
+        )
         outs = []
         k = 0
         while os.path.exists(os.path.join(tmp, f"output_{k}.npy")):
@@ -92,18 +124,24 @@ def run_binary(binary: Path, inputs: list[np.ndarray], tc: Toolchain, *, threads
 
 @dataclass(frozen=True)
 class AppResult:
-    codes: np.ndarray          # the network input codes the app computed, (N, 3, S, S)
-    outputs: np.ndarray        # its raw integer outputs, (N, P) int64
-    landmarks_json: dict       # landmarks.json as written by the app
-    timing: dict               # timing.json: median milliseconds per photo of each step
+    codes: np.ndarray  # the network input codes the app computed, (N, 3, S, S)
+    outputs: np.ndarray  # its raw integer outputs, (N, P) int64
+    landmarks_json: dict  # landmarks.json as written by the app
+    timing: dict  # timing.json: median milliseconds per photo of each step
     wall_s: float
 
 
-def run_app(app: Path, arguments: list[str], tc: Toolchain, *, threads: int = 1, repeat: int = 0, cpu: str = "cortex-a72",
-            timeout: float = 3600) -> AppResult:
+def run_app(
+    app: Path, arguments: list[str], tc: Toolchain, *, threads: int = 1, repeat: int = 0, cpu: str = "cortex-a72", timeout: float = 3600
+) -> AppResult:
     """Run the AI application (qlspec-app) on photos: `arguments` are its --roi options and photo paths."""
     with tempfile.TemporaryDirectory(prefix="qlspec-app-") as tmp:
         wall = _execute(app, arguments, tc, threads=threads, repeat=repeat, cpu=cpu, out=tmp, timeout=timeout, what="the app")
         out = Path(tmp)
-        return AppResult(np.load(out / "input_0.npy"), np.load(out / "output_0.npy"), json.loads((out / "landmarks.json").read_text()),
-                         json.loads((out / "timing.json").read_text()), wall)
+        return AppResult(
+            np.load(out / "input_0.npy"),
+            np.load(out / "output_0.npy"),
+            json.loads((out / "landmarks.json").read_text()),
+            json.loads((out / "timing.json").read_text()),
+            wall,
+        )

@@ -9,9 +9,15 @@ import numpy as np
 from qlspec.graph.ir import TensorInfo
 
 _CPP = {
-    np.dtype(np.int8): "int8_t", np.dtype(np.uint8): "uint8_t", np.dtype(np.int16): "int16_t",
-    np.dtype(np.uint16): "uint16_t", np.dtype(np.int32): "int32_t", np.dtype(np.uint32): "uint32_t",
-    np.dtype(np.int64): "int64_t", np.dtype(np.uint64): "uint64_t", np.dtype(np.float32): "float",
+    np.dtype(np.int8): "int8_t",
+    np.dtype(np.uint8): "uint8_t",
+    np.dtype(np.int16): "int16_t",
+    np.dtype(np.uint16): "uint16_t",
+    np.dtype(np.int32): "int32_t",
+    np.dtype(np.uint32): "uint32_t",
+    np.dtype(np.int64): "int64_t",
+    np.dtype(np.uint64): "uint64_t",
+    np.dtype(np.float32): "float",
 }
 
 

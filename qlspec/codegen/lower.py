@@ -44,12 +44,12 @@ class Lowered:
     graph: Graph
     plan: MemoryPlan
     blob: Blob
-    members: list[str] = field(default_factory=list)   # class members (ACL layers)
-    setup: list[str] = field(default_factory=list)     # constructor body
-    body: list[str] = field(default_factory=list)      # run() body
-    scratch_bytes: int = 0                             # direct accumulators
-    kernels: dict[str, str] = field(default_factory=dict)   # node name -> kernel
-    lanes: dict[str, str] = field(default_factory=dict)     # node name -> requantiser lanes
+    members: list[str] = field(default_factory=list)  # class members (ACL layers)
+    setup: list[str] = field(default_factory=list)  # constructor body
+    body: list[str] = field(default_factory=list)  # run() body
+    scratch_bytes: int = 0  # direct accumulators
+    kernels: dict[str, str] = field(default_factory=dict)  # node name -> kernel
+    lanes: dict[str, str] = field(default_factory=dict)  # node name -> requantiser lanes
     acl_layers: int = 0
 
 
@@ -109,7 +109,9 @@ class _Lowerer:
         self.out.body.append(f"// {c_string(node.name)}: {node.op} -> {kernel}")
         self.out.body.append("{ const auto t0_ = std::chrono::steady_clock::now();")
         self.out.body.extend(f"  {line}" for line in lines)
-        self.out.body.append(f"  if (profile_) (*profile_)[{index}] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count(); }}")
+        self.out.body.append(
+            f"  if (profile_) (*profile_)[{index}] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count(); }}"
+        )
 
     def scratch(self, nbytes: int) -> None:
         self.out.scratch_bytes = max(self.out.scratch_bytes, -(-nbytes // ALIGN) * ALIGN)
@@ -120,8 +122,10 @@ class _Lowerer:
         fits = lambda a: -I32 <= int(a.min(initial=0)) and int(a.max(initial=0)) < I32  # noqa: E731
         m32 = self.const_array(p.mul.astype(np.int32), "int32_t") if fits(p.mul) else "nullptr"
         b32 = self.const_array(p.bias.astype(np.int32), "int32_t") if p.lanes == "int32" else "nullptr"
-        return (f"requant<{tx}, {ty}>({x}, {y}, {view}, {m64}, {b64}, {m32}, {b32}, "
-                f"{'true' if p.per_channel else 'false'}, {p.shift}, {cpp_int(p.lo)}, {cpp_int(p.hi)});")
+        return (
+            f"requant<{tx}, {ty}>({x}, {y}, {view}, {m64}, {b64}, {m32}, {b32}, "
+            f"{'true' if p.per_channel else 'false'}, {p.shift}, {cpp_int(p.lo)}, {cpp_int(p.hi)});"
+        )
 
     def native_stage(self, node: Node, p: RequantPlan) -> tuple[str, int] | None:
         """The arguments of `AclGemm::configure_native` after the B matrix (bias, qm, shifts, zo, lo,
@@ -131,8 +135,14 @@ class _Lowerer:
         b = bits of mul, s = shift - b and B = round((add + bias*mul) / mul): close to
         RequantShift, not equal to it (two roundings, B rounded)."""
         zo = 128 if p.lo < 0 else 0
-        if not (self.native and p.per_channel and p.lo + zo >= 0 and p.hi + zo <= 255
-                and int(p.mul.min(initial=1)) > 0 and int(p.mul.max(initial=0)) < I32):
+        if not (
+            self.native
+            and p.per_channel
+            and p.lo + zo >= 0
+            and p.hi + zo <= 255
+            and int(p.mul.min(initial=1)) > 0
+            and int(p.mul.max(initial=0)) < I32
+        ):
             return None
         add = p.bias - (1 << p.shift) // 2
         b_acl = (2 * add + p.mul) // (2 * p.mul)  # round half up
@@ -142,8 +152,11 @@ class _Lowerer:
         qm = p.mul << (31 - bits)
         shifts = p.shift - bits
         self.out.lanes[node.name] = "acl-fixed-point"
-        return (f"{self.const_array(b_acl.astype(np.int32), 'int32_t')}, {self.const_array(qm.astype(np.int32), 'int32_t')}, "
-                f"{self.const_array(shifts.astype(np.int32), 'int32_t')}, {zo}, {p.lo}, {p.hi}", zo)
+        return (
+            f"{self.const_array(b_acl.astype(np.int32), 'int32_t')}, {self.const_array(qm.astype(np.int32), 'int32_t')}, "
+            f"{self.const_array(shifts.astype(np.int32), 'int32_t')}, {zo}, {p.lo}, {p.hi}",
+            zo,
+        )
 
     def acl_layer(self, node: Node, x: TensorInfo, bmat: np.ndarray, m: int, plan: RequantPlan) -> tuple[str, int | None] | None:
         """Configure an ACL GEMMLowp layer for A (m x K, activations of type x) @ bmat (K x N, the
@@ -199,8 +212,11 @@ class _Lowerer:
         x, mul, add = node.inputs
         xi, yi = self.info(x), self.info(node.outputs[0])
         p = self._requant_parts(node, op, mul, add, xi.shape, magnitude(xi), None)
-        self.emit(node, "requant", [self.requant_call(node, self.ptr(x), cpp_type(xi), self.dense_view(p),
-                                                      self.ptr(node.outputs[0]), cpp_type(yi), p)])
+        self.emit(
+            node,
+            "requant",
+            [self.requant_call(node, self.ptr(x), cpp_type(xi), self.dense_view(p), self.ptr(node.outputs[0]), cpp_type(yi), p)],
+        )
 
     # Conv, ConvRequant ---------------------------------------------------------------------
     def _Conv(self, node: Node, op) -> None:
@@ -223,13 +239,23 @@ class _Lowerer:
         m, cg, kh, kw = wv.shape
         _, _, ho, wo = yi.shape
         pt, pl, _, _ = conv.pads  # the window starts at the top-left pads
-        win = (f"Window{{{h}, {wd}, {kh}, {kw}, {conv.strides[0]}, {conv.strides[1]}, {conv.dilations[0]}, "
-               f"{conv.dilations[1]}, {pt}, {pl}, {ho}, {wo}}}")
+        win = (
+            f"Window{{{h}, {wd}, {kh}, {kw}, {conv.strides[0]}, {conv.strides[1]}, {conv.dilations[0]}, "
+            f"{conv.dilations[1]}, {pt}, {pl}, {ho}, {wo}}}"
+        )
         acc_bound = np.abs(wv).reshape(m, -1).sum(axis=1) * magnitude(xi)
         if requant is None:
             lo, hi = yi.lo, yi.hi
-            plan = plan_requant(yi.shape, np.ones(1, np.int64), np.zeros(1, np.int64), 1, lo, hi, acc_bound.astype(object),
-                                (bv, 1) if bv is not None else None)
+            plan = plan_requant(
+                yi.shape,
+                np.ones(1, np.int64),
+                np.zeros(1, np.int64),
+                1,
+                lo,
+                hi,
+                acc_bound.astype(object),
+                (bv, 1) if bv is not None else None,
+            )
         else:
             mul, add, rop = requant
             plan = self._requant_parts(node, rop, mul, add, yi.shape, acc_bound.astype(object), (bv, 1) if bv is not None else None)
@@ -242,24 +268,38 @@ class _Lowerer:
         if layer is not None:
             g, zo = layer
             y = f"{self.ptr(node.outputs[0])} + n * {m * hw}"
-            finish = (f"from_native({g}, {m}, {zo}, {y}, 1, {hw});" if zo is not None else
-                      self.requant_call(node, f"{g}.acc()", "int32_t", f"View3{{1, {m}, {hw}, 0, 1, {g}.acc_row_stride(), 0, {hw}, 1}}",
-                                        y, ty, plan))
-            self.emit(node, "acl-native" if zo is not None else "acl-gemmlowp",
-                      [f"for (int64_t n = 0; n < {n}; ++n) {{", f"  im2col({self.ptr(x)} + n * {c * h * wd}, {c}, {win}, {g});",
-                       f"  {g}.run();", f"  {finish}", "}"])
+            finish = (
+                f"from_native({g}, {m}, {zo}, {y}, 1, {hw});"
+                if zo is not None
+                else self.requant_call(
+                    node, f"{g}.acc()", "int32_t", f"View3{{1, {m}, {hw}, 0, 1, {g}.acc_row_stride(), 0, {hw}, 1}}", y, ty, plan
+                )
+            )
+            self.emit(
+                node,
+                "acl-native" if zo is not None else "acl-gemmlowp",
+                [
+                    f"for (int64_t n = 0; n < {n}; ++n) {{",
+                    f"  im2col({self.ptr(x)} + n * {c * h * wd}, {c}, {win}, {g});",
+                    f"  {g}.run();",
+                    f"  {finish}",
+                    "}",
+                ],
+            )
             return
         tacc = "int32_t" if int(acc_bound.max(initial=0)) < (1 << 31) else "int64_t"
         self.scratch(m * hw * (4 if tacc == "int32_t" else 8))
         mg = m // conv.group
         view = f"View3{{1, {m}, {hw}, 0, {hw}, 1, 0, {hw}, 1}}"
-        lines = [f"for (int64_t n = 0; n < {n}; ++n) {{",
-                 f"  {tacc}* acc = reinterpret_cast<{tacc}*>(scratch_.data());",
-                 f"  for (int64_t m = 0; m < {m}; ++m)",
-                 f"    conv_plane({self.ptr(x)} + n * {c * h * wd} + (m / {mg}) * {cg * h * wd}, {self.ptr(w)} + m * {cg * kh * kw}, "
-                 f"{cg}, {win}, acc + m * {hw});",
-                 "  " + self.requant_call(node, "acc", tacc, view, f"{self.ptr(node.outputs[0])} + n * {m * hw}", ty, plan),
-                 "}"]
+        lines = [
+            f"for (int64_t n = 0; n < {n}; ++n) {{",
+            f"  {tacc}* acc = reinterpret_cast<{tacc}*>(scratch_.data());",
+            f"  for (int64_t m = 0; m < {m}; ++m)",
+            f"    conv_plane({self.ptr(x)} + n * {c * h * wd} + (m / {mg}) * {cg * h * wd}, {self.ptr(w)} + m * {cg * kh * kw}, "
+            f"{cg}, {win}, acc + m * {hw});",
+            "  " + self.requant_call(node, "acc", tacc, view, f"{self.ptr(node.outputs[0])} + n * {m * hw}", ty, plan),
+            "}",
+        ]
         self.emit(node, "depthwise" if cg == 1 and conv.group == c == m else "direct-conv", lines)
 
     # Gemm, GemmRequant, MatMul, MatMulRequant ---------------------------------------------
@@ -312,26 +352,44 @@ class _Lowerer:
             mul, add, rop = requant
             mv, av = (np.broadcast_to(v, yi.shape).reshape(out2) for v in self.constants(mul, add))
             plan = plan_requant(out2, mv, av, rop.div, rop.lo, rop.hi, acc_bound, bias)
-        layer = (self.acl_layer(node, ai, bm, m_, plan.on_axis(1))
-                 if b_const and c_const and not trans_a and plan.axis in (None, 1) else None)
+        layer = (
+            self.acl_layer(node, ai, bm, m_, plan.on_axis(1)) if b_const and c_const and not trans_a and plan.axis in (None, 1) else None
+        )
         if layer is not None:
             g, zo = layer
-            finish = (f"from_native({g}, {n_}, {zo}, {self.ptr(y)}, {n_}, 1);" if zo is not None else
-                      self.requant_call(node, f"{g}.acc()", "int32_t", f"View3{{{m_}, {n_}, 1, {g}.acc_row_stride(), 1, 0, {n_}, 1, 0}}",
-                                        self.ptr(y), ty, plan.on_axis(1)))
-            self.emit(node, "acl-native" if zo is not None else "acl-gemmlowp",
-                      [f"rows_to_a({self.ptr(a)}, {m_}, {k_}, {g});", f"{g}.run();", finish])
+            finish = (
+                f"from_native({g}, {n_}, {zo}, {self.ptr(y)}, {n_}, 1);"
+                if zo is not None
+                else self.requant_call(
+                    node,
+                    f"{g}.acc()",
+                    "int32_t",
+                    f"View3{{{m_}, {n_}, 1, {g}.acc_row_stride(), 1, 0, {n_}, 1, 0}}",
+                    self.ptr(y),
+                    ty,
+                    plan.on_axis(1),
+                )
+            )
+            self.emit(
+                node,
+                "acl-native" if zo is not None else "acl-gemmlowp",
+                [f"rows_to_a({self.ptr(a)}, {m_}, {k_}, {g});", f"{g}.run();", finish],
+            )
             return
         tacc = "int32_t" if int(np.max(acc_bound)) < (1 << 31) else "int64_t"
         self.scratch(m_ * n_ * (4 if tacc == "int32_t" else 8))
         sam, sak = (1, m_) if trans_a else (k_, 1)
         sbk, sbn = (1, k_) if trans_b else (n_, 1)
-        lines = [f"{tacc}* acc = reinterpret_cast<{tacc}*>(scratch_.data());",
-                 f"gemm_direct({self.ptr(a)}, {sam}, {sak}, {self.ptr(b)}, {sbk}, {sbn}, {m_}, {k_}, {n_}, acc);"]
+        lines = [
+            f"{tacc}* acc = reinterpret_cast<{tacc}*>(scratch_.data());",
+            f"gemm_direct({self.ptr(a)}, {sam}, {sak}, {self.ptr(b)}, {sbk}, {sbn}, {m_}, {k_}, {n_}, acc);",
+        ]
         if not c_const:
             st = _broadcast_strides(self.info(c).shape, out2)
-            lines.append(f"{{ const int64_t sc[] = {_arr(st)}; const int64_t sa[] = {_arr(_strides(out2))}; "
-                         f"add_nd(acc, sa, {self.ptr(c)}, sc, acc, {_nd(out2)}); }}")
+            lines.append(
+                f"{{ const int64_t sc[] = {_arr(st)}; const int64_t sa[] = {_arr(_strides(out2))}; "
+                f"add_nd(acc, sa, {self.ptr(c)}, sc, acc, {_nd(out2)}); }}"
+            )
         o, ch, i = plan.view
         view = f"View3{{{o}, {ch}, {i}, {ch * i}, {i}, 1, {ch * i}, {i}, 1}}"
         lines.append(self.requant_call(node, "acc", tacc, view, self.ptr(y), ty, plan))
@@ -348,10 +406,12 @@ class _Lowerer:
         idx = np.indices(batch).reshape(len(batch), -1).T if batch else np.zeros((1, 0), np.int64)
         a_off = [int(np.dot(i, a_st)) * m_ * k_ for i in idx] if batch else [0]
         b_off = [int(np.dot(i, b_st)) * k_ * n_ for i in idx] if batch else [0]
-        lines = ["int64_t* acc = reinterpret_cast<int64_t*>(scratch_.data());",
-                 f"{{ static const int64_t ao[] = {_arr(a_off)}, bo[] = {_arr(b_off)};",
-                 f"  for (int64_t q = 0; q < {nb}; ++q) gemm_direct({self.ptr(a)} + ao[q], {k_}, 1, {self.ptr(b)} + bo[q], {n_}, 1, "
-                 f"{m_}, {k_}, {n_}, acc + q * {m_ * n_}); }}"]
+        lines = [
+            "int64_t* acc = reinterpret_cast<int64_t*>(scratch_.data());",
+            f"{{ static const int64_t ao[] = {_arr(a_off)}, bo[] = {_arr(b_off)};",
+            f"  for (int64_t q = 0; q < {nb}; ++q) gemm_direct({self.ptr(a)} + ao[q], {k_}, 1, {self.ptr(b)} + bo[q], {n_}, 1, "
+            f"{m_}, {k_}, {n_}, acc + q * {m_ * n_}); }}",
+        ]
         if requant is None:
             plan = plan_requant(yi.shape, np.ones(1, np.int64), np.zeros(1, np.int64), 1, yi.lo, yi.hi, 1 << 62)
         else:
@@ -362,8 +422,10 @@ class _Lowerer:
 
     # pools ---------------------------------------------------------------------------------
     def _window(self, xi: TensorInfo, yi: TensorInfo, kernel, strides, dilations, pads) -> str:
-        return (f"Window{{{xi.shape[2]}, {xi.shape[3]}, {kernel[0]}, {kernel[1]}, {strides[0]}, {strides[1]}, "
-                f"{dilations[0]}, {dilations[1]}, {pads[0]}, {pads[1]}, {yi.shape[2]}, {yi.shape[3]}}}")
+        return (
+            f"Window{{{xi.shape[2]}, {xi.shape[3]}, {kernel[0]}, {kernel[1]}, {strides[0]}, {strides[1]}, "
+            f"{dilations[0]}, {dilations[1]}, {pads[0]}, {pads[1]}, {yi.shape[2]}, {yi.shape[3]}}}"
+        )
 
     def _MaxPool(self, node: Node, op) -> None:
         (x,), (y,) = node.inputs, node.outputs
@@ -380,8 +442,9 @@ class _Lowerer:
     def _GlobalSumPool(self, node: Node, op) -> None:
         (x,), (y,) = node.inputs, node.outputs
         xi = self.info(x)
-        self.emit(node, "sum-pool", [f"global_sum_pool({self.ptr(x)}, {self.ptr(y)}, {xi.shape[0] * xi.shape[1]}, "
-                                     f"{xi.shape[2] * xi.shape[3]});"])
+        self.emit(
+            node, "sum-pool", [f"global_sum_pool({self.ptr(x)}, {self.ptr(y)}, {xi.shape[0] * xi.shape[1]}, {xi.shape[2] * xi.shape[3]});"]
+        )
 
     # elementwise ---------------------------------------------------------------------------
     def _Add(self, node: Node, op) -> None:
@@ -389,8 +452,14 @@ class _Lowerer:
         y = node.outputs[0]
         shape = self.info(y).shape
         sa, sb = _broadcast_strides(self.info(a).shape, shape), _broadcast_strides(self.info(b).shape, shape)
-        self.emit(node, "add", [f"{{ const int64_t sa[] = {_arr(sa or [0])}, sb[] = {_arr(sb or [0])};",
-                                f"  add_nd({self.ptr(a)}, sa, {self.ptr(b)}, sb, {self.ptr(y)}, {_nd(shape)}); }}"])
+        self.emit(
+            node,
+            "add",
+            [
+                f"{{ const int64_t sa[] = {_arr(sa or [0])}, sb[] = {_arr(sb or [0])};",
+                f"  add_nd({self.ptr(a)}, sa, {self.ptr(b)}, sb, {self.ptr(y)}, {_nd(shape)}); }}",
+            ],
+        )
 
     def _Clip(self, node: Node, op) -> None:
         (x,), (y,) = node.inputs, node.outputs
@@ -402,17 +471,26 @@ class _Lowerer:
 
         def term(mul, add, div, rq):
             return f"RequantTerm{{{'true' if rq else 'false'}, {cpp_int(mul)}, {cpp_int(add + div // 2)}, {int(div).bit_length() - 1}}}"
-        self.emit(node, "requant-add", [
-            f"requant_add({self.ptr(a)}, {self.ptr(b)}, {self.ptr(y)}, {self.info(y).size}, "
-            f"{term(op.in1_mul, op.in1_add, op.in1_div, op.in1_rq)}, {term(op.in2_mul, op.in2_add, op.in2_div, op.in2_rq)}, "
-            f"{term(op.out_mul, op.out_add, op.out_div, op.out_rq)}, {cpp_int(op.lo)}, {cpp_int(op.hi)});"])
+
+        self.emit(
+            node,
+            "requant-add",
+            [
+                f"requant_add({self.ptr(a)}, {self.ptr(b)}, {self.ptr(y)}, {self.info(y).size}, "
+                f"{term(op.in1_mul, op.in1_add, op.in1_div, op.in1_rq)}, {term(op.in2_mul, op.in2_add, op.in2_div, op.in2_rq)}, "
+                f"{term(op.out_mul, op.out_add, op.out_div, op.out_rq)}, {cpp_int(op.lo)}, {cpp_int(op.hi)});"
+            ],
+        )
 
     def _Quantise(self, node: Node, op) -> None:
         (x,), (y,) = node.inputs, node.outputs
         mode = {"floor": 0, "half_up": 1, "round": 2}[op.rounding]
         eps = float(np.float32(op.eps))
-        self.emit(node, "quantise", [f"quantise({self.ptr(x)}, {self.ptr(y)}, {self.info(y).size}, {eps!r}f, "
-                                     f"{cpp_int(op.lo)}, {cpp_int(op.hi)}, {mode});"])
+        self.emit(
+            node,
+            "quantise",
+            [f"quantise({self.ptr(x)}, {self.ptr(y)}, {self.info(y).size}, {eps!r}f, {cpp_int(op.lo)}, {cpp_int(op.hi)}, {mode});"],
+        )
 
     # data movement -------------------------------------------------------------------------
     def _copy(self, node: Node) -> None:
@@ -432,8 +510,14 @@ class _Lowerer:
         xs = _strides(self.info(x).shape)
         ys = self.info(y).shape
         sx = [xs[p] for p in op.perm]
-        self.emit(node, "transpose", [f"{{ const int64_t sx[] = {_arr(sx or [0])}, sy[] = {_arr(_strides(ys) or [0])};",
-                                      f"  copy_nd({self.ptr(x)}, sx, {self.ptr(y)}, sy, {_nd(ys)}); }}"])
+        self.emit(
+            node,
+            "transpose",
+            [
+                f"{{ const int64_t sx[] = {_arr(sx or [0])}, sy[] = {_arr(_strides(ys) or [0])};",
+                f"  copy_nd({self.ptr(x)}, sx, {self.ptr(y)}, sy, {_nd(ys)}); }}",
+            ],
+        )
 
     def _Concat(self, node: Node, op) -> None:
         y = node.outputs[0]
@@ -460,8 +544,14 @@ class _Lowerer:
             index = np.pad(src, width, mode=op.mode)
         if index.size and index.max() >= (1 << 31):
             raise BackendError("Pad input too large for the generator's int32 index table")
-        self.emit(node, "pad", [f"gather({self.ptr(x)}, {self.const_array(index.astype(np.int32), 'int32_t')}, {yi.size}, "
-                                f"{self.ptr(y)}, {cpp_int(op.value)});"])
+        self.emit(
+            node,
+            "pad",
+            [
+                f"gather({self.ptr(x)}, {self.const_array(index.astype(np.int32), 'int32_t')}, {yi.size}, "
+                f"{self.ptr(y)}, {cpp_int(op.value)});"
+            ],
+        )
 
 
 def lower(g: Graph, acl: bool = True, native: bool = False) -> Lowered:

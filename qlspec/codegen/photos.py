@@ -45,7 +45,7 @@ def write_photos(faces_bgr: np.ndarray, folder: Path, seed: int = 0) -> list[Pho
         h, w = side + int(rng.integers(10, 120)), side + int(rng.integers(10, 120))
         frame = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-        frame[y:y + side, x:x + side] = scaled
+        frame[y : y + side, x : x + side] = scaled
         margin = rng.uniform(-0.15, 0.25, 4) * side
         roi = np.array([x - margin[0], y - margin[1], x + side + margin[2], y + side + margin[3]])
         path = folder / f"photo_{i:04d}.{'png' if i % 2 == 0 else 'jpg'}"
@@ -87,8 +87,19 @@ def read_app_landmarks(folder: Path) -> np.ndarray:
     return np.asarray([im["landmarks"] for im in data["images"]], np.float64)
 
 
-def check_app_outputs(codes: np.ndarray, outputs: np.ndarray, landmarks_json: dict, photos: list[Photo], *, graph, input_meta: dict,
-                      output_eps, transform, size: int, data_dir: Path) -> dict:
+def check_app_outputs(
+    codes: np.ndarray,
+    outputs: np.ndarray,
+    landmarks_json: dict,
+    photos: list[Photo],
+    *,
+    graph,
+    input_meta: dict,
+    output_eps,
+    transform,
+    size: int,
+    data_dir: Path,
+) -> dict:
     """The app's results on `photos` against the Python pipeline: input codes against Python's
     pre-processing, outputs against GRAPH run on the app's own codes, landmarks against Python's
     post-processing of the app's outputs. Returns the counts and the largest landmark difference."""
@@ -99,12 +110,17 @@ def check_app_outputs(codes: np.ndarray, outputs: np.ndarray, landmarks_json: di
     graph_out = run_graph(graph, {x: np.asarray(codes).astype(graph.tensors[x].dtype)})[graph.outputs[0]]
     got = np.asarray([im["landmarks"] for im in landmarks_json["images"]], np.float64)
     names = [p.path.name for p in photos]
-    return {"photos": len(photos), "png": sum(n.endswith(".png") for n in names), "jpeg": sum(n.endswith(".jpg") for n in names),
-            "input_codes": int(expected.size), "preprocess_mismatches": int((np.asarray(codes, np.int64) != expected).sum()),
-            "network_outputs": int(np.asarray(outputs).size),
-            "network_mismatches_vs_graph": int((graph_out.reshape(np.shape(outputs)).astype(np.int64) != outputs).sum()),
-            "landmark_max_abs_diff_px": float(np.abs(got - python_landmarks(outputs, photos, output_eps, data_dir, size)).max()),
-            "landmark_tolerance_px": LANDMARK_TOLERANCE_PX}
+    return {
+        "photos": len(photos),
+        "png": sum(n.endswith(".png") for n in names),
+        "jpeg": sum(n.endswith(".jpg") for n in names),
+        "input_codes": int(expected.size),
+        "preprocess_mismatches": int((np.asarray(codes, np.int64) != expected).sum()),
+        "network_outputs": int(np.asarray(outputs).size),
+        "network_mismatches_vs_graph": int((graph_out.reshape(np.shape(outputs)).astype(np.int64) != outputs).sum()),
+        "landmark_max_abs_diff_px": float(np.abs(got - python_landmarks(outputs, photos, output_eps, data_dir, size)).max()),
+        "landmark_tolerance_px": LANDMARK_TOLERANCE_PX,
+    }
 
 
 def app_failure(report: dict, exact: bool) -> str | None:
@@ -112,6 +128,8 @@ def app_failure(report: dict, exact: bool) -> str | None:
     output that differs (unless the output stage is not exact), landmarks beyond the tolerance."""
     pre, net, diff = report["preprocess_mismatches"], report["network_mismatches_vs_graph"], report["landmark_max_abs_diff_px"]
     if pre or (exact and net) or not diff <= LANDMARK_TOLERANCE_PX:
-        return (f"the app differs from the Python pipeline: {pre} input codes, {net if exact else 0} network outputs, "
-                f"landmarks by {diff:.3g} px (tolerance {LANDMARK_TOLERANCE_PX:g})")
+        return (
+            f"the app differs from the Python pipeline: {pre} input codes, {net if exact else 0} network outputs, "
+            f"landmarks by {diff:.3g} px (tolerance {LANDMARK_TOLERANCE_PX:g})"
+        )
     return None

@@ -45,7 +45,7 @@ class RequantPlan:
             return 1, 1, size
         if self.axis == -1:
             return 1, size, 1
-        return math.prod(self.shape[:self.axis]), self.shape[self.axis], math.prod(self.shape[self.axis + 1:])
+        return math.prod(self.shape[: self.axis]), self.shape[self.axis], math.prod(self.shape[self.axis + 1 :])
 
     @property
     def per_channel(self) -> bool:
@@ -64,8 +64,16 @@ def _varying_axes(a: np.ndarray) -> list[int]:
     return [d for d in range(a.ndim) if a.shape[d] > 1 and not (a == a.take([0], axis=d)).all()]
 
 
-def plan_requant(shape: tuple[int, ...], mul: np.ndarray, add: np.ndarray, div: int, lo: int, hi: int,
-                 x_bound: np.ndarray | int, bias: tuple[np.ndarray, int] | None = None) -> RequantPlan:
+def plan_requant(
+    shape: tuple[int, ...],
+    mul: np.ndarray,
+    add: np.ndarray,
+    div: int,
+    lo: int,
+    hi: int,
+    x_bound: np.ndarray | int,
+    bias: tuple[np.ndarray, int] | None = None,
+) -> RequantPlan:
     """Plan `RequantShift(x, mul, add; div, lo, hi)` on an output of `shape`.
 
     x_bound: the largest |x| the requantiser can see, a scalar or one value per index of the
@@ -101,6 +109,11 @@ def plan_requant(shape: tuple[int, ...], mul: np.ndarray, add: np.ndarray, div: 
     mc = np.ascontiguousarray(mc, np.int64)
     bc = np.ascontiguousarray(bc, np.int64)
     worst = max((int(x) * abs(int(u)) + abs(int(v)) for x, u, v in zip(xb, mc, bc)), default=0)
-    fits = (worst < I32 and shift <= 31 and -I32 <= lo and hi < I32
-            and all(-I32 <= int(v) < I32 for v in (mc.min(), mc.max(), bc.min(), bc.max())))
+    fits = (
+        worst < I32
+        and shift <= 31
+        and -I32 <= lo
+        and hi < I32
+        and all(-I32 <= int(v) < I32 for v in (mc.min(), mc.max(), bc.min(), bc.max()))
+    )
     return RequantPlan(shape, axis, mc, bc, shift, int(lo), int(hi), "int32" if fits else "int64")

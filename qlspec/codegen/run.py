@@ -15,8 +15,9 @@ from qlspec.engine.run import check_inputs
 from qlspec.graph.ir import Graph
 
 
-def run_generated(g: Graph, inputs: Mapping[str, np.ndarray], *, backend: str = "armcl", threads: int = 1,
-                  folder: Path | None = None) -> dict[str, np.ndarray]:
+def run_generated(
+    g: Graph, inputs: Mapping[str, np.ndarray], *, backend: str = "armcl", threads: int = 1, folder: Path | None = None
+) -> dict[str, np.ndarray]:
     """`g`'s outputs by name, computed by the generated `backend` project (built in `folder`, or in
     a temporary folder), from inputs checked by the reference engine's rules. "armcl": ARM Compute
     Library, cross-built and run under qemu (natively on aarch64); "cpu": the same kernels without

@@ -16,8 +16,7 @@ from qlspec.errors import BackendError
 
 ACL_HEADER = Path("/usr/include/aarch64-linux-gnu/arm_compute/runtime/NEON/NEFunctions.h")
 ACL_LIBRARY = Path("/usr/lib/aarch64-linux-gnu/libarm_compute.so")
-APT = ("dpkg --add-architecture arm64 && apt-get update && "
-       "apt-get install -y cmake g++-aarch64-linux-gnu qemu-user libarm-compute-dev:arm64")
+APT = "dpkg --add-architecture arm64 && apt-get update && apt-get install -y cmake g++-aarch64-linux-gnu qemu-user libarm-compute-dev:arm64"
 
 
 @dataclass(frozen=True)
@@ -53,11 +52,14 @@ def armcl_toolchain() -> Toolchain:
     """The ARM-CL toolchain, or a BackendError naming every missing part and how to install it."""
     missing = missing_armcl()
     if missing:
-        raise BackendError(f"the ARM-CL backend needs {', '.join(missing)}; install them with `bash scripts/install.sh` "
-                           f"(as root: {APT})")
+        raise BackendError(f"the ARM-CL backend needs {', '.join(missing)}; install them with `bash scripts/install.sh` (as root: {APT})")
     native = platform.machine() in ("aarch64", "arm64")
-    return Toolchain(cmake=shutil.which("cmake") or "cmake", cxx=shutil.which("g++" if native else "aarch64-linux-gnu-g++") or "",
-                     emulator=() if native else (shutil.which("qemu-aarch64") or "qemu-aarch64",), native=native)
+    return Toolchain(
+        cmake=shutil.which("cmake") or "cmake",
+        cxx=shutil.which("g++" if native else "aarch64-linux-gnu-g++") or "",
+        emulator=() if native else (shutil.which("qemu-aarch64") or "qemu-aarch64",),
+        native=native,
+    )
 
 
 def toolchain_for(backend: str) -> Toolchain:

@@ -161,9 +161,7 @@ def _read_mat(image: Path) -> tuple[Path, dict[str, np.ndarray]]:
         raise QlspecError(f"cannot read .mat file: {e}", where=str(mat)) from None
 
 
-def _key(
-    mat: Path, data: dict[str, np.ndarray], key: str, shape: tuple[int, ...], *, at_least: bool = False
-) -> np.ndarray:
+def _key(mat: Path, data: dict[str, np.ndarray], key: str, shape: tuple[int, ...], *, at_least: bool = False) -> np.ndarray:
     """``data[key]`` as float64 of `shape` (1-D shapes accept any layout of that many values)."""
     if key not in data:
         raise QlspecError(f"missing key {key!r}", where=str(mat))
@@ -204,8 +202,9 @@ def _samples(root: str | os.PathLike[str], limit: int | None) -> Iterator[_Sampl
         yield path, path.relative_to(root).as_posix(), read_bgr(path), mat, data
 
 
-def _assemble(images: list[np.ndarray], params: list[np.ndarray], lmk: list[np.ndarray], yaw: list[float],
-              rois: list[np.ndarray], names: list[str]) -> RealFaces:
+def _assemble(
+    images: list[np.ndarray], params: list[np.ndarray], lmk: list[np.ndarray], yaw: list[float], rois: list[np.ndarray], names: list[str]
+) -> RealFaces:
     faces = FaceSet(
         images=np.stack(images),
         params=np.asarray(params, np.float32).reshape(-1, NUM_PARAMS),

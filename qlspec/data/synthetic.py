@@ -54,8 +54,16 @@ _CHUNK = 50  # images per worker task
 
 # (probability active, low, high) per expression coefficient, in EXPRESSION_NAMES order.
 _EXPRESSION_PRIOR = (
-    (0.45, 0.0, 1.2), (0.5, -0.6, 1.0), (0.25, 0.0, 1.0), (0.4, -0.5, 1.0), (0.3, 0.0, 1.0),
-    (0.15, 0.0, 1.0), (0.15, -0.5, 1.0), (0.3, -1.0, 1.0), (0.3, 0.0, 1.0), (0.3, -1.0, 1.0),
+    (0.45, 0.0, 1.2),
+    (0.5, -0.6, 1.0),
+    (0.25, 0.0, 1.0),
+    (0.4, -0.5, 1.0),
+    (0.3, 0.0, 1.0),
+    (0.15, 0.0, 1.0),
+    (0.15, -0.5, 1.0),
+    (0.3, -1.0, 1.0),
+    (0.3, 0.0, 1.0),
+    (0.3, -1.0, 1.0),
 )
 _SHAPE_STD = 2.5 * 0.92 ** np.arange(NUM_SHAPE)
 
@@ -261,8 +269,17 @@ def render_face(params: np.ndarray, model: FaceModel, rng: np.random.Generator, 
     return np.clip(np.round(arr), 0, 255).astype(np.uint8)
 
 
-def _eye(cv: _Canvas, mm: np.ndarray, q: np.ndarray, idx: np.ndarray, iris_col: np.ndarray,
-         gaze: np.ndarray, skin: np.ndarray, hair: np.ndarray, unit: float) -> None:
+def _eye(
+    cv: _Canvas,
+    mm: np.ndarray,
+    q: np.ndarray,
+    idx: np.ndarray,
+    iris_col: np.ndarray,
+    gaze: np.ndarray,
+    skin: np.ndarray,
+    hair: np.ndarray,
+    unit: float,
+) -> None:
     outline = q[idx]
     cv.polygon(outline, np.array([225.0, 222.0, 215.0]))
     centre = mm[idx].mean(0) + gaze - [0, 0, 1.0]
@@ -277,8 +294,11 @@ def _eye(cv: _Canvas, mm: np.ndarray, q: np.ndarray, idx: np.ndarray, iris_col: 
     ImageDraw.Draw(mask).polygon((outline - shift)[:, :2].ravel().tolist(), fill=255)
     d = ImageDraw.Draw(layer)
     r = 0.21 * width
-    for pts, col in ((_circle(centre, r, r), iris_col), (_circle(centre, 0.4 * r, 0.4 * r), np.array([10.0, 10.0, 10.0])),
-                     (_circle(centre + [0.3 * r, -0.35 * r, -0.1], 0.15 * r, 0.15 * r, 6), np.array([240.0, 240.0, 240.0]))):
+    for pts, col in (
+        (_circle(centre, r, r), iris_col),
+        (_circle(centre, 0.4 * r, 0.4 * r), np.array([10.0, 10.0, 10.0])),
+        (_circle(centre + [0.3 * r, -0.35 * r, -0.1], 0.15 * r, 0.15 * r, 6), np.array([240.0, 240.0, 240.0])),
+    ):
         d.polygon((cv.project(pts) - shift)[:, :2].ravel().tolist(), fill=_rgb(col))
     cv.img.paste(layer, box[:2], mask)
     cv.line(q[idx[[0, 1, 2, 3]]], hair * 0.4, 0.9 * unit)

@@ -34,8 +34,9 @@ def release_files(armcl: Path, install: str) -> dict[str, Path]:
     ('push'), or the CMake project to build there ('build')."""
     if install == "push":
         return {f"bin/{name}": armcl / "bin" / name for name in (BINARY, APP, "weights.bin")}
-    return {str(f.relative_to(armcl)): f for f in sorted(armcl.rglob("*"))
-            if f.is_file() and f.relative_to(armcl).parts[0] not in PROJECT_SKIP}
+    return {
+        str(f.relative_to(armcl)): f for f in sorted(armcl.rglob("*")) if f.is_file() and f.relative_to(armcl).parts[0] not in PROJECT_SKIP
+    }
 
 
 def release_id(files: Mapping[str, Path], install: str) -> str:
@@ -76,8 +77,10 @@ class Board:
 
     def installed(self) -> list[str]:
         """Ids of the complete releases on the board."""
-        _, out, _ = self.remote.run(f"cd {q(self.root)}/releases && for d in */; do [ -e \"$d.installed\" ] && "
-                                    "printf '%s\\n' \"${d%/}\"; done; true", "list the releases")
+        _, out, _ = self.remote.run(
+            f'cd {q(self.root)}/releases && for d in */; do [ -e "$d.installed" ] && printf \'%s\\n\' "${{d%/}}"; done; true',
+            "list the releases",
+        )
         return out.split()
 
     def current(self) -> str | None:
@@ -106,8 +109,11 @@ class Board:
         need = sum(f.stat().st_size for f in files.values())
         free = self.free_bytes()
         if free < need + (1 << 20):
-            raise DeployError(f"the board's disk is full: {free / 2**20:.1f} MiB free at {self.root}, the release needs "
-                              f"{need / 2**20:.1f} MiB (+1 MiB to run)", where=where(self.remote.deploy))
+            raise DeployError(
+                f"the board's disk is full: {free / 2**20:.1f} MiB free at {self.root}, the release needs "
+                f"{need / 2**20:.1f} MiB (+1 MiB to run)",
+                where=where(self.remote.deploy),
+            )
         staging = f"{self.root}/.upload-{rid}-{secrets.token_hex(4)}"
         try:
             self._send(staging, files)
@@ -115,8 +121,10 @@ class Board:
             if self.remote.deploy.install == "build":
                 self._build_on_board(staging)
             self._check_runs(staging)
-            self.remote.run(f"touch {q(staging)}/.installed && rm -rf {q(self.release(rid))} && mv {q(staging)} {q(self.release(rid))}",
-                            "install the release")
+            self.remote.run(
+                f"touch {q(staging)}/.installed && rm -rf {q(self.release(rid))} && mv {q(staging)} {q(self.release(rid))}",
+                "install the release",
+            )
         except BaseException:
             self.remote.run(f"rm -rf {q(staging)}", "remove the failed upload", check=False)
             raise
@@ -133,17 +141,22 @@ class Board:
             except OSError as e:
                 free = self.free_bytes()
                 hint = f"; the board has {free / 2**20:.1f} MiB free at {self.root}" if free < (4 << 20) else ""
-                raise DeployError(f"upload of {rel} failed ({e.__class__.__name__}: {str(e)[:120] or 'no reason given'}){hint}",
-                                  where=where(self.remote.deploy)) from None
+                raise DeployError(
+                    f"upload of {rel} failed ({e.__class__.__name__}: {str(e)[:120] or 'no reason given'}){hint}",
+                    where=where(self.remote.deploy),
+                ) from None
         with sftp.open(f"{staging}/MANIFEST.sha256", "w") as fh:
             fh.write(manifest(files))
 
     def _build_on_board(self, staging: str) -> None:
         args = " ".join(q(a) for a in self.remote.deploy.cmake_args)
-        self.remote.run(f"cd {q(staging)} && cmake -S . -B out -DCMAKE_BUILD_TYPE=Release {args} > build.log 2>&1 && "
-                        f"cmake --build out -j \"$(nproc)\" >> build.log 2>&1 && "
-                        f"mkdir -p bin && cp out/{BINARY} out/{APP} weights.bin bin/ "
-                        f"|| {{ tail -n 20 build.log >&2; exit 1; }}", "build on the board (cmake)")
+        self.remote.run(
+            f"cd {q(staging)} && cmake -S . -B out -DCMAKE_BUILD_TYPE=Release {args} > build.log 2>&1 && "
+            f'cmake --build out -j "$(nproc)" >> build.log 2>&1 && '
+            f"mkdir -p bin && cp out/{BINARY} out/{APP} weights.bin bin/ "
+            f"|| {{ tail -n 20 build.log >&2; exit 1; }}",
+            "build on the board (cmake)",
+        )
 
     @property
     def launcher(self) -> str:
@@ -152,25 +165,37 @@ class Board:
 
     def _check_runs(self, release: str) -> None:
         """The binary loads on the board: the right architecture, and ARM-CL's shared libraries present."""
-        code, out, err = self.remote.run(f"cd {q(release)} && {self.launcher} ./bin/{BINARY} --info", "check the app starts",
-                                         check=False)
+        code, out, err = self.remote.run(f"cd {q(release)} && {self.launcher} ./bin/{BINARY} --info", "check the app starts", check=False)
         if code == 0:
             return
         message = first_line(err or out)
         if "libarm_compute" in err:
-            raise DeployError(f"the board has no ARM Compute Library ({message}): install it there "
-                              "(Raspberry Pi OS or Debian: sudo apt install libarm-compute-dev)",
-                              where=where(self.remote.deploy))
+            raise DeployError(
+                f"the board has no ARM Compute Library ({message}): install it there "
+                "(Raspberry Pi OS or Debian: sudo apt install libarm-compute-dev)",
+                where=where(self.remote.deploy),
+            )
         if "exec format error" in err.lower() or "cannot execute binary" in err.lower():
-            raise DeployError(f"the board cannot run an aarch64 binary ({message}); set deploy.launcher for an emulator",
-                              where=where(self.remote.deploy))
+            raise DeployError(
+                f"the board cannot run an aarch64 binary ({message}); set deploy.launcher for an emulator", where=where(self.remote.deploy)
+            )
         raise DeployError(f"the app does not start on the board (exit {code}): {message}", where=where(self.remote.deploy))
 
     # ---------------------------------------------------------------------------------------------
     # run, switch, prune
 
-    def run_app(self, rid: str, program: str, uploads: Iterable[tuple[Path, str]], arguments: list[str], *, threads: int,
-                repeat: int, fetch_to: Path, fetch: tuple[str, ...]) -> str:
+    def run_app(
+        self,
+        rid: str,
+        program: str,
+        uploads: Iterable[tuple[Path, str]],
+        arguments: list[str],
+        *,
+        threads: int,
+        repeat: int,
+        fetch_to: Path,
+        fetch: tuple[str, ...],
+    ) -> str:
         """Run `program` (bin/qlspec-net or bin/qlspec-app) of release `rid` in a fresh run folder on the
         board: each local file of `uploads` is sent there under its name, ``{run}`` in `arguments`
         stands for that folder; the files named in `fetch` come back into `fetch_to`. Returns the run
@@ -183,25 +208,32 @@ class Board:
             try:
                 sftp.put(str(local), f"{run}/{name}")
             except OSError as e:
-                raise DeployError(f"upload of the sample inputs failed ({e.__class__.__name__}: {str(e)[:120]})",
-                                  where=where(self.remote.deploy)) from None
+                raise DeployError(
+                    f"upload of the sample inputs failed ({e.__class__.__name__}: {str(e)[:120]})", where=where(self.remote.deploy)
+                ) from None
         words = " ".join(q(a.replace("{run}", run)) for a in arguments)
-        self.remote.run(f"cd {q(self.release(rid))} && {self.launcher} ./bin/{program} --weights bin/weights.bin "
-                        f"--threads {threads} --repeat {repeat} --out {q(run)} {words}", f"run {program} (release {rid})")
+        self.remote.run(
+            f"cd {q(self.release(rid))} && {self.launcher} ./bin/{program} --weights bin/weights.bin "
+            f"--threads {threads} --repeat {repeat} --out {q(run)} {words}",
+            f"run {program} (release {rid})",
+        )
         fetch_to.mkdir(parents=True, exist_ok=True)
         for name in fetch:
             try:
                 sftp.get(f"{run}/{name}", str(fetch_to / name))
             except OSError as e:
-                raise DeployError(f"{program} wrote no {name} on the board ({e.__class__.__name__})",
-                                  where=where(self.remote.deploy)) from None
+                raise DeployError(
+                    f"{program} wrote no {name} on the board ({e.__class__.__name__})", where=where(self.remote.deploy)
+                ) from None
         return run
 
     def make_current(self, rid: str) -> None:
         """Point `current` at release `rid` by renaming a fresh link over it (atomic), and record it."""
         link = f"{self.root}/.current-{secrets.token_hex(4)}"
-        self.remote.run(f"ln -sfn releases/{q(rid)} {q(link)} && mv -T {q(link)} {q(self.root)}/current && "
-                        f"echo {q(rid)} >> {q(self.root)}/history", "switch the current release")
+        self.remote.run(
+            f"ln -sfn releases/{q(rid)} {q(link)} && mv -T {q(link)} {q(self.root)}/current && echo {q(rid)} >> {q(self.root)}/history",
+            "switch the current release",
+        )
 
     def prune(self, keep: int) -> list[str]:
         """Remove releases beyond the `keep` most recently current (never the current one), runs beyond
@@ -213,8 +245,11 @@ class Board:
         kept = set(order[:keep]) | {self.current()}
         gone = [rid for rid in self.installed() if rid not in kept]
         targets = [q(self.release(rid)) for rid in gone]
-        self.remote.run(f"cd {q(self.root)} && rm -rf {' '.join(targets)} .upload-* && "
-                        f"ls -1d runs/*/ 2>/dev/null | sort | head -n -{keep} | xargs -r rm -rf", "remove old releases")
+        self.remote.run(
+            f"cd {q(self.root)} && rm -rf {' '.join(targets)} .upload-* && "
+            f"ls -1d runs/*/ 2>/dev/null | sort | head -n -{keep} | xargs -r rm -rf",
+            "remove old releases",
+        )
         return gone
 
     def rollback(self) -> tuple[str, str]:
@@ -223,8 +258,11 @@ class Board:
         present = set(self.installed())
         earlier = [rid for rid in reversed(self.history()) if rid != now and rid in present]
         if now is None or not earlier:
-            raise DeployError(f"nothing to roll back to: current release {now or 'none'}, no earlier release on the board "
-                              f"(kept: {', '.join(sorted(present)) or 'none'})", where=where(self.remote.deploy))
+            raise DeployError(
+                f"nothing to roll back to: current release {now or 'none'}, no earlier release on the board "
+                f"(kept: {', '.join(sorted(present)) or 'none'})",
+                where=where(self.remote.deploy),
+            )
         self._check_runs(self.release(earlier[0]))
         self.make_current(earlier[0])
         return now, earlier[0]

@@ -64,42 +64,66 @@ def connect(deploy: Deploy, base_dir: Path, *, trust_new_host_key: bool = False)
     if key is not None and not key.is_file():
         raise DeployError(f"key file not found: {key} (deploy.key; null to use ssh-agent only)", where=where(deploy))
     if not known.is_file() and not trust_new_host_key:
-        raise DeployError(f"no known_hosts file at {known} (deploy.known_hosts): add the board's key with ssh-keyscan, "
-                          "or rerun with --trust-new-host-key after checking its fingerprint", where=where(deploy))
-    conn = Connection(deploy.host, user=deploy.user, port=deploy.port, connect_timeout=deploy.connect_timeout,
-                      config=Config(overrides={"load_ssh_configs": False}),
-                      connect_kwargs={"key_filename": [str(key)] if key else None, "passphrase": deploy.passphrase,
-                                      "password": deploy.password, "allow_agent": deploy.agent, "look_for_keys": False,
-                                      "banner_timeout": deploy.connect_timeout, "auth_timeout": deploy.connect_timeout})
+        raise DeployError(
+            f"no known_hosts file at {known} (deploy.known_hosts): add the board's key with ssh-keyscan, "
+            "or rerun with --trust-new-host-key after checking its fingerprint",
+            where=where(deploy),
+        )
+    conn = Connection(
+        deploy.host,
+        user=deploy.user,
+        port=deploy.port,
+        connect_timeout=deploy.connect_timeout,
+        config=Config(overrides={"load_ssh_configs": False}),
+        connect_kwargs={
+            "key_filename": [str(key)] if key else None,
+            "passphrase": deploy.passphrase,
+            "password": deploy.password,
+            "allow_agent": deploy.agent,
+            "look_for_keys": False,
+            "banner_timeout": deploy.connect_timeout,
+            "auth_timeout": deploy.connect_timeout,
+        },
+    )
     if known.is_file():
         conn.client.load_host_keys(str(known))
     conn.client.set_missing_host_key_policy(_TrustAndRecord(known) if trust_new_host_key else _Refuse())
     try:
         conn.open()
     except UnknownHostKey as e:
-        raise DeployError(f"unknown host key {e.key.get_name()} {e.key.fingerprint} for {e.hostname}, not in {known}: "
-                          "check it on the board (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) and rerun with "
-                          "--trust-new-host-key", where=where(deploy)) from None
+        raise DeployError(
+            f"unknown host key {e.key.get_name()} {e.key.fingerprint} for {e.hostname}, not in {known}: "
+            "check it on the board (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) and rerun with "
+            "--trust-new-host-key",
+            where=where(deploy),
+        ) from None
     except paramiko.BadHostKeyException as e:
-        raise DeployError(f"the host key has CHANGED ({e.key.get_name()} {e.key.fingerprint}; {known} has "
-                          f"{e.expected_key.fingerprint}): refused. If the board was reinstalled, remove the old key with "
-                          f"ssh-keygen -R '{_known_name(deploy)}' -f {known}", where=where(deploy)) from None
+        raise DeployError(
+            f"the host key has CHANGED ({e.key.get_name()} {e.key.fingerprint}; {known} has "
+            f"{e.expected_key.fingerprint}): refused. If the board was reinstalled, remove the old key with "
+            f"ssh-keygen -R '{_known_name(deploy)}' -f {known}",
+            where=where(deploy),
+        ) from None
     except paramiko.PasswordRequiredException:
         raise DeployError(f"the key {key} is encrypted: set deploy.passphrase or add it to ssh-agent", where=where(deploy)) from None
     except paramiko.AuthenticationException:
         offered = f"key {key}" if key else "no key file"
         offered += " and ssh-agent's keys" if deploy.agent else ""
         offered += " and a password" if deploy.password else ""
-        raise DeployError(f"the board refused the login ({offered}): add the public key to ~{deploy.user}/.ssh/authorized_keys "
-                          "on the board", where=where(deploy)) from None
+        raise DeployError(
+            f"the board refused the login ({offered}): add the public key to ~{deploy.user}/.ssh/authorized_keys on the board",
+            where=where(deploy),
+        ) from None
     except socket.gaierror as e:
         raise DeployError(f"unknown host name {deploy.host!r} ({e.strerror})", where=where(deploy)) from None
     except paramiko.ssh_exception.NoValidConnectionsError:
-        raise DeployError("cannot connect: connection refused (is the board on, and sshd listening on this port?)",
-                          where=where(deploy)) from None
+        raise DeployError(
+            "cannot connect: connection refused (is the board on, and sshd listening on this port?)", where=where(deploy)
+        ) from None
     except TimeoutError:
-        raise DeployError(f"no answer within {deploy.connect_timeout:g} s (deploy.connect_timeout): unreachable host",
-                          where=where(deploy)) from None
+        raise DeployError(
+            f"no answer within {deploy.connect_timeout:g} s (deploy.connect_timeout): unreachable host", where=where(deploy)
+        ) from None
     except (paramiko.SSHException, OSError, EOFError) as e:
         raise DeployError(f"SSH failed: {e.__class__.__name__}: {str(e)[:200]}", where=where(deploy)) from None
     return conn
@@ -121,8 +145,9 @@ class Remote:
         deploy.command_timeout and is enforced on the board too (coreutils `timeout`)."""
         limit = timeout or self.deploy.command_timeout
         try:
-            r = self.conn.run(f"timeout -k 5 {limit:g} sh -c {shlex.quote(command)}", hide=True, warn=True, in_stream=False,
-                              timeout=limit + 30)
+            r = self.conn.run(
+                f"timeout -k 5 {limit:g} sh -c {shlex.quote(command)}", hide=True, warn=True, in_stream=False, timeout=limit + 30
+            )
         except CommandTimedOut:
             raise DeployError(f"{step}: took more than {limit:g} s (deploy.command_timeout)", where=where(self.deploy)) from None
         except (paramiko.SSHException, OSError, EOFError) as e:

@@ -28,14 +28,17 @@ def _check_input(name: str, info: TensorInfo, value: object, batch_free: bool) -
         elif a.dtype.kind not in "iub":
             raise GraphError(f"expected an integer array, got dtype {a.dtype}", where=where)
         if a.size and (int(a.min()) < info.lo or int(a.max()) > info.hi):
-            raise GraphError(f"values [{a.min()}, {a.max()}] outside the declared {info.describe()} range "
-                             f"[{info.lo}, {info.hi}]", where=where)
+            raise GraphError(
+                f"values [{a.min()}, {a.max()}] outside the declared {info.describe()} range [{info.lo}, {info.hi}]", where=where
+            )
         a = a.astype(info.dtype)
-    shape_ok = a.shape == info.shape or (
-        batch_free and a.ndim == len(info.shape) and a.shape[1:] == info.shape[1:])
+    shape_ok = a.shape == info.shape or (batch_free and a.ndim == len(info.shape) and a.shape[1:] == info.shape[1:])
     if not shape_ok:
-        raise GraphError(f"shape {a.shape} does not match the declared {info.shape}"
-                         + ("" if batch_free else " (this graph mixes the batch axis, so it is fixed)"), where=where)
+        raise GraphError(
+            f"shape {a.shape} does not match the declared {info.shape}"
+            + ("" if batch_free else " (this graph mixes the batch axis, so it is fixed)"),
+            where=where,
+        )
     return a
 
 
@@ -50,8 +53,9 @@ def check_inputs(g: Graph, inputs: Mapping[str, np.ndarray], ops: Sequence[Op] |
     return {t: _check_input(t, g.tensors[t], inputs[t], batch_free) for t in g.inputs}
 
 
-def run_graph(g: Graph, inputs: Mapping[str, np.ndarray], *, keep_intermediates: bool = False,
-              observe: Observer | None = None) -> dict[str, np.ndarray]:
+def run_graph(
+    g: Graph, inputs: Mapping[str, np.ndarray], *, keep_intermediates: bool = False, observe: Observer | None = None
+) -> dict[str, np.ndarray]:
     """Execute `g` on integer `inputs` (by input name) and return its outputs by name.
 
     Inputs are checked against their declared types (integer values in range; float inputs only
@@ -76,8 +80,10 @@ def run_graph(g: Graph, inputs: Mapping[str, np.ndarray], *, keep_intermediates:
         (out,) = node.outputs
         info = g.tensors[out]
         if y.size and not info.is_float and (int(y.min()) < info.lo or int(y.max()) > info.hi):
-            raise GraphError(f"result [{y.min()}, {y.max()}] outside its type {info.describe()} "
-                             f"[{info.lo}, {info.hi}] (accumulator overflow?)", where=node.where())
+            raise GraphError(
+                f"result [{y.min()}, {y.max()}] outside its type {info.describe()} [{info.lo}, {info.hi}] (accumulator overflow?)",
+                where=node.where(),
+            )
         env[out] = y.astype(info.dtype, copy=False)
         if observe is not None:
             observe(node, args, env[out])

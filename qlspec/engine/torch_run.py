@@ -64,8 +64,15 @@ def _conv(n: Node, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = No
     dt = _exact(k * _max_abs(x) * _max_abs(w) + (0 if b is None else _max_abs(b)), n.where())
     pt, pl, pb, pr = n.attr("pads", (0, 0, 0, 0))
     xf = F.pad(x.to(dt), (pl, pr, pt, pb)) if (pt, pl, pb, pr) != (0, 0, 0, 0) else x.to(dt)
-    return F.conv2d(xf, w.to(dt), None if b is None else b.to(dt), tuple(n.attr("strides", (1, 1))), 0,
-                    tuple(n.attr("dilations", (1, 1))), int(n.attr("group", 1)))
+    return F.conv2d(
+        xf,
+        w.to(dt),
+        None if b is None else b.to(dt),
+        tuple(n.attr("strides", (1, 1))),
+        0,
+        tuple(n.attr("dilations", (1, 1))),
+        int(n.attr("group", 1)),
+    )
 
 
 def _gemm(n: Node, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
@@ -101,8 +108,14 @@ def _max_pool(n: Node, x: torch.Tensor) -> torch.Tensor:
     pt, pl, pb, pr = n.attr("pads", (0, 0, 0, 0))
     if (pt, pl) != (pb, pr):
         raise GraphError("asymmetric max-pool padding is not supported by the torch executor", where=n.where())
-    return F.max_pool2d(x, tuple(n.attr("kernel_shape")), tuple(n.attr("strides", (1, 1))), (pt, pl),
-                        tuple(n.attr("dilations", (1, 1))), bool(n.attr("ceil_mode", False)))
+    return F.max_pool2d(
+        x,
+        tuple(n.attr("kernel_shape")),
+        tuple(n.attr("strides", (1, 1))),
+        (pt, pl),
+        tuple(n.attr("dilations", (1, 1))),
+        bool(n.attr("ceil_mode", False)),
+    )
 
 
 def _concat(n: Node, *xs: torch.Tensor) -> torch.Tensor:
@@ -115,9 +128,16 @@ def _flatten(n: Node, x: torch.Tensor) -> torch.Tensor:
 
 
 OPS: dict[str, Callable[..., torch.Tensor]] = {
-    "Quantise": _quantise, "Conv": _conv, "Gemm": _gemm, "RequantShift": _requant, "SumPool": _sum_pool,
-    "GlobalSumPool": _global_sum_pool, "MaxPool": _max_pool, "Add": lambda n, a, b: _carrier(a.double() + b.double()),
-    "Concat": _concat, "Flatten": _flatten,
+    "Quantise": _quantise,
+    "Conv": _conv,
+    "Gemm": _gemm,
+    "RequantShift": _requant,
+    "SumPool": _sum_pool,
+    "GlobalSumPool": _global_sum_pool,
+    "MaxPool": _max_pool,
+    "Add": lambda n, a, b: _carrier(a.double() + b.double()),
+    "Concat": _concat,
+    "Flatten": _flatten,
 }
 
 

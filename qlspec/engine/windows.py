@@ -15,12 +15,12 @@ def pad_spatial(x: np.ndarray, pads: tuple[int, int, int, int], value: int) -> n
     return np.pad(x, width, mode="constant", constant_values=value)
 
 
-def windows(x: np.ndarray, kernel: tuple[int, int], strides: tuple[int, int], dilations: tuple[int, int],
-            out_hw: tuple[int, int]) -> np.ndarray:
+def windows(
+    x: np.ndarray, kernel: tuple[int, int], strides: tuple[int, int], dilations: tuple[int, int], out_hw: tuple[int, int]
+) -> np.ndarray:
     """A read-only view of shape (N, C, kh, kw, Ho, Wo): element [n, c, i, j, y, x] is
     x[n, c, y*sh + i*dh, x*sw + j*dw] (the input is already padded)."""
     n, c, _, _ = x.shape
     s_n, s_c, s_h, s_w = x.strides
     (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel, strides, dilations, out_hw
-    return as_strided(x, shape=(n, c, kh, kw, ho, wo),
-                      strides=(s_n, s_c, s_h * dh, s_w * dw, s_h * sh, s_w * sw), writeable=False)
+    return as_strided(x, shape=(n, c, kh, kw, ho, wo), strides=(s_n, s_c, s_h * dh, s_w * dw, s_h * sh, s_w * sw), writeable=False)

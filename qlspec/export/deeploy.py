@@ -44,11 +44,16 @@ def requant_shift_rule(node_domain: str = CUSTOM_DOMAIN):
         levels, signed = levels_of(n)
         m, a = b.g.constants[mul].astype(np.int64) * k, b.g.constants[add].astype(np.int64)
         dtype = np.int32 if max(np.abs(m).max(initial=0), np.abs(a).max(initial=0)) <= np.iinfo(np.int32).max else np.float32
-        b.node("RequantShift", [x, b.const(f"{mul}*{k}" if k > 1 else mul, m, dtype=dtype), b.const(add, a, dtype=dtype)],
-               list(n.outputs), name=n.name, domain=node_domain,
-               div=helper.make_tensor("div", TensorProto.FLOAT, [], [float(n.attr("div"))]),
-               n_levels_out=helper.make_tensor("n_levels_out", TensorProto.FLOAT, [1], [float(levels)]),
-               signed=helper.make_tensor("signed", TensorProto.FLOAT, [1], [1.0 if signed else 0.0]))
+        b.node(
+            "RequantShift",
+            [x, b.const(f"{mul}*{k}" if k > 1 else mul, m, dtype=dtype), b.const(add, a, dtype=dtype)],
+            list(n.outputs),
+            name=n.name,
+            domain=node_domain,
+            div=helper.make_tensor("div", TensorProto.FLOAT, [], [float(n.attr("div"))]),
+            n_levels_out=helper.make_tensor("n_levels_out", TensorProto.FLOAT, [1], [float(levels)]),
+            signed=helper.make_tensor("signed", TensorProto.FLOAT, [1], [1.0 if signed else 0.0]),
+        )
 
     return rule
 

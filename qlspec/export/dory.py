@@ -45,8 +45,7 @@ def _requant_chain(b: OnnxBuilder, n: Node) -> None:
     b.node("Floor", [t4], [t5], name=f"{name}.floor")
     lo, hi = int(n.attr("lo")), int(n.attr("hi"))
     out_bits = round(math.log2(hi - lo + 1))
-    b.node("Clip", [t5], list(n.outputs), name=f"{name}.clip", min=float(lo), max=float(hi),
-           out_bits=out_bits if out_bits <= 8 else 32)
+    b.node("Clip", [t5], list(n.outputs), name=f"{name}.clip", min=float(lo), max=float(hi), out_bits=out_bits if out_bits <= 8 else 32)
 
 
 def _annotated(rule: Rule) -> Rule:
@@ -79,6 +78,13 @@ def strip_annotations(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def side_config(input_info, input_eps: float, rounding: str, onnx_file: str) -> dict:
     """DORY's ``config_<name>.json`` plus the input eps and rounding (which the ONNX file does not carry)."""
-    return {"BNRelu_bits": REQUANT_BITS, "onnx_file": onnx_file, "code reserved space": 0, "n_inputs": 1,
-            "input_bits": input_info.bits, "input_signed": bool(input_info.signed), "input_eps": float(input_eps),
-            "input_rounding": rounding}
+    return {
+        "BNRelu_bits": REQUANT_BITS,
+        "onnx_file": onnx_file,
+        "code reserved space": 0,
+        "n_inputs": 1,
+        "input_bits": input_info.bits,
+        "input_signed": bool(input_info.signed),
+        "input_eps": float(input_eps),
+        "input_rounding": rounding,
+    }

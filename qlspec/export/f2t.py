@@ -133,8 +133,7 @@ class Integerised:
         runners = {"reference": run_graph, "torch": run_graph_torch}
         runner = runners[engine]
         x = _numpy(x)
-        return np.concatenate([runner(self.graph, {IMAGE: x[s:s + batch]})[OUTPUT] for s in range(0, len(x), batch)]
-                              ).astype(np.int64)
+        return np.concatenate([runner(self.graph, {IMAGE: x[s : s + batch]})[OUTPUT] for s in range(0, len(x), batch)]).astype(np.int64)
 
     def integer_graph(self) -> Graph:
         """The graph without its input quantiser: input ``input`` (integer), what an exported file holds."""
@@ -165,8 +164,14 @@ class _Val:
     deferred: tuple[tuple[str, tuple[int, ...]], ...] = ()  # (fx name, shape) of Flatten(s) after the pool's requantiser
 
 
-def fake_to_true(fq: nn.Module, *, input_shape: Sequence[int], requant_bits: int | None = None,
-                 samples: torch.Tensor | np.ndarray | None = None, headroom: float = 2.0) -> Integerised:
+def fake_to_true(
+    fq: nn.Module,
+    *,
+    input_shape: Sequence[int],
+    requant_bits: int | None = None,
+    samples: torch.Tensor | np.ndarray | None = None,
+    headroom: float = 2.0,
+) -> Integerised:
     """The integer graph of the fake-quantised `fq` (not modified).
 
     `input_shape`: the network input's shape, e.g. ``(1, 3, 120, 120)`` (average-pool window sizes and
@@ -202,8 +207,7 @@ def fake_to_true(fq: nn.Module, *, input_shape: Sequence[int], requant_bits: int
         return w.result({})
     seen = observe_accumulators(gm, w, _numpy(samples))
     # the float32 estimate may step a unit past what the accumulator can hold: keep it inside
-    seen = {name: (np.maximum(lo, w.requants[name].worst[0]), np.minimum(hi, w.requants[name].worst[1]))
-            for name, (lo, hi) in seen.items()}
+    seen = {name: (np.maximum(lo, w.requants[name].worst[0]), np.minimum(hi, w.requants[name].worst[1])) for name, (lo, hi) in seen.items()}
     if requant_bits is None:
         w = walk({name: r.shift_for(*seen[name], headroom) for name, r in w.requants.items()})
     return w.result(seen)
@@ -255,7 +259,7 @@ def observe_accumulators(gm: fx.GraphModule, w: _Walker, x: np.ndarray, batch: i
     try:
         for s in range(0, len(x), batch):
             counters.clear()
-            gm(torch.from_numpy(np.ascontiguousarray(x[s:s + batch], np.float32)))
+            gm(torch.from_numpy(np.ascontiguousarray(x[s : s + batch], np.float32)))
     finally:
         gm.train(was_training)
         for h in hooks:
@@ -328,13 +332,20 @@ class _Requant:
         return requant.peak(self.mul, self.add, self.shift, lo, hi)
 
     def fit(self, name: str, seen: tuple[np.ndarray, np.ndarray] | None) -> requant.RequantFit:
-        return requant.RequantFit(name, self.source, self.shift, requant.significant_bits(self.mul),
-                                  None if seen is None else self.peak(*seen), self.peak(*self.worst))
+        return requant.RequantFit(
+            name,
+            self.source,
+            self.shift,
+            requant.significant_bits(self.mul),
+            None if seen is None else self.peak(*seen),
+            self.peak(*self.worst),
+        )
 
 
 class _Walker:
-    def __init__(self, gm: fx.GraphModule, input_shape: tuple[int, ...], *, fixed: int | None, plan: Mapping[str, int],
-                 headroom: float) -> None:
+    def __init__(
+        self, gm: fx.GraphModule, input_shape: tuple[int, ...], *, fixed: int | None, plan: Mapping[str, int], headroom: float
+    ) -> None:
         self.gm = gm
         self.fixed = fixed
         self.plan = plan
@@ -396,9 +407,13 @@ class _Walker:
                 continue
             elif node.op == "call_module":
                 self.module(node, self.gm.get_submodule(node.target))
-            elif (node.op == "call_function" and node.target in _ALIAS_FUNCS) or (node.op == "call_method" and node.target in _ALIAS_METHODS):
+            elif (node.op == "call_function" and node.target in _ALIAS_FUNCS) or (
+                node.op == "call_method" and node.target in _ALIAS_METHODS
+            ):
                 self.vals[node] = self.source_val(node)
-            elif (node.op == "call_function" and node.target in _SHAPE_FUNCS) or (node.op == "call_method" and node.target in _SHAPE_METHODS):
+            elif (node.op == "call_function" and node.target in _SHAPE_FUNCS) or (
+                node.op == "call_method" and node.target in _SHAPE_METHODS
+            ):
                 self.reshape(node, self.source_val(node))
             else:
                 self.fail(node, f"unsupported operation {node.op} {getattr(node.target, '__name__', node.target)!r} in an integer network")
@@ -449,8 +464,11 @@ class _Walker:
         elif isinstance(m, _ALIAS_MODULES):
             self.vals[node] = v
         else:
-            self.fail(node, f"{type(m).__name__} has no integer form (supported: PACT quantisers and convolutions/linears, "
-                            "BatchNorm, average and max pooling, flatten)")
+            self.fail(
+                node,
+                f"{type(m).__name__} has no integer form (supported: PACT quantisers and convolutions/linears, "
+                "BatchNorm, average and max pooling, flatten)",
+            )
 
     def input_quantiser(self, node: fx.Node, m: _PACTActivation, v: _Val) -> None:
         if self.quantised:
@@ -459,8 +477,7 @@ class _Walker:
         if eps.ndim:
             self.fail(node, "the input quantiser must have one eps for the whole tensor")
         lo, hi = m.int_range
-        self.nodes.append(Node.make("Quantise", _src(node), [IMAGE], [INPUT], eps=float(eps), lo=lo, hi=hi,
-                                    rounding=m.rule))
+        self.nodes.append(Node.make("Quantise", _src(node), [IMAGE], [INPUT], eps=float(eps), lo=lo, hi=hi, rounding=m.rule))
         self.sources[_src(node)] = _src(node)
         self.eps[INPUT] = eps
         self.quantised = True
@@ -487,15 +504,33 @@ class _Walker:
             if m.padding_mode != "zeros" or isinstance(m.padding, str):
                 self.fail(node, f"padding {m.padding!r} / mode {m.padding_mode!r}: only explicit zero padding is supported")
             p = tuple(m.padding)
-            self.emit("Conv", name, [v.name, weight], _src(node), scale, strides=tuple(m.stride), pads=(p[0], p[1], p[0], p[1]),
-                      dilations=tuple(m.dilation), group=m.groups)
+            self.emit(
+                "Conv",
+                name,
+                [v.name, weight],
+                _src(node),
+                scale,
+                strides=tuple(m.stride),
+                pads=(p[0], p[1], p[0], p[1]),
+                dilations=tuple(m.dilation),
+                group=m.groups,
+            )
         else:
             if len(v.shape) != 2:
                 self.fail(node, f"a linear layer needs a 2-D input (got shape {list(v.shape)})")
             bias = self.const(f"{name}.bias", np.zeros(w.shape[0], np.int64))
             self.emit("Gemm", name, [v.name, weight, bias], _src(node), scale, trans_a=False, trans_b=True)
-        self.vals[node] = _Val("acc", name, self.shape(node), -bound, bound, scale=scale, offset=_scalar_or_channels(offset),
-                               linear=len(self.nodes) - 1, bound=per_channel)
+        self.vals[node] = _Val(
+            "acc",
+            name,
+            self.shape(node),
+            -bound,
+            bound,
+            scale=scale,
+            offset=_scalar_or_channels(offset),
+            linear=len(self.nodes) - 1,
+            bound=per_channel,
+        )
 
     def batchnorm(self, node: fx.Node, bn: nn.BatchNorm2d | nn.BatchNorm1d, v: _Val) -> None:
         if v.kind != "acc":
@@ -552,8 +587,16 @@ class _Walker:
         if bound >= _INT64_SAFE:
             self.fail(node, f"x*mul + add can reach {bound}, beyond int64; use fewer requant_bits")
         self.requants[name] = _Requant(source, ratio, bias, rounding, v.pool_k, worst, shift, mul, add)
-        self.emit("RequantShift", name, [v.name, self.const(f"{name}.mul", mul), self.const(f"{name}.add", add)],
-                  source, eps_out, div=2**shift, lo=lo, hi=hi)
+        self.emit(
+            "RequantShift",
+            name,
+            [v.name, self.const(f"{name}.mul", mul), self.const(f"{name}.add", add)],
+            source,
+            eps_out,
+            div=2**shift,
+            lo=lo,
+            hi=hi,
+        )
         return _Val("grid", name, v.shape, lo, hi, eps=eps_out)
 
     def integer_merge(self, node: fx.Node, m: PACTIntegerAdd | PACTIntegerConcat) -> None:
@@ -609,20 +652,46 @@ class _Walker:
             if v.kind == "acc" and any(pad) and np.any(v.offset != 0):
                 self.fail(node, "average pooling with padding over an accumulator with an offset (bias or BatchNorm)")
             k = kernel[0] * kernel[1]
-            self.emit("SumPool", node.name, [v.name], _src(node), scale / k, kernel_shape=kernel, strides=stride,
-                      pads=(pad[0], pad[1], pad[0], pad[1]))
+            self.emit(
+                "SumPool",
+                node.name,
+                [v.name],
+                _src(node),
+                scale / k,
+                kernel_shape=kernel,
+                strides=stride,
+                pads=(pad[0], pad[1], pad[0], pad[1]),
+            )
         if max(abs(k * v.lo), abs(k * v.hi)) > INT32[1]:
             self.fail(node, f"the window sums can reach {max(abs(k * v.lo), abs(k * v.hi))}, beyond int32")
-        self.vals[node] = _Val("acc", node.name, self.shape(node), k * v.lo, k * v.hi, scale=np.asarray(scale) / k,
-                               offset=np.asarray(offset), pool_k=k, bound=None if v.bound is None else k * v.bound)
+        self.vals[node] = _Val(
+            "acc",
+            node.name,
+            self.shape(node),
+            k * v.lo,
+            k * v.hi,
+            scale=np.asarray(scale) / k,
+            offset=np.asarray(offset),
+            pool_k=k,
+            bound=None if v.bound is None else k * v.bound,
+        )
 
     def maxpool(self, node: fx.Node, m: nn.MaxPool2d, v: _Val) -> None:
         if v.kind != "grid":
             self.fail(node, "max pooling needs a quantiser's output as input")
         p = _pair(m.padding)
-        self.emit("MaxPool", node.name, [v.name], _src(node), v.eps, kernel_shape=_pair(m.kernel_size),
-                  strides=_pair(m.stride if m.stride is not None else m.kernel_size), pads=(p[0], p[1], p[0], p[1]),
-                  dilations=_pair(m.dilation), ceil_mode=bool(m.ceil_mode))
+        self.emit(
+            "MaxPool",
+            node.name,
+            [v.name],
+            _src(node),
+            v.eps,
+            kernel_shape=_pair(m.kernel_size),
+            strides=_pair(m.stride if m.stride is not None else m.kernel_size),
+            pads=(p[0], p[1], p[0], p[1]),
+            dilations=_pair(m.dilation),
+            ceil_mode=bool(m.ceil_mode),
+        )
         self.vals[node] = dataclasses.replace(v, name=node.name, shape=self.shape(node))
 
     def reshape(self, node: fx.Node, v: _Val) -> None:
@@ -641,8 +710,7 @@ class _Walker:
             if v.scale.ndim or v.offset.ndim:
                 self.fail(node, "flattening a per-channel accumulator with spatial extent before its requantisation")
         self.emit("Flatten", node.name, [v.name], _src(node), v.eps if v.kind == "grid" else v.scale, axis=1)
-        self.vals[node] = dataclasses.replace(v, name=node.name, shape=shape,
-                                              linear=None if v.kind != "acc" else v.linear)
+        self.vals[node] = dataclasses.replace(v, name=node.name, shape=shape, linear=None if v.kind != "acc" else v.linear)
 
     def finish(self, node: fx.Node, v: _Val) -> str:
         if v.kind == "grid":
@@ -652,8 +720,11 @@ class _Walker:
                 self.fail(node, "the output must be the last layer's result")
             return v.name
         if v.kind != "acc" or v.linear is None or v.linear != len(self.nodes) - 1:
-            self.fail(node, "the network output must be a quantiser's output or the accumulator of its last "
-                            "convolution/linear (a BatchNorm or pool before the output has no integer form)")
+            self.fail(
+                node,
+                "the network output must be a quantiser's output or the accumulator of its last "
+                "convolution/linear (a BatchNorm or pool before the output has no integer form)",
+            )
         layer = self.nodes[v.linear]
         m = self.gm.get_submodule(self.sources[layer.name])
         assert isinstance(m, (PACTConv2d, PACTLinear))  # the accumulator is a convolution's or linear's
@@ -663,8 +734,11 @@ class _Walker:
             assert bias_int is not None  # the layer has a bias
             bias = bias_int.detach().cpu().double().numpy()
             if not np.all(np.isfinite(bias)) or np.abs(bias).max(initial=0) >= 2**24:
-                self.fail(node, f"the integer bias reaches {float(np.abs(bias).max()):.6g} (bias / (eps_w*eps_in)), "
-                                "beyond float32's exact integers (2**24): the layer's input eps is too small for its bias")
+                self.fail(
+                    node,
+                    f"the integer bias reaches {float(np.abs(bias).max()):.6g} (bias / (eps_w*eps_in)), "
+                    "beyond float32's exact integers (2**24): the layer's input eps is too small for its bias",
+                )
             bias = bias.astype(np.int64)
             reach = int((v.bound + np.abs(bias)).max(initial=0))
             if reach > INT32[1]:

@@ -41,8 +41,14 @@ def to_onnx(net: Integerised | Graph, flavour: Flavour) -> onnx.ModelProto:
 
 def _describe(g: Graph, tensor: str, eps: np.ndarray) -> dict[str, Any]:
     info = g.info(tensor)
-    return {"shape": list(info.shape), "eps": np.asarray(eps).tolist(), "lo": info.lo, "hi": info.hi,
-            "signed": info.signed, "bits": info.bits}
+    return {
+        "shape": list(info.shape),
+        "eps": np.asarray(eps).tolist(),
+        "lo": info.lo,
+        "hi": info.hi,
+        "signed": info.signed,
+        "bits": info.bits,
+    }
 
 
 def metadata(net: Integerised, flavour: Flavour, spec_hash: str | None) -> dict[str, Any]:
@@ -64,18 +70,34 @@ def metadata(net: Integerised, flavour: Flavour, spec_hash: str | None) -> dict[
         "spec_hash": spec_hash,
         "requant_bits": net.requant_bits,
         "div": None if net.requant_bits is None else 2**net.requant_bits,
-        "input": {"name": INPUT, "eps": net.input_eps, "bits": info.bits, "signed": bool(info.signed),
-                  "lo": int(q.attr("lo")), "hi": int(q.attr("hi")), "rounding": q.attr("rounding"),
-                  "formula": f"clip({q.attr('rounding')}(x / eps), {q.attr('lo')}, {q.attr('hi')})"},
+        "input": {
+            "name": INPUT,
+            "eps": net.input_eps,
+            "bits": info.bits,
+            "signed": bool(info.signed),
+            "lo": int(q.attr("lo")),
+            "hi": int(q.attr("hi")),
+            "rounding": q.attr("rounding"),
+            "formula": f"clip({q.attr('rounding')}(x / eps), {q.attr('lo')}, {q.attr('hi')})",
+        },
         "output": {"name": OUTPUT, "eps": np.asarray(net.output_eps).tolist(), "bits": g.info(OUTPUT).bits},
         "tensors": tensors,
-        "layers": [{"op": n.op, "source": net.sources.get(n.name, ""), "inputs": list(n.inputs), "output": n.outputs[0],
-                    **({"div": int(n.attr("div"))} if n.op == "RequantShift" else {})} for n in g.nodes],
+        "layers": [
+            {
+                "op": n.op,
+                "source": net.sources.get(n.name, ""),
+                "inputs": list(n.inputs),
+                "output": n.outputs[0],
+                **({"div": int(n.attr("div"))} if n.op == "RequantShift" else {}),
+            }
+            for n in g.nodes
+        ],
     }
 
 
-def write_flavour(net: Integerised, folder: Path, flavour: Flavour, inputs: np.ndarray, outputs: np.ndarray,
-                  *, spec_hash: str | None = None) -> Path:
+def write_flavour(
+    net: Integerised, folder: Path, flavour: Flavour, inputs: np.ndarray, outputs: np.ndarray, *, spec_hash: str | None = None
+) -> Path:
     """Write the flavour's folder (see the module docstring); return the ONNX path.
 
     `inputs`: integer inputs ``(n, ...)``; `outputs`: the graph's integer outputs for them (rung TQ)."""
@@ -91,8 +113,7 @@ def write_flavour(net: Integerised, folder: Path, flavour: Flavour, inputs: np.n
     return path
 
 
-def run_engine(path: Path, inputs: np.ndarray, *, input_bits: int = 8, input_signed: bool = True,
-               optimised: bool = False) -> np.ndarray:
+def run_engine(path: Path, inputs: np.ndarray, *, input_bits: int = 8, input_signed: bool = True, optimised: bool = False) -> np.ndarray:
     """The integer output of the exported file run by qlspec's importer and reference engine."""
     from qlspec.engine import run_graph
     from qlspec.graph.passes import optimise

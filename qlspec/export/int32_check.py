@@ -48,8 +48,13 @@ class Int32Report:
         return min((2**31 / max(p, 1) for p in self.peaks.values()), default=float("inf"))
 
     def as_dict(self) -> dict:
-        return {"requantisers": len(self.peaks), "values": self.values, "mismatches": self.mismatches,
-                "min_headroom": self.min_headroom, "peaks": dict(self.peaks)}
+        return {
+            "requantisers": len(self.peaks),
+            "values": self.values,
+            "mismatches": self.mismatches,
+            "min_headroom": self.min_headroom,
+            "peaks": dict(self.peaks),
+        }
 
 
 def cross_check(g: Graph, inputs: dict[str, np.ndarray], output: str, report: Int32Report | None = None) -> tuple[np.ndarray, Int32Report]:

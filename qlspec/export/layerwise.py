@@ -69,7 +69,7 @@ def layerwise_summary(fq: nn.Module, net: Integerised, x: Tensor, batch: int = 3
     """Requantised values compared, how many differ, their rate and the largest difference in LSB."""
     total = flips = worst = 0
     for s in range(0, len(x), batch):
-        for d in layerwise_diffs(fq, net, x[s:s + batch]).values():
+        for d in layerwise_diffs(fq, net, x[s : s + batch]).values():
             total += d.size
             flips += int((d != 0).sum())
             worst = max(worst, int(np.abs(d).max(initial=0)))

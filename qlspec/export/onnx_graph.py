@@ -87,9 +87,17 @@ def pool_k(g: Graph, tensor: str) -> int:
 def _conv(b: OnnxBuilder, n: Node) -> None:
     x, w, *bias = n.inputs
     kh, kw = b.g.info(w).shape[2:]
-    b.node("Conv", [x, b.const(w), *(b.const(t) for t in bias if t)], list(n.outputs), name=n.name,
-           dilations=list(n.attr("dilations")), group=int(n.attr("group")), kernel_shape=[kh, kw],
-           pads=list(n.attr("pads")), strides=list(n.attr("strides")))
+    b.node(
+        "Conv",
+        [x, b.const(w), *(b.const(t) for t in bias if t)],
+        list(n.outputs),
+        name=n.name,
+        dilations=list(n.attr("dilations")),
+        group=int(n.attr("group")),
+        kernel_shape=[kh, kw],
+        pads=list(n.attr("pads")),
+        strides=list(n.attr("strides")),
+    )
 
 
 def _gemm(b: OnnxBuilder, n: Node) -> None:
@@ -102,8 +110,16 @@ def _gemm(b: OnnxBuilder, n: Node) -> None:
 def _sum_pool(b: OnnxBuilder, n: Node) -> None:
     pads = list(n.attr("pads"))
     extra: dict[str, Any] = {"count_include_pad": 1} if any(pads) else {}
-    b.node("AveragePool", list(n.inputs), list(n.outputs), name=n.name, kernel_shape=list(n.attr("kernel_shape")),
-           strides=list(n.attr("strides")), pads=pads, **extra)
+    b.node(
+        "AveragePool",
+        list(n.inputs),
+        list(n.outputs),
+        name=n.name,
+        kernel_shape=list(n.attr("kernel_shape")),
+        strides=list(n.attr("strides")),
+        pads=pads,
+        **extra,
+    )
 
 
 def _global_sum_pool(b: OnnxBuilder, n: Node) -> None:
@@ -111,9 +127,17 @@ def _global_sum_pool(b: OnnxBuilder, n: Node) -> None:
 
 
 def _max_pool(b: OnnxBuilder, n: Node) -> None:
-    b.node("MaxPool", list(n.inputs), list(n.outputs), name=n.name, kernel_shape=list(n.attr("kernel_shape")),
-           strides=list(n.attr("strides")), pads=list(n.attr("pads")), dilations=list(n.attr("dilations")),
-           ceil_mode=int(n.attr("ceil_mode")))
+    b.node(
+        "MaxPool",
+        list(n.inputs),
+        list(n.outputs),
+        name=n.name,
+        kernel_shape=list(n.attr("kernel_shape")),
+        strides=list(n.attr("strides")),
+        pads=list(n.attr("pads")),
+        dilations=list(n.attr("dilations")),
+        ceil_mode=int(n.attr("ceil_mode")),
+    )
 
 
 def _add(b: OnnxBuilder, n: Node) -> None:
@@ -129,8 +153,14 @@ def _flatten(b: OnnxBuilder, n: Node) -> None:
 
 
 COMMON: dict[str, Rule] = {
-    "Conv": _conv, "Gemm": _gemm, "SumPool": _sum_pool, "GlobalSumPool": _global_sum_pool, "MaxPool": _max_pool,
-    "Flatten": _flatten, "Add": _add, "Concat": _concat,
+    "Conv": _conv,
+    "Gemm": _gemm,
+    "SumPool": _sum_pool,
+    "GlobalSumPool": _global_sum_pool,
+    "MaxPool": _max_pool,
+    "Flatten": _flatten,
+    "Add": _add,
+    "Concat": _concat,
 }
 
 
@@ -141,8 +171,9 @@ def shape_with_batch(shape: tuple[int, ...]) -> list[int | str]:
 def build_model(g: Graph, rules: Mapping[str, Rule], *, flavour: str, opsets: dict[str, int] | None = None) -> onnx.ModelProto:
     """The ONNX model of the integer graph `g` (input ``input``, output ``output``) by `rules`."""
     if tuple(g.inputs) != (INPUT,) or tuple(g.outputs) != (OUTPUT,):
-        raise ExportError(f"an exported graph takes {INPUT!r} and gives {OUTPUT!r} (got {list(g.inputs)} -> {list(g.outputs)})",
-                          where="export")
+        raise ExportError(
+            f"an exported graph takes {INPUT!r} and gives {OUTPUT!r} (got {list(g.inputs)} -> {list(g.outputs)})", where="export"
+        )
     b = OnnxBuilder(g)
     value_info = []
     for n in g.nodes:
@@ -150,13 +181,16 @@ def build_model(g: Graph, rules: Mapping[str, Rule], *, flavour: str, opsets: di
         if rule is None:
             raise ExportError(f"op {n.op} has no {flavour} ONNX form (supported: {', '.join(sorted(rules))})", where=n.where())
         rule(b, n)
-        value_info += [helper.make_tensor_value_info(t, TensorProto.FLOAT, shape_with_batch(g.info(t).shape))
-                       for t in n.outputs if t != OUTPUT]
+        value_info += [
+            helper.make_tensor_value_info(t, TensorProto.FLOAT, shape_with_batch(g.info(t).shape)) for t in n.outputs if t != OUTPUT
+        ]
     graph = helper.make_graph(
-        b.nodes, f"qlspec_{flavour}",
+        b.nodes,
+        f"qlspec_{flavour}",
         [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, shape_with_batch(g.info(INPUT).shape))],
         [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, shape_with_batch(g.info(OUTPUT).shape))],
-        initializer=list(b.initializers.values()), value_info=value_info,
+        initializer=list(b.initializers.values()),
+        value_info=value_info,
     )
     imports = [helper.make_opsetid(d, v) for d, v in {"": OPSET, **(opsets or {})}.items()]
     return helper.make_model(graph, opset_imports=imports, producer_name="qlspec", ir_version=IR_VERSION)

@@ -41,8 +41,10 @@ def fit_float32(v: np.ndarray, *, half: int = 0, k: int = 1) -> np.ndarray:
     g = (2 ** np.maximum(0, e - 24)).astype(np.int64)
     out = np.asarray(np.floor_divide(v + g // 2, g) * g, np.int64)
     if half and (half % g.max(initial=1)):
-        raise ExportError(f"requantisation constant {int(np.abs(v).max())} is too large for float32 with "
-                          f"div/2 = {half}; use more requant_bits", where="export")
+        raise ExportError(
+            f"requantisation constant {int(np.abs(v).max())} is too large for float32 with div/2 = {half}; use more requant_bits",
+            where="export",
+        )
     for w in (out * k, out * k - half):
         if not np.array_equal(w.astype(np.float32).astype(np.int64), w):
             raise ExportError(f"requantisation constant {int(np.abs(v).max())} cannot be stored exactly in float32", where="export")
@@ -79,8 +81,9 @@ def peak(mul: np.ndarray, add: np.ndarray, shift: int, a_lo: np.ndarray, a_hi: n
     return best
 
 
-def choose_shift(ratio: np.ndarray, bias: np.ndarray, a_lo: np.ndarray, a_hi: np.ndarray, *, rounding: bool, k: int = 1,
-                 headroom: float = 2.0) -> int:
+def choose_shift(
+    ratio: np.ndarray, bias: np.ndarray, a_lo: np.ndarray, a_hi: np.ndarray, *, rounding: bool, k: int = 1, headroom: float = 2.0
+) -> int:
     """The largest D in 1..31 whose constants keep `peak` within ``2**31 / headroom`` over
     ``[a_lo, a_hi]``; raises `ExportError` when not even D = 1 does."""
     limit = 2**31 / headroom
@@ -88,8 +91,11 @@ def choose_shift(ratio: np.ndarray, bias: np.ndarray, a_lo: np.ndarray, a_hi: np
         mul, add = constants(ratio, bias, shift, rounding=rounding, k=k)
         if peak(mul, add, shift, a_lo, a_hi) <= limit:
             return shift
-    raise ExportError(f"no requantisation divisor keeps x*mul + add within 2**31/{headroom:g}: the bias reaches "
-                      f"{float(np.abs(bias).max()):.4g} output levels", where="export")
+    raise ExportError(
+        f"no requantisation divisor keeps x*mul + add within 2**31/{headroom:g}: the bias reaches "
+        f"{float(np.abs(bias).max()):.4g} output levels",
+        where="export",
+    )
 
 
 def significant_bits(mul: np.ndarray) -> tuple[int, int]:
@@ -123,10 +129,17 @@ class RequantFit:
         return 2**31 / max(self.worst_peak, 1)
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "source": self.source, "D": self.shift, "mul_bits": list(self.mul_bits),
-                "observed_peak": self.observed_peak, "observed_headroom": self.observed_headroom,
-                "worst_peak": self.worst_peak, "worst_headroom": self.worst_headroom,
-                "worst_fits_int32": self.worst_peak <= INT32_MAX}
+        return {
+            "name": self.name,
+            "source": self.source,
+            "D": self.shift,
+            "mul_bits": list(self.mul_bits),
+            "observed_peak": self.observed_peak,
+            "observed_headroom": self.observed_headroom,
+            "worst_peak": self.worst_peak,
+            "worst_headroom": self.worst_headroom,
+            "worst_fits_int32": self.worst_peak <= INT32_MAX,
+        }
 
 
 def table_markdown(fits: list[RequantFit]) -> str:

@@ -65,7 +65,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         if (module, name) not in _ALLOWED_GLOBALS:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only numpy arrays are allowed)")
         if module.startswith("numpy.core") and hasattr(np, "_core"):
-            module = "numpy._core" + module[len("numpy.core"):]  # numpy 2: skip the deprecated alias
+            module = "numpy._core" + module[len("numpy.core") :]  # numpy 2: skip the deprecated alias
         return super().find_class(module, name)
 
 

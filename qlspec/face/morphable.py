@@ -79,8 +79,7 @@ class FaceModel:
             raise ValueError(f"u must be (3V,), got {self.u.shape}")
         if self.w_shp.shape != (rows, NUM_SHAPE) or self.w_exp.shape != (rows, NUM_EXPRESSION):
             raise ValueError(
-                f"bases must be ({rows}, {NUM_SHAPE}) and ({rows}, {NUM_EXPRESSION}), "
-                f"got {self.w_shp.shape} and {self.w_exp.shape}"
+                f"bases must be ({rows}, {NUM_SHAPE}) and ({rows}, {NUM_EXPRESSION}), got {self.w_shp.shape} and {self.w_exp.shape}"
             )
         if self.keypoints.shape != (3 * NUM_LANDMARKS,):
             raise ValueError(f"keypoints must be (204,), got {self.keypoints.shape}")
@@ -121,9 +120,7 @@ class FaceModel:
         p = params[:, :12].reshape(n, 3, 4)
         shape = u_ + params[:, 12:52] @ ws.T + params[:, 52:62] @ we.T  # (N, 3V), interleaved
         # Fortran-order reshape of each (3V,) vector to (3, V) == C-order (V, 3) transposed.
-        shape = shape.reshape(n, v, 3).transpose(1, 2) if not isinstance(shape, np.ndarray) else (
-            shape.reshape(n, v, 3).transpose(0, 2, 1)
-        )
+        shape = shape.reshape(n, v, 3).transpose(1, 2) if not isinstance(shape, np.ndarray) else (shape.reshape(n, v, 3).transpose(0, 2, 1))
         pts = p[:, :, :3] @ shape + p[:, :, 3:4]
         if self.frame == "3ddfa":
             # 3DDFA_V2 similar_transform with an identity roi: 1-based y-up -> 0-based y-down.
@@ -166,6 +163,7 @@ def pose_matrix(yaw: np.ndarray, pitch: np.ndarray, roll: np.ndarray) -> np.ndar
 # The synthetic model. Mean shape in millimetres, x right, y down, z away from the camera; iBUG-68
 # order; index comments name the iBUG point groups.
 
+
 def _mean_landmarks() -> np.ndarray:
     """``(68, 3)`` hand-placed mean landmarks in mm (origin near the nose bridge)."""
     pts = np.zeros((NUM_LANDMARKS, 3))
@@ -185,12 +183,28 @@ def _mean_landmarks() -> np.ndarray:
     pts[36:42] = right_eye
     pts[42:48] = right_eye[[3, 2, 1, 0, 5, 4]] * [-1, 1, 1]  # 42 inner, 43-44 upper, 45 outer, 46-47 lower
     pts[48:60] = [  # outer lips: 48 corner, 49-53 upper, 54 corner, 55-59 lower
-        [-25, 33, -8], [-15, 28, -14], [-6, 26, -17], [0, 27, -18], [6, 26, -17], [15, 28, -14],
-        [25, 33, -8], [15, 39, -13], [6, 42, -16], [0, 43, -17], [-6, 42, -16], [-15, 39, -13],
+        [-25, 33, -8],
+        [-15, 28, -14],
+        [-6, 26, -17],
+        [0, 27, -18],
+        [6, 26, -17],
+        [15, 28, -14],
+        [25, 33, -8],
+        [15, 39, -13],
+        [6, 42, -16],
+        [0, 43, -17],
+        [-6, 42, -16],
+        [-15, 39, -13],
     ]
     pts[60:68] = [  # inner lips: 60 corner, 61-63 upper, 64 corner, 65-67 lower
-        [-21, 33.0, -10], [-7, 32.5, -16], [0, 32.5, -17], [7, 32.5, -16],
-        [21, 33.0, -10], [7, 33.5, -16], [0, 33.5, -17], [-7, 33.5, -16],
+        [-21, 33.0, -10],
+        [-7, 32.5, -16],
+        [0, 32.5, -17],
+        [7, 32.5, -16],
+        [21, 33.0, -10],
+        [7, 33.5, -16],
+        [0, 33.5, -17],
+        [-7, 33.5, -16],
     ]
     return pts
 
@@ -203,8 +217,17 @@ def _extra_vertices() -> np.ndarray:
     for x in np.linspace(8, 48, 3):
         half.append([x, -74.0, -10 + 0.012 * x * x])
     half += [
-        [64, -42, 28], [30, -10, -10], [20, 0, -14], [45, 5, -2], [32, 14, -10], [50, 24, 6],
-        [38, 46, -2], [14, 52, -9], [10, -10, -17], [13, 2, -16], [22, 22, -10],
+        [64, -42, 28],
+        [30, -10, -10],
+        [20, 0, -14],
+        [45, 5, -2],
+        [32, 14, -10],
+        [50, 24, 6],
+        [38, 46, -2],
+        [14, 52, -9],
+        [10, -10, -17],
+        [13, 2, -16],
+        [22, 22, -10],
     ]
     half_a = np.array(half, float)
     centre = np.array([[0, -55, -14], [0, -74, -10], [0, 54, -11], [0, 20, -19]], float)
@@ -243,8 +266,22 @@ def _shape_fields(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
     # Anchors: inner eye corners, outer eye corners, nose tip, nose base, mouth corners, lip
     # centres, brows, chin, jaw angles, cheeks, bridge, inner lips, outer brows, nostrils.
-    anchors = [(39, 42), (36, 45), (30, 30), (33, 33), (48, 54), (51, 57), (19, 24), (8, 8),
-               (4, 12), (2, 14), (27, 27), (62, 66), (17, 26), (31, 35)]
+    anchors = [
+        (39, 42),
+        (36, 45),
+        (30, 30),
+        (33, 33),
+        (48, 54),
+        (51, 57),
+        (19, 24),
+        (8, 8),
+        (4, 12),
+        (2, 14),
+        (27, 27),
+        (62, 66),
+        (17, 26),
+        (31, 35),
+    ]
     for a, b in anchors:
         lin = rng.normal(size=(3, 4))
         field = bump(p[a], lin, p)
@@ -256,35 +293,108 @@ def _shape_fields(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 # Expression fields at alpha = 1, in mm, on the landmarks: {index: (dx, dy, dz)}.
 _EXPRESSIONS: tuple[tuple[str, dict[int, tuple[float, float, float]]], ...] = (
-    ("jaw_open", {
-        **{k: (0, 14, 3) for k in (56, 57, 58, 65, 66, 67)}, 55: (0, 11, 3), 59: (0, 11, 3),
-        48: (0, 5, 1), 54: (0, 5, 1), 60: (0, 5, 1), 64: (0, 5, 1), 61: (0, -1, 0), 62: (0, -1, 0), 63: (0, -1, 0),
-        8: (0, 13, 4), 7: (0, 12, 4), 9: (0, 12, 4), 6: (0, 10, 3), 10: (0, 10, 3), 5: (0, 6, 2), 11: (0, 6, 2),
-        4: (0, 3, 1), 12: (0, 3, 1)}),
-    ("smile", {
-        48: (-5, -5, 3), 54: (5, -5, 3), 60: (-4, -4, 2), 64: (4, -4, 2), 49: (-2, -2, 0), 53: (2, -2, 0),
-        59: (-3, -2, 0), 55: (3, -2, 0), 56: (0, -1, 0), 57: (0, -1, 0), 58: (0, -1, 0),
-        40: (0, -1.5, 0), 41: (0, -1.5, 0), 46: (0, -1.5, 0), 47: (0, -1.5, 0)}),
-    ("pucker", {
-        48: (7, 0, -4), 54: (-7, 0, -4), 60: (6, 0, -3), 64: (-6, 0, -3), 49: (3, 0, -5), 53: (-3, 0, -5),
-        59: (3, 0, -5), 55: (-3, 0, -5), **{k: (0, 0, -6) for k in (50, 51, 52, 56, 57, 58)},
-        **{k: (0, 0, -5) for k in (61, 62, 63, 65, 66, 67)}}),
-    ("brow_raise", {
-        **{k: (0, -7, 0) for k in range(18, 26)}, 17: (0, -5, 0), 26: (0, -5, 0),
-        37: (0, -1.5, 0), 38: (0, -1.5, 0), 43: (0, -1.5, 0), 44: (0, -1.5, 0)}),
-    ("frown", {
-        19: (1, 2, 0), 20: (3, 4, 0), 21: (4, 5, -1), 24: (-1, 2, 0), 23: (-3, 4, 0), 22: (-4, 5, -1)}),
-    ("blink", {
-        37: (0, 9, 0), 38: (0, 9, 0), 43: (0, 9, 0), 44: (0, 9, 0),
-        40: (0, -1, 0), 41: (0, -1, 0), 46: (0, -1, 0), 47: (0, -1, 0)}),
+    (
+        "jaw_open",
+        {
+            **{k: (0, 14, 3) for k in (56, 57, 58, 65, 66, 67)},
+            55: (0, 11, 3),
+            59: (0, 11, 3),
+            48: (0, 5, 1),
+            54: (0, 5, 1),
+            60: (0, 5, 1),
+            64: (0, 5, 1),
+            61: (0, -1, 0),
+            62: (0, -1, 0),
+            63: (0, -1, 0),
+            8: (0, 13, 4),
+            7: (0, 12, 4),
+            9: (0, 12, 4),
+            6: (0, 10, 3),
+            10: (0, 10, 3),
+            5: (0, 6, 2),
+            11: (0, 6, 2),
+            4: (0, 3, 1),
+            12: (0, 3, 1),
+        },
+    ),
+    (
+        "smile",
+        {
+            48: (-5, -5, 3),
+            54: (5, -5, 3),
+            60: (-4, -4, 2),
+            64: (4, -4, 2),
+            49: (-2, -2, 0),
+            53: (2, -2, 0),
+            59: (-3, -2, 0),
+            55: (3, -2, 0),
+            56: (0, -1, 0),
+            57: (0, -1, 0),
+            58: (0, -1, 0),
+            40: (0, -1.5, 0),
+            41: (0, -1.5, 0),
+            46: (0, -1.5, 0),
+            47: (0, -1.5, 0),
+        },
+    ),
+    (
+        "pucker",
+        {
+            48: (7, 0, -4),
+            54: (-7, 0, -4),
+            60: (6, 0, -3),
+            64: (-6, 0, -3),
+            49: (3, 0, -5),
+            53: (-3, 0, -5),
+            59: (3, 0, -5),
+            55: (-3, 0, -5),
+            **{k: (0, 0, -6) for k in (50, 51, 52, 56, 57, 58)},
+            **{k: (0, 0, -5) for k in (61, 62, 63, 65, 66, 67)},
+        },
+    ),
+    (
+        "brow_raise",
+        {
+            **{k: (0, -7, 0) for k in range(18, 26)},
+            17: (0, -5, 0),
+            26: (0, -5, 0),
+            37: (0, -1.5, 0),
+            38: (0, -1.5, 0),
+            43: (0, -1.5, 0),
+            44: (0, -1.5, 0),
+        },
+    ),
+    ("frown", {19: (1, 2, 0), 20: (3, 4, 0), 21: (4, 5, -1), 24: (-1, 2, 0), 23: (-3, 4, 0), 22: (-4, 5, -1)}),
+    ("blink", {37: (0, 9, 0), 38: (0, 9, 0), 43: (0, 9, 0), 44: (0, 9, 0), 40: (0, -1, 0), 41: (0, -1, 0), 46: (0, -1, 0), 47: (0, -1, 0)}),
     ("wink", {37: (0, 9, 0), 38: (0, 9, 0), 43: (0, -2, 0), 44: (0, -2, 0)}),
     ("mouth_shift", {**{k: (6, 0, 0) for k in range(48, 68)}, **{k: (1, 0, 0) for k in range(31, 36)}}),
-    ("lips_part", {
-        50: (0, -3, 0), 51: (0, -3, 0), 52: (0, -3, 0), 61: (0, -3, 0), 62: (0, -3, 0), 63: (0, -3, 0),
-        56: (0, 4, 0), 57: (0, 4, 0), 58: (0, 4, 0), 65: (0, 4, 0), 66: (0, 4, 0), 67: (0, 4, 0)}),
-    ("jaw_sideways", {
-        **{k: (6, 0, 0) for k in range(5, 12)}, 4: (3, 0, 0), 12: (3, 0, 0),
-        **{k: (4, 0, 0) for k in (55, 56, 57, 58, 59, 65, 66, 67)}, **{k: (2, 0, 0) for k in (48, 54, 60, 64)}}),
+    (
+        "lips_part",
+        {
+            50: (0, -3, 0),
+            51: (0, -3, 0),
+            52: (0, -3, 0),
+            61: (0, -3, 0),
+            62: (0, -3, 0),
+            63: (0, -3, 0),
+            56: (0, 4, 0),
+            57: (0, 4, 0),
+            58: (0, 4, 0),
+            65: (0, 4, 0),
+            66: (0, 4, 0),
+            67: (0, 4, 0),
+        },
+    ),
+    (
+        "jaw_sideways",
+        {
+            **{k: (6, 0, 0) for k in range(5, 12)},
+            4: (3, 0, 0),
+            12: (3, 0, 0),
+            **{k: (4, 0, 0) for k in (55, 56, 57, 58, 59, 65, 66, 67)},
+            **{k: (2, 0, 0) for k in (48, 54, 60, 64)},
+        },
+    ),
 )
 
 #: Names of the 10 expression coefficients, in parameter order (param[52 + k]).

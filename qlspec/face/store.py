@@ -17,8 +17,15 @@ FILE = "face_model.npz"
 
 
 def save_face_model(model: FaceModel, folder: Path) -> None:
-    np.savez(folder / FILE, u=model.u, w_shp=model.w_shp, w_exp=model.w_exp, keypoints=model.keypoints,
-             frame=np.array(model.frame), size=np.array(model.size))
+    np.savez(
+        folder / FILE,
+        u=model.u,
+        w_shp=model.w_shp,
+        w_exp=model.w_exp,
+        keypoints=model.keypoints,
+        frame=np.array(model.frame),
+        size=np.array(model.size),
+    )
 
 
 def load_face_model(folder: Path) -> FaceModel:

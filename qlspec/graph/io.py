@@ -58,8 +58,16 @@ def save_graph(g: Graph, directory: Path) -> Path:
         "inputs": [{"name": t, **_info_json(g.tensors[t])} for t in g.inputs],
         "outputs": list(g.outputs),
         "constants": [{"name": name, "key": key} for name, key in keys.items()],
-        "nodes": [{"name": n.name, "op": n.op, "inputs": list(n.inputs), "outputs": list(n.outputs),
-                   "attrs": {k: _attr_json(v) for k, v in n.attrs}} for n in g.nodes],
+        "nodes": [
+            {
+                "name": n.name,
+                "op": n.op,
+                "inputs": list(n.inputs),
+                "outputs": list(n.outputs),
+                "attrs": {k: _attr_json(v) for k, v in n.attrs},
+            }
+            for n in g.nodes
+        ],
         "tensors": {t: _info_json(i) for t, i in g.tensors.items()},
     }
     atomic.save_npz(directory / CONSTANTS_FILE, **{keys[name]: a for name, a in g.constants.items()})

@@ -288,11 +288,21 @@ class Graph:
         if not isinstance(other, Graph):
             return NotImplemented
         same = (self.name, self.inputs, self.outputs, self.nodes, dict(self.tensors), self.ir_version) == (
-            other.name, other.inputs, other.outputs, other.nodes, dict(other.tensors), other.ir_version)
-        return same and self.constants.keys() == other.constants.keys() and all(
-            self.constants[k].dtype == other.constants[k].dtype
-            and np.array_equal(self.constants[k], other.constants[k])
-            for k in self.constants)
+            other.name,
+            other.inputs,
+            other.outputs,
+            other.nodes,
+            dict(other.tensors),
+            other.ir_version,
+        )
+        return (
+            same
+            and self.constants.keys() == other.constants.keys()
+            and all(
+                self.constants[k].dtype == other.constants[k].dtype and np.array_equal(self.constants[k], other.constants[k])
+                for k in self.constants
+            )
+        )
 
     __hash__ = None  # type: ignore[assignment]
 

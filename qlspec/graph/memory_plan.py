@@ -19,18 +19,18 @@ from qlspec.graph.ir import Graph
 
 @dataclass(frozen=True)
 class MemoryPlan:
-    offsets: Mapping[str, int]              # tensor -> byte offset in the arena
-    sizes: Mapping[str, int]                # tensor -> bytes
+    offsets: Mapping[str, int]  # tensor -> byte offset in the arena
+    sizes: Mapping[str, int]  # tensor -> bytes
     lifetimes: Mapping[str, tuple[int, int]]
-    naive_bytes: int                        # every activation in its own buffer
-    arena_bytes: int                        # with buffer reuse (this plan)
-    peak_live_bytes: int                    # lower bound: most bytes alive at one step
+    naive_bytes: int  # every activation in its own buffer
+    arena_bytes: int  # with buffer reuse (this plan)
+    peak_live_bytes: int  # lower bound: most bytes alive at one step
 
     def check(self) -> None:
         """Raise ValueError if two tensors alive at one step share a byte."""
         items = list(self.offsets)
         for i, a in enumerate(items):
-            for b in items[i + 1:]:
+            for b in items[i + 1 :]:
                 (s1, e1), (s2, e2) = self.lifetimes[a], self.lifetimes[b]
                 if s1 <= e2 and s2 <= e1:
                     o1, o2 = self.offsets[a], self.offsets[b]
@@ -66,5 +66,4 @@ def plan_memory(g: Graph, align: int = 1) -> MemoryPlan:
         placed.append((offset, sizes[t], s, e))
     arena = max((o + sz for o, sz, _, _ in placed), default=0)
     peak = max((sum(sizes[t] for t, (s, e) in lifetimes.items() if s <= step <= e) for step in range(-1, end + 1)), default=0)
-    return MemoryPlan(MappingProxyType(offsets), MappingProxyType(sizes), MappingProxyType(lifetimes),
-                      sum(sizes.values()), arena, peak)
+    return MemoryPlan(MappingProxyType(offsets), MappingProxyType(sizes), MappingProxyType(lifetimes), sum(sizes.values()), arena, peak)

@@ -15,10 +15,10 @@ class Summary:
     nodes: int
     op_counts: dict[str, int]
     macs: int
-    weight_bytes: int                   # all constants, in their integer containers
-    activation_bytes_naive: int         # every activation in its own buffer
-    activation_bytes_planned: int       # the static memory plan's arena
-    activation_bytes_lower_bound: int   # most bytes alive at one step
+    weight_bytes: int  # all constants, in their integer containers
+    activation_bytes_naive: int  # every activation in its own buffer
+    activation_bytes_planned: int  # the static memory plan's arena
+    activation_bytes_lower_bound: int  # most bytes alive at one step
     inputs: dict[str, str]
     outputs: dict[str, str]
 
@@ -28,14 +28,16 @@ class Summary:
     def to_text(self) -> str:
         ops = ", ".join(f"{k} x{v}" for k, v in sorted(self.op_counts.items()))
         saved = 1 - self.activation_bytes_planned / self.activation_bytes_naive if self.activation_bytes_naive else 0.0
-        return "\n".join([
-            f"graph {self.name}: {self.nodes} nodes ({ops})",
-            f"inputs {', '.join(f'{k} {v}' for k, v in self.inputs.items())}; "
-            f"outputs {', '.join(f'{k} {v}' for k, v in self.outputs.items())}",
-            f"MACs {self.macs:,}; weights {self.weight_bytes:,} bytes",
-            f"peak activation memory {self.activation_bytes_planned:,} bytes with the memory plan, "
-            f"{self.activation_bytes_naive:,} without ({saved:.0%} saved; lower bound {self.activation_bytes_lower_bound:,})",
-        ])
+        return "\n".join(
+            [
+                f"graph {self.name}: {self.nodes} nodes ({ops})",
+                f"inputs {', '.join(f'{k} {v}' for k, v in self.inputs.items())}; "
+                f"outputs {', '.join(f'{k} {v}' for k, v in self.outputs.items())}",
+                f"MACs {self.macs:,}; weights {self.weight_bytes:,} bytes",
+                f"peak activation memory {self.activation_bytes_planned:,} bytes with the memory plan, "
+                f"{self.activation_bytes_naive:,} without ({saved:.0%} saved; lower bound {self.activation_bytes_lower_bound:,})",
+            ]
+        )
 
 
 def summarise(g: Graph) -> Summary:

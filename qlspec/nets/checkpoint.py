@@ -40,7 +40,7 @@ def read_3ddfa_state_dict(path: Path) -> dict[str, torch.Tensor]:
             continue
         for old, new in RENAMED_PREFIXES.items():
             if key.startswith(old):
-                key = new + key[len(old):]
+                key = new + key[len(old) :]
         out[key] = value
     return out
 
@@ -58,8 +58,7 @@ def fitting_state_dict(net: nn.Module, path: Path) -> dict[str, torch.Tensor]:
     own = net.state_dict()
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
-              if k in state and state[k].shape != own[k].shape]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
     problems = []
     for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches (file vs network)", shapes)):
         if items:

@@ -30,9 +30,7 @@ class DepthWiseBlock(nn.Module):
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1) -> None:
         super().__init__()
-        self.conv_dw = nn.Conv2d(
-            inplanes, inplanes, kernel_size=3, padding=1, stride=stride, groups=inplanes, bias=False
-        )
+        self.conv_dw = nn.Conv2d(inplanes, inplanes, kernel_size=3, padding=1, stride=stride, groups=inplanes, bias=False)
         self.bn_dw = nn.BatchNorm2d(inplanes)
         self.relu_dw = nn.ReLU()
         self.conv_sep = nn.Conv2d(inplanes, planes, kernel_size=1, stride=1, padding=0, bias=False)

@@ -39,14 +39,25 @@ class NetworkEntry:
         return getattr(importlib.import_module(module), name)
 
 
-NETWORKS: dict[str, NetworkEntry] = {e.arch: e for e in (
-    NetworkEntry("3ddfa-mobilenet-v1", "3DDFA_V2's MobileNet-V1 regressor (depthwise-separable, no residuals)",
-                 "qlspec.nets.mobilenet_v1:MobileNetV1", "3DDFA_V2 mb1_120x120.pth / mb05_120x120.pth",
-                 "3,270,526 parameters, 177 M MACs at width 1.0; 850,398 and 47 M at 0.5"),
-    NetworkEntry("3ddfa-resnet22", "3DDFA_V2's ResNet-22 regressor (BasicBlocks with residual adds)",
-                 "qlspec.nets.resnet22:ResNet22", "3DDFA_V2 resnet22.pth",
-                 "18,449,246 parameters, 2.66 G MACs at width 1.0; 293,570 and 43 M at 0.125"),
-)}
+NETWORKS: dict[str, NetworkEntry] = {
+    e.arch: e
+    for e in (
+        NetworkEntry(
+            "3ddfa-mobilenet-v1",
+            "3DDFA_V2's MobileNet-V1 regressor (depthwise-separable, no residuals)",
+            "qlspec.nets.mobilenet_v1:MobileNetV1",
+            "3DDFA_V2 mb1_120x120.pth / mb05_120x120.pth",
+            "3,270,526 parameters, 177 M MACs at width 1.0; 850,398 and 47 M at 0.5",
+        ),
+        NetworkEntry(
+            "3ddfa-resnet22",
+            "3DDFA_V2's ResNet-22 regressor (BasicBlocks with residual adds)",
+            "qlspec.nets.resnet22:ResNet22",
+            "3DDFA_V2 resnet22.pth",
+            "18,449,246 parameters, 2.66 G MACs at width 1.0; 293,570 and 43 M at 0.125",
+        ),
+    )
+}
 
 
 def entry(arch: str) -> NetworkEntry:

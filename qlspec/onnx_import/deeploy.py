@@ -15,8 +15,11 @@ def divide_mul(imp: Importer, node: onnx.NodeProto, mul_name: str, k: int) -> st
     if k == 1:
         return imp.int_const(node, mul_name)
     if (mul % k != 0).any():
-        imp.fail(node, f"follows an average pool of {k} values but its mul is not a multiple of {k}; "
-                       "export with QuantLab's AlignAvgPoolPass so that the mean can be requantised exactly")
+        imp.fail(
+            node,
+            f"follows an average pool of {k} values but its mul is not a multiple of {k}; "
+            "export with QuantLab's AlignAvgPoolPass so that the mean can be requantised exactly",
+        )
     name = f"{mul_name}/{k}"
     if name not in imp.builder.constants:
         imp.builder.add_constant(name, narrow(mul // k))

@@ -39,8 +39,7 @@ def lower_requant_chain(imp: Importer, mul_node: onnx.NodeProto) -> None:
     imp.attributes(mul_node).finish()
     split = _split_const(imp, mul_node)
     if split is None:
-        imp.fail(mul_node, f"Mul is supported only as the start of a requantisation {CHAIN} "
-                           "with one constant operand")
+        imp.fail(mul_node, f"Mul is supported only as the start of a requantisation {CHAIN} with one constant operand")
     x_name, mul_name = split
     chain = [mul_node]
     node = mul_node
@@ -56,8 +55,9 @@ def lower_requant_chain(imp: Importer, mul_node: onnx.NodeProto) -> None:
         node = nxt
     div_node = _next(imp, node, "Div")
     if div_node is None or div_node.input[0] != node.output[0] or imp.const_value(div_node.input[1]) is None:
-        imp.fail(mul_node, f"Mul is supported only as the start of a requantisation {CHAIN}; "
-                           "its result must feed exactly one Div by a constant")
+        imp.fail(
+            mul_node, f"Mul is supported only as the start of a requantisation {CHAIN}; its result must feed exactly one Div by a constant"
+        )
     imp.attributes(div_node).finish()
     div_raw = np.asarray(imp.const_value(div_node.input[1])).ravel()
     div = float(div_raw[0]) if div_raw.size == 1 else 0.0
@@ -79,8 +79,9 @@ def lower_requant_chain(imp: Importer, mul_node: onnx.NodeProto) -> None:
     add = f"{add_name or mul_node.name + '.add'}-half"
     imp.builder.add_constant(add, narrow(add_value))
     bound = reach(imp.info(x), imp.builder.constants[mul], imp.builder.constants[add], div)
-    imp.emit(floor_node, Node.make("RequantShift", imp.node_name(mul_node), [x, mul, add], [floor_node.output[0]],
-                                   div=div, lo=-bound, hi=bound))
+    imp.emit(
+        floor_node, Node.make("RequantShift", imp.node_name(mul_node), [x, mul, add], [floor_node.output[0]], div=div, lo=-bound, hi=bound)
+    )
 
 
 _ADDER_FIELDS = ("mul", "add", "shift", "rq")
@@ -103,8 +104,14 @@ def lower_add(imp: Importer, node: onnx.NodeProto) -> None:
             if not 0 <= shift < 63:
                 imp.fail(node, f"{side}_shift must be in [0, 62] (got {shift})")
             div = 1 << shift
-            params.update({f"{side}_mul": a.int(f"{side}_mul"), f"{side}_add": a.int(f"{side}_add") - div // 2,
-                           f"{side}_div": div, f"{side}_rq": True})
+            params.update(
+                {
+                    f"{side}_mul": a.int(f"{side}_mul"),
+                    f"{side}_add": a.int(f"{side}_add") - div // 2,
+                    f"{side}_div": div,
+                    f"{side}_rq": True,
+                }
+            )
         else:
             for f in ("mul", "add", "shift"):
                 a.int(f"{side}_{f}", 0)

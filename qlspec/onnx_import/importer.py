@@ -22,8 +22,12 @@ from qlspec.onnx_import.reader import Attributes, integral, tensor_value, unique
 
 # ONNX element type -> (bits, signed) of an integer graph input; float inputs carry integers too
 _ELEM_TYPES = {
-    TensorProto.INT8: (8, True), TensorProto.UINT8: (8, False), TensorProto.INT16: (16, True),
-    TensorProto.UINT16: (16, False), TensorProto.INT32: (32, True), TensorProto.INT64: (64, True),
+    TensorProto.INT8: (8, True),
+    TensorProto.UINT8: (8, False),
+    TensorProto.INT16: (16, True),
+    TensorProto.UINT16: (16, False),
+    TensorProto.INT32: (32, True),
+    TensorProto.INT64: (64, True),
 }
 DEFAULT_INPUT = (32, True)
 # where QuantLab exports put their custom RequantShift: a raw PyTorch export, onnxruntime-extensions' domain
@@ -33,8 +37,9 @@ Lowering = Callable[["Importer", onnx.NodeProto], None]
 
 
 class Importer:
-    def __init__(self, path: Path, model: onnx.ModelProto, rules: Mapping[str, Lowering],
-                 input_types: Mapping[str, tuple[int, bool]] | None) -> None:
+    def __init__(
+        self, path: Path, model: onnx.ModelProto, rules: Mapping[str, Lowering], input_types: Mapping[str, tuple[int, bool]] | None
+    ) -> None:
         self.path = path
         self.model = model
         self.graph = model.graph
@@ -77,8 +82,7 @@ class Importer:
         for vi in list(self.graph.value_info) + list(self.graph.output):
             t = vi.type.tensor_type
             if t.HasField("shape"):
-                shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
-                                        for d in t.shape.dim)
+                shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in t.shape.dim)
         return shapes
 
     def _add_inputs(self, input_types: Mapping[str, tuple[int, bool]]) -> None:
@@ -103,8 +107,7 @@ class Importer:
             elif t.elem_type in (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16):
                 bits, signed = DEFAULT_INPUT
             else:
-                self.fail(None, f"graph input {vi.name!r} has unsupported element type "
-                                f"{TensorProto.DataType.Name(t.elem_type)}")
+                self.fail(None, f"graph input {vi.name!r} has unsupported element type {TensorProto.DataType.Name(t.elem_type)}")
             self.builder.add_input(vi.name, TensorInfo(tuple(dims), bits, signed))
 
     # -- tensors -------------------------------------------------------------------------------
@@ -135,8 +138,10 @@ class Importer:
         """The IR tensor for an ONNX input name (constants become integer IR constants)."""
         name = self.alias.get(name, name)
         if name in self.pending_divisor:
-            self.fail(node, f"consumes {name!r}, the output of an average pool, which must go straight "
-                            "into a requantisation (sum then requantise)")
+            self.fail(
+                node,
+                f"consumes {name!r}, the output of an average pool, which must go straight into a requantisation (sum then requantise)",
+            )
         if name in self.raw_consts:
             return self.int_const(node, name)
         if name not in self.builder.tensors:
@@ -169,10 +174,10 @@ class Importer:
             self.fail(onnx_node, e.message)
         (out,) = node.outputs
         declared = self.declared.get(out)
-        if declared is not None and (len(declared) != len(info.shape) or any(
-                d is not None and d != s for d, s in zip(declared, info.shape))):
-            self.fail(onnx_node, f"shape mismatch: output {out!r} is declared {list(declared)} "
-                                 f"but computes to {list(info.shape)}")
+        if declared is not None and (
+            len(declared) != len(info.shape) or any(d is not None and d != s for d, s in zip(declared, info.shape))
+        ):
+            self.fail(onnx_node, f"shape mismatch: output {out!r} is declared {list(declared)} but computes to {list(info.shape)}")
         return info
 
     def node_name(self, node: onnx.NodeProto) -> str:
@@ -220,8 +225,11 @@ class Importer:
             rule = self.rules.get(node.op_type) if domain in ("", "ai.onnx", *CUSTOM_DOMAINS) else None
             if rule is None or (domain in CUSTOM_DOMAINS and node.op_type != "RequantShift"):
                 supported = ", ".join(sorted(self.rules))
-                self.fail(node, f"unsupported op {domain + '::' if domain else ''}{node.op_type} (supported: {supported}"
-                                f"; from the custom domains {', '.join(CUSTOM_DOMAINS)} only RequantShift)")
+                self.fail(
+                    node,
+                    f"unsupported op {domain + '::' if domain else ''}{node.op_type} (supported: {supported}"
+                    f"; from the custom domains {', '.join(CUSTOM_DOMAINS)} only RequantShift)",
+                )
             self.lower(rule, node)
         for _, node in self.pending_divisor.values():
             self.fail(node, "average pool output must go straight into a requantisation (sum then requantise)")

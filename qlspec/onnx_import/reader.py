@@ -15,8 +15,12 @@ from onnx import AttributeProto, TensorProto, numpy_helper
 from qlspec.errors import OnnxImportError
 
 _ATTR_KIND: dict[int, str] = {
-    AttributeProto.FLOAT: "FLOAT", AttributeProto.INT: "INT", AttributeProto.STRING: "STRING",
-    AttributeProto.TENSOR: "TENSOR", AttributeProto.FLOATS: "FLOATS", AttributeProto.INTS: "INTS",
+    AttributeProto.FLOAT: "FLOAT",
+    AttributeProto.INT: "INT",
+    AttributeProto.STRING: "STRING",
+    AttributeProto.TENSOR: "TENSOR",
+    AttributeProto.FLOATS: "FLOATS",
+    AttributeProto.INTS: "INTS",
 }
 
 
@@ -82,7 +86,7 @@ def integral(values: np.ndarray, what: str) -> np.ndarray:
     if not np.array_equal(r, a):
         bad = a[r != a].ravel()[0]
         raise ValueError(f"{what} holds a non-integer value ({bad}); QuantLab integer graphs store integers")
-    if np.abs(r).max(initial=0) >= 2.0 ** 63:
+    if np.abs(r).max(initial=0) >= 2.0**63:
         raise ValueError(f"{what} exceeds int64")
     return r.astype(np.int64)
 

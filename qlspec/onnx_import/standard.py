@@ -63,8 +63,19 @@ def lower_conv(imp: Importer, node: onnx.NodeProto) -> None:
     pads = _window_pads(imp, node, a, x_info.shape[2:], kernel, strides, dilations)
     group = a.int("group", 1)
     a.finish()
-    imp.emit(node, Node.make("Conv", imp.node_name(node), [x, w] + ([b] if b else []), [_one_output(imp, node)],
-                             strides=strides, pads=pads, dilations=dilations, group=group))
+    imp.emit(
+        node,
+        Node.make(
+            "Conv",
+            imp.node_name(node),
+            [x, w] + ([b] if b else []),
+            [_one_output(imp, node)],
+            strides=strides,
+            pads=pads,
+            dilations=dilations,
+            group=group,
+        ),
+    )
 
 
 def lower_gemm(imp: Importer, node: onnx.NodeProto) -> None:
@@ -113,8 +124,20 @@ def lower_max_pool(imp: Importer, node: onnx.NodeProto) -> None:
     if a.int("storage_order", 0) != 0:
         imp.fail(node, "storage_order=1 is not supported")
     a.finish()
-    imp.emit(node, Node.make("MaxPool", imp.node_name(node), [x], [_one_output(imp, node)], kernel_shape=kernel,
-                             strides=strides, pads=pads, dilations=dilations, ceil_mode=ceil_mode))
+    imp.emit(
+        node,
+        Node.make(
+            "MaxPool",
+            imp.node_name(node),
+            [x],
+            [_one_output(imp, node)],
+            kernel_shape=kernel,
+            strides=strides,
+            pads=pads,
+            dilations=dilations,
+            ceil_mode=ceil_mode,
+        ),
+    )
 
 
 def lower_average_pool(imp: Importer, node: onnx.NodeProto) -> None:
@@ -210,8 +233,12 @@ def lower_pad(imp: Importer, node: onnx.NodeProto) -> None:
     if mode not in ("constant", "edge", "reflect"):
         imp.fail(node, f"mode must be constant, edge or reflect (got {mode!r})")
     value = _integer_scalar(imp, node, value, "the pad value")
-    imp.emit(node, Node.make("Pad", imp.node_name(node), [imp.tensor(node, node.input[0])], [_one_output(imp, node)],
-                             pads=pads, mode=mode, value=value))
+    imp.emit(
+        node,
+        Node.make(
+            "Pad", imp.node_name(node), [imp.tensor(node, node.input[0])], [_one_output(imp, node)], pads=pads, mode=mode, value=value
+        ),
+    )
 
 
 def lower_clip(imp: Importer, node: onnx.NodeProto) -> None:

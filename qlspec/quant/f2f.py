@@ -220,7 +220,11 @@ def _pool_input_signed(gm: fx.GraphModule, example_input: Tensor) -> dict[str, b
     hooks = []
     for name, m in gm.named_modules():
         if isinstance(m, _POOLS):
-            hooks.append(m.register_forward_hook(lambda mod, inp, out, name=name: seen.__setitem__(name, seen.get(name, False) or bool((inp[0] < 0).any()))))
+            hooks.append(
+                m.register_forward_hook(
+                    lambda mod, inp, out, name=name: seen.__setitem__(name, seen.get(name, False) or bool((inp[0] < 0).any()))
+                )
+            )
     was_training = gm.training
     gm.eval()
     try:

@@ -198,7 +198,11 @@ class _PACTActivation(nn.Module):
         elif method == "std":
             assert o.mean is not None and o.var is not None  # set by the first batch observed
             sd = o.var.clamp_min(0).sqrt()
-            m = torch.maximum((o.mean + self.nb_std * sd).abs(), (o.mean - self.nb_std * sd).abs()) if self.signed else o.mean + self.nb_std * sd
+            m = (
+                torch.maximum((o.mean + self.nb_std * sd).abs(), (o.mean - self.nb_std * sd).abs())
+                if self.signed
+                else o.mean + self.nb_std * sd
+            )
         elif method in ("percentile", "mse"):
             if o.samples is None:
                 raise RuntimeError(f"{type(self).__name__}: init {method!r} needs samples; set observer.keep_samples before observing")
@@ -296,7 +300,13 @@ class PACTSignedAct(_PACTActivation):
     signed = True
 
     def __init__(
-        self, n_levels: int = 256, init: InitMethod = "const", init_clip: float = 1.0, learn_clip: bool = True, act_kind: ActKind = "identity", **kwargs
+        self,
+        n_levels: int = 256,
+        init: InitMethod = "const",
+        init_clip: float = 1.0,
+        learn_clip: bool = True,
+        act_kind: ActKind = "identity",
+        **kwargs,
     ) -> None:
         super().__init__(n_levels, init, init_clip, learn_clip, act_kind=act_kind, **kwargs)
         self.clip_lo = nn.Parameter(torch.tensor([-float(init_clip)]), requires_grad=learn_clip)

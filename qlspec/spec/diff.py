@@ -64,8 +64,9 @@ def rungs_that_may_move(changes: list[Change], stages: tuple[StageDef, ...], spe
     rerun = set(stages_to_rerun(changes, stages))
     rungs = [r for s in stages if s.name in rerun for r in s.rungs]
     if spec is not None:
-        absent = {"ARMCL", "CPU", "BOARD"} - ({"ARMCL", "BOARD"} if spec.target.backend == "armcl" else {"CPU"} if
-                                              spec.target.backend == "cpu" else set())
+        absent = {"ARMCL", "CPU", "BOARD"} - (
+            {"ARMCL", "BOARD"} if spec.target.backend == "armcl" else {"CPU"} if spec.target.backend == "cpu" else set()
+        )
         absent |= set() if spec.deploy.enabled else {"BOARD"}
         rungs = [r for r in rungs if r not in absent]
     return rungs
@@ -85,6 +86,5 @@ def render_markdown(changes: list[Change], stages: tuple[StageDef, ...], title: 
     for c in changes:
         lines.append(f"| `{c.path}` | {cell(c.old)} | {cell(c.new)} | {c.effect} | {', '.join(c.stages) or 'none'} |")
     rerun, rungs = stages_to_rerun(changes, stages), rungs_that_may_move(changes, stages, spec)
-    lines += ["", f"**Stages to rerun:** {', '.join(rerun) or 'none'}", "",
-              f"**Rungs that may move:** {', '.join(rungs) or 'none'}"]
+    lines += ["", f"**Stages to rerun:** {', '.join(rerun) or 'none'}", "", f"**Rungs that may move:** {', '.join(rungs) or 'none'}"]
     return "\n".join(lines) + "\n"

@@ -190,12 +190,15 @@ def _plain(node: Any, at: FieldPath, path: Path, source: Source, count: list[int
         return int(node)
     if isinstance(node, float):
         return float(node)
-    raise SpecError(f"unsupported YAML value ({type(node).__name__}): a spec holds strings, numbers, booleans, "
-                    "null, lists and mappings", where=_where(path, source, at))
+    raise SpecError(
+        f"unsupported YAML value ({type(node).__name__}): a spec holds strings, numbers, booleans, null, lists and mappings",
+        where=_where(path, source, at),
+    )
 
 
-def _resolve(path: Path, chain: tuple[Path, ...], confine: tuple[Path, ...],
-             cache: dict[Path, tuple[Source, list[Path]]]) -> tuple[Source, list[Path]]:
+def _resolve(
+    path: Path, chain: tuple[Path, ...], confine: tuple[Path, ...], cache: dict[Path, tuple[Source, list[Path]]]
+) -> tuple[Source, list[Path]]:
     """`path` with its `extends:` fragments merged under it (recursively), and the fragments used.
     `cache` holds each fragment resolved once (a diamond of extends costs one read per file)."""
     real = path.resolve()
@@ -255,9 +258,9 @@ def _find_fragment(name: str, base: Path, where: Position, confine: tuple[Path, 
         except (OSError, RuntimeError):
             continue
         if not any(real.is_relative_to(r) for r in confine):
-            raise SpecError(f"extends: fragment '{name}' lies outside the spec's folder, its git repository and "
-                            "the spec library",
-                            where=str(where))
+            raise SpecError(
+                f"extends: fragment '{name}' lies outside the spec's folder, its git repository and the spec library", where=str(where)
+            )
         return candidate
     known = sorted(str(p.relative_to(SPEC_LIBRARY)) for p in SPEC_LIBRARY.rglob("*.yaml"))
     hint = difflib.get_close_matches(name, known, n=1)
@@ -327,14 +330,16 @@ def _locate(err: Mapping[str, Any], source: Source, path: Path) -> tuple[str, st
             first = tuple(message.split(" ", 1)[0].split("."))
             if (loc + first) in source.values:  # a cross-field rule names its field (or dotted path) first
                 loc = loc + first
-        if "input" in err and not isinstance(err["input"], (dict, list)) and kind != "value_error" \
-                and not is_secret(".".join(map(str, loc))):
+        if (
+            "input" in err
+            and not isinstance(err["input"], (dict, list))
+            and kind != "value_error"
+            and not is_secret(".".join(map(str, loc)))
+        ):
             message += f" (got {err['input']!r})"
         position = _nearest(source.values, loc)
     dotted = ".".join(str(p) for p in loc) or "(spec)"
     return (str(position) if position else f"{_display(path)}:1:1", f"{dotted}: {message}")
-
-
 
 
 def _without_values(problem: str) -> str:
@@ -342,8 +347,7 @@ def _without_values(problem: str) -> str:
     return re.sub(r'^(found duplicate key ".*?") with value .*$', r"\1", str(problem))
 
 
-_BOUNDS = {"greater_than": ("gt", ">"), "greater_than_equal": ("ge", ">="),
-           "less_than": ("lt", "<"), "less_than_equal": ("le", "<=")}
+_BOUNDS = {"greater_than": ("gt", ">"), "greater_than_equal": ("ge", ">="), "less_than": ("lt", "<"), "less_than_equal": ("le", "<=")}
 
 
 def _position_order(item: tuple[str, str]) -> tuple[str, int, int]:

@@ -91,17 +91,16 @@ class Preprocess(SpecModel):
     loaders cut 3DDFA's crops (`qlspec.data.real`)."""
 
     size: Literal[120] = Field(120, description="Side of the square network input, pixels (3DDFA uses 120).")
-    channel_order: Literal["BGR", "RGB"] = Field("BGR", description="Channel order the network takes: BGR as stored "
-                                                 "(3DDFA), or RGB (the channels are flipped before normalising).")
+    channel_order: Literal["BGR", "RGB"] = Field(
+        "BGR", description="Channel order the network takes: BGR as stored (3DDFA), or RGB (the channels are flipped before normalising)."
+    )
     normalise: Normalise = Field(default_factory=Normalise, description="Pixel normalisation; the input quantiser derives from it.")
 
 
 class Postprocess(SpecModel):
     """From the network output to the application's result."""
 
-    kind: Literal["3ddfa-landmarks"] = Field(
-        "3ddfa-landmarks", description="62 3DMM parameters -> 68 2D landmarks in the crop frame."
-    )
+    kind: Literal["3ddfa-landmarks"] = Field("3ddfa-landmarks", description="62 3DMM parameters -> 68 2D landmarks in the crop frame.")
     points: Literal[68] = Field(68, description="Number of landmarks reconstructed.")
 
 
@@ -113,9 +112,11 @@ class ParamStatsValues(SpecModel):
     """A network's output normalisation written out: it regresses ``(param - mean) / std`` per parameter."""
 
     mean: list[Annotated[float, Field(allow_inf_nan=False)]] = Field(
-        min_length=62, max_length=62, description="Mean of each of the 62 parameters (3DDFA's order: 12 pose, 40 shape, 10 expression).")
+        min_length=62, max_length=62, description="Mean of each of the 62 parameters (3DDFA's order: 12 pose, 40 shape, 10 expression)."
+    )
     std: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(
-        min_length=62, max_length=62, description="Standard deviation of each of the 62 parameters (> 0).")
+        min_length=62, max_length=62, description="Standard deviation of each of the 62 parameters (> 0)."
+    )
 
 
 def _param_stats_form(value: Any) -> str:
@@ -168,8 +169,9 @@ class ResNet22Network(_NetworkBase):
 
     arch: Literal["3ddfa-resnet22"] = Field(description="Architecture (`qlspec.nets.registry`).")
     width: Literal[0.0625, 0.125, 0.25, 0.5, 1.0] = Field(  # type: ignore[valid-type]  # float literals, as above
-        0.125, description="Channel width multiplier: 1.0 is 3DDFA_V2's (2.66 GMAC at 120x120), 0.125 trains in "
-        "minutes on 2 cores (43 MMAC).")
+        0.125,
+        description="Channel width multiplier: 1.0 is 3DDFA_V2's (2.66 GMAC at 120x120), 0.125 trains in minutes on 2 cores (43 MMAC).",
+    )
 
 
 def _network_arch(value: Any) -> str:
@@ -203,13 +205,18 @@ class Real3DDFAData(SpecModel):
     kind: Literal["300w-lp"] = Field(description="Train on 300W-LP, validate on AFLW2000-3D.")
     root: Path = Field(description="300W-LP folder: images with same-name .mat files (Pose_Para, Shape_Para, Exp_Para, pt2d).")
     val_root: Path = Field(description="AFLW2000-3D folder: images with same-name .mat files (pt3d_68, Pose_Para).")
-    bfm: Path = Field(description="The user's basis: 3DDFA_V2's bfm_noneck_v3.pkl, or a folder with the 68-point "
-                      "text basis (u_base.txt, w_shp_base.txt, w_exp_base.txt). Academic licence: never shipped.")
+    bfm: Path = Field(
+        description="The user's basis: 3DDFA_V2's bfm_noneck_v3.pkl, or a folder with the 68-point "
+        "text basis (u_base.txt, w_shp_base.txt, w_exp_base.txt). Academic licence: never shipped."
+    )
     param_stats: Path | None = Field(
-        None, description="3DDFA's param_mean_std_62d_120x120.pkl (needed with pretrained 3DDFA_V2 weights); "
-        "null: computed from the training parameters.")
+        None,
+        description="3DDFA's param_mean_std_62d_120x120.pkl (needed with pretrained 3DDFA_V2 weights); "
+        "null: computed from the training parameters.",
+    )
     landmarks: Literal["pt2d", "model"] = Field(
-        "pt2d", description="Training landmarks: the annotated pt2d, or the basis's landmarks of the parameters.")
+        "pt2d", description="Training landmarks: the annotated pt2d, or the basis's landmarks of the parameters."
+    )
     train_limit: int | None = Field(None, ge=16, description="Use only the first N training images (sorted); null: all.")
     val_limit: int | None = Field(None, ge=8, description="Use only the first N validation images (sorted); null: all.")
 
@@ -257,9 +264,14 @@ class Loss(SpecModel):
 class Training(SpecModel):
     """Float training of the network on the data set."""
 
-    epochs: int = Field(8, ge=0, le=1000, description="Training epochs; 0 uses network.pretrained as it is: no "
-                        "training step runs and no batch-norm statistic moves (needs network.pretrained, and the "
-                        "network's output normalisation in network.param_stats or data.param_stats).")
+    epochs: int = Field(
+        8,
+        ge=0,
+        le=1000,
+        description="Training epochs; 0 uses network.pretrained as it is: no "
+        "training step runs and no batch-norm statistic moves (needs network.pretrained, and the "
+        "network's output normalisation in network.param_stats or data.param_stats).",
+    )
     batch_size: int = Field(64, ge=1, le=4096, description="Images per step.")
     optimizer: Optimizer = Field(default_factory=Optimizer, description="Optimiser and its hyper-parameters.")
     loss: Loss = Field(default_factory=Loss, description="Loss function.")
@@ -292,11 +304,13 @@ class ActivationQuant(SpecModel):
     clip: float = Field(6.0, gt=0, description="Initial bound for init 'const' (activation units).")
     percentile: float = Field(99.9, gt=50, le=100, description="Percentile for init 'percentile', %.")
     rounding: Literal["floor", "half_up"] = Field(
-        "floor", description="'floor': PACT's and QuantLib's default; 'half_up': to the nearest level, halves up "
+        "floor",
+        description="'floor': PACT's and QuantLib's default; 'half_up': to the nearest level, halves up "
         "(QuantLab's MobileNet configs set rounding true). FQ and the integer network apply the same rule.",
     )
     learn_clip: bool = Field(
-        True, description="Learn the upper clipping bound by backprop (PACT). QuantLib's PACTUnsignedAct with its "
+        True,
+        description="Learn the upper clipping bound by backprop (PACT). QuantLib's PACTUnsignedAct with its "
         "default symm=True sets the bound when quantisation starts and never trains it: false reproduces that.",
     )
 
@@ -307,9 +321,7 @@ class QatSchedule(SpecModel):
     epochs: int = Field(6, ge=1, le=1000, description="QAT epochs.")
     lr: float = Field(1e-3, gt=0, le=10, description="Learning rate during QAT.")
     start_epoch: int = Field(0, ge=0, description="Epoch (0-based) at which quantisation switches on.")
-    freeze_clip_at: int | None = Field(
-        5, ge=0, description="Epoch (0-based) from which PACT clip bounds stop learning; null: never."
-    )
+    freeze_clip_at: int | None = Field(5, ge=0, description="Epoch (0-based) from which PACT clip bounds stop learning; null: never.")
     from_float: bool = Field(True, description="Start from the trained float network (QAFT); false: from scratch.")
 
     @model_validator(mode="after")
@@ -359,14 +371,19 @@ class Export(SpecModel):
         "deeploy", description="'deeploy': RequantShift nodes; 'dory': Mul/Add/Div/Floor/Clip with annotations."
     )
     requant_bits: int | None = Field(
-        None, ge=8, le=31,
+        None,
+        ge=8,
+        le=31,
         description="Bits D of every requantisation divisor div = 2^D (QuantLib's default is 24, QuantLab's "
         "export scripts use 19). Unset: each requantiser gets the largest D for which x*mul + add fits int32 "
         "(as Deeploy's and DORY's kernels compute it) with `headroom` to spare on the calibration and "
         "validation images.",
     )
     headroom: float = Field(
-        2.0, ge=1.0, le=2.0**16, allow_inf_nan=False,
+        2.0,
+        ge=1.0,
+        le=2.0**16,
+        allow_inf_nan=False,
         description="How far every requantiser's x*mul + add must stay below 2^31 on the calibration and "
         "validation images when D is fitted: 2 leaves one spare bit for inputs not seen.",
     )
@@ -382,14 +399,19 @@ class Target(SpecModel):
     board: Literal["rpi4", "host"] = Field("rpi4", description="'rpi4': Raspberry Pi 4 (Cortex-A72, aarch64); 'host': this machine.")
     cpu: Literal["cortex-a72", "native"] = Field("cortex-a72", description="CPU the code is tuned for and emulated as.")
     backend: Literal["armcl", "cpu", "reference"] = Field(
-        "armcl", description="'armcl': ARM Compute Library 20.08 C++, cross-built for the board; 'cpu': the same generated C++ "
-        "and AI application without ACL, built for and run on this machine (rung CPU); 'reference': numpy engine only.")
-    threads: int = Field(4, ge=1, le=64, description="Worker threads on the board (a run-time argument of the app).",
-                         json_schema_extra=SPEED)
+        "armcl",
+        description="'armcl': ARM Compute Library 20.08 C++, cross-built for the board; 'cpu': the same generated C++ "
+        "and AI application without ACL, built for and run on this machine (rung CPU); 'reference': numpy engine only.",
+    )
+    threads: int = Field(
+        4, ge=1, le=64, description="Worker threads on the board (a run-time argument of the app).", json_schema_extra=SPEED
+    )
     output_stage: Literal["exact", "armcl-native"] = Field(
-        "exact", description="'exact': every requantiser is the project's RequantShift kernel, bit-exact against GRAPH; "
+        "exact",
+        description="'exact': every requantiser is the project's RequantShift kernel, bit-exact against GRAPH; "
         "'armcl-native': 8-bit convolutions and linear layers end in ARM-CL's fused fixed-point output stage (faster, not "
-        "the contract: the verify stage reports how many outputs differ instead of requiring none).")
+        "the contract: the verify stage reports how many outputs differ instead of requiring none).",
+    )
 
     @model_validator(mode="after")
     def _native_needs_armcl(self) -> Self:
@@ -417,35 +439,55 @@ class Deploy(SpecModel):
     """
 
     enabled: bool = Field(False, description="Deploy at the end of `qlspec apply` (stage deploy).")
-    host: str = Field("rpi4.local", min_length=1, max_length=253, pattern=r"^[A-Za-z0-9_.:\[\]-]+$",
-                      description="Board host name or address.")
+    host: str = Field(
+        "rpi4.local", min_length=1, max_length=253, pattern=r"^[A-Za-z0-9_.:\[\]-]+$", description="Board host name or address."
+    )
     port: int = Field(22, ge=1, le=65535, description="SSH port.")
     user: str = Field("pi", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", description="SSH user.")
-    key: str | None = Field("~/.ssh/id_ed25519", max_length=4096, json_schema_extra=ACCESS,
-                            description="Private key file (relative to the spec's folder, or ~); null: ssh-agent only.")
+    key: str | None = Field(
+        "~/.ssh/id_ed25519",
+        max_length=4096,
+        json_schema_extra=ACCESS,
+        description="Private key file (relative to the spec's folder, or ~); null: ssh-agent only.",
+    )
     agent: bool = Field(True, description="Also offer the keys of a running ssh-agent.", json_schema_extra=ACCESS)
-    passphrase: str | None = Field(None, description="Passphrase of `key`, if it has one (prefer ssh-agent).",
-                                   json_schema_extra=SECRET)
-    password: str | None = Field(None, description="SSH password, if the board takes no key (discouraged).",
-                                 json_schema_extra=SECRET)
-    known_hosts: str = Field("~/.ssh/known_hosts", min_length=1, max_length=4096, json_schema_extra=ACCESS,
-                             description="File of trusted host keys (OpenSSH format; relative to the spec's folder, or ~).")
-    path: str = Field("/home/pi/apps/qlspec-app", min_length=2, max_length=1024, pattern=r"^(/|~/)[^\x00-\x1f\x7f]*$",
-                      description="Folder on the board holding the releases (absolute, or ~/ for the user's home).")
+    passphrase: str | None = Field(None, description="Passphrase of `key`, if it has one (prefer ssh-agent).", json_schema_extra=SECRET)
+    password: str | None = Field(None, description="SSH password, if the board takes no key (discouraged).", json_schema_extra=SECRET)
+    known_hosts: str = Field(
+        "~/.ssh/known_hosts",
+        min_length=1,
+        max_length=4096,
+        json_schema_extra=ACCESS,
+        description="File of trusted host keys (OpenSSH format; relative to the spec's folder, or ~).",
+    )
+    path: str = Field(
+        "/home/pi/apps/qlspec-app",
+        min_length=2,
+        max_length=1024,
+        pattern=r"^(/|~/)[^\x00-\x1f\x7f]*$",
+        description="Folder on the board holding the releases (absolute, or ~/ for the user's home).",
+    )
     keep_releases: int = Field(3, ge=1, le=100, description="Releases kept on the board (the current one among them).")
     install: Literal["push", "build"] = Field(
-        "push", description="'push': upload the binary cross-built here; 'build': upload the CMake project and build it "
-        "on the board (needs cmake, g++ and libarm-compute-dev there).")
+        "push",
+        description="'push': upload the binary cross-built here; 'build': upload the CMake project and build it "
+        "on the board (needs cmake, g++ and libarm-compute-dev there).",
+    )
     cmake_args: list[Annotated[str, Field(max_length=1024)]] = Field(
-        default_factory=list, max_length=32, description="Extra CMake configure arguments for install: build.")
-    launcher: str = Field("", max_length=1024,
-                          description="Command prefix the board runs the app with (shell words), e.g. "
-                          "'qemu-aarch64 -cpu cortex-a72 -L /' for an x86 test board; empty on a Raspberry Pi.")
+        default_factory=list, max_length=32, description="Extra CMake configure arguments for install: build."
+    )
+    launcher: str = Field(
+        "",
+        max_length=1024,
+        description="Command prefix the board runs the app with (shell words), e.g. "
+        "'qemu-aarch64 -cpu cortex-a72 -L /' for an x86 test board; empty on a Raspberry Pi.",
+    )
     samples: int = Field(16, ge=1, le=100_000, description="Validation images the board runs (at most verify.samples).")
     repeat: int = Field(3, ge=0, le=1000, description="Timed passes over the samples for the median latency.", json_schema_extra=SPEED)
     connect_timeout: float = Field(15.0, gt=0, le=600, description="Seconds to wait for the SSH connection.", json_schema_extra=ACCESS)
-    command_timeout: float = Field(900.0, gt=0, le=86_400, description="Seconds any one command on the board may take.",
-                                   json_schema_extra=ACCESS)
+    command_timeout: float = Field(
+        900.0, gt=0, le=86_400, description="Seconds any one command on the board may take.", json_schema_extra=ACCESS
+    )
 
     @field_validator("launcher")
     @classmethod
@@ -500,12 +542,18 @@ class AppSpec(SpecModel):
     def _pretrained_as_it_is(self) -> Self:
         data_stats = getattr(self.data, "param_stats", None)
         if self.network.param_stats is not None and data_stats is not None:
-            raise ValueError("network.param_stats and data.param_stats are both set: keep network.param_stats (the "
-                             "network's own output normalisation) and drop data.param_stats")
+            raise ValueError(
+                "network.param_stats and data.param_stats are both set: keep network.param_stats (the "
+                "network's own output normalisation) and drop data.param_stats"
+            )
         if self.training.epochs == 0 and self.network.pretrained is None:
-            raise ValueError("training.epochs 0 uses network.pretrained as it is, but network.pretrained is null: name "
-                             "the checkpoint, or train (epochs >= 1)")
+            raise ValueError(
+                "training.epochs 0 uses network.pretrained as it is, but network.pretrained is null: name "
+                "the checkpoint, or train (epochs >= 1)"
+            )
         if self.training.epochs == 0 and self.network.param_stats is None and data_stats is None:
-            raise ValueError("training.epochs 0 uses network.pretrained as it is: name the output normalisation it was "
-                             "trained with in network.param_stats (3DDFA_V2: param_mean_std_62d_120x120.pkl)")
+            raise ValueError(
+                "training.epochs 0 uses network.pretrained as it is: name the output normalisation it was "
+                "trained with in network.param_stats (3DDFA_V2: param_mean_std_62d_120x120.pkl)"
+            )
         return self

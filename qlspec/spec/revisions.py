@@ -31,8 +31,9 @@ def _git(args: list[str], cwd: Path, what: str) -> bytes:
     except FileNotFoundError:
         raise QlspecError("git is not installed", where=what) from None
     if r.returncode != 0:
-        raise QlspecError(r.stderr.decode(errors="replace").strip().splitlines()[-1][:200] if r.stderr.strip() else "git failed",
-                          where=what)
+        raise QlspecError(
+            r.stderr.decode(errors="replace").strip().splitlines()[-1][:200] if r.stderr.strip() else "git failed", where=what
+        )
     return r.stdout
 
 

@@ -42,8 +42,10 @@ def run(ctx: StageContext) -> None:
     backend = spec.target.backend
     tc = toolchain_for(backend)
     if backend == "armcl" and spec.target.cpu == "native" and not tc.native:
-        raise BackendError("target.cpu native builds for the machine it runs on, which is not aarch64 here; "
-                           "use cortex-a72 to cross-build for the Raspberry Pi 4")
+        raise BackendError(
+            "target.cpu native builds for the machine it runs on, which is not aarch64 here; "
+            "use cortex-a72 to cross-build for the Raspberry Pi 4"
+        )
     graph = load_graph(ctx.inputs["convert"] / "graph")
     meta = json.loads((ctx.inputs["export"] / spec.export.flavour / "metadata.json").read_text())
     app = AppConstants.from_build(spec, meta["input"], meta["output"]["eps"], ctx.inputs["data"])
@@ -61,15 +63,28 @@ def run(ctx: StageContext) -> None:
     shutil.copy2(folder / "weights.bin", bin_dir / "weights.bin")
     shutil.rmtree(folder / "out")  # CMake's tree names this partial folder; rebuild from the project instead
     kernels, lanes = Counter(low.kernels.values()), Counter(low.lanes.values())
-    atomic.write_json(ctx.out / "build.json", {
-        "backend": backend, "output_stage": spec.target.output_stage, "cpu": cpu, "compiler": _version(tc.cxx),
-        "cmake": _version(tc.cmake),
-        "generate_s": round(t1 - t0, 2), "compile_s": round(t2 - t1, 2),
-        "binary_bytes": (bin_dir / BINARY).stat().st_size, "weights_bytes": low.blob.size,
-        "arena_bytes": low.plan.arena_bytes, "arena_naive_bytes": low.plan.naive_bytes,
-        "kernels": dict(sorted(kernels.items())), "requant_lanes": dict(sorted(lanes.items())),
-    })
+    atomic.write_json(
+        ctx.out / "build.json",
+        {
+            "backend": backend,
+            "output_stage": spec.target.output_stage,
+            "cpu": cpu,
+            "compiler": _version(tc.cxx),
+            "cmake": _version(tc.cmake),
+            "generate_s": round(t1 - t0, 2),
+            "compile_s": round(t2 - t1, 2),
+            "binary_bytes": (bin_dir / BINARY).stat().st_size,
+            "weights_bytes": low.blob.size,
+            "arena_bytes": low.plan.arena_bytes,
+            "arena_naive_bytes": low.plan.naive_bytes,
+            "kernels": dict(sorted(kernels.items())),
+            "requant_lanes": dict(sorted(lanes.items())),
+        },
+    )
     ctx.log(f"  {len(graph.nodes)} nodes: " + ", ".join(f"{n} {k}" for k, n in sorted(kernels.items())))
-    ctx.log("  requantisers: " + ", ".join(f"{n} in {k} lanes" for k, n in sorted(lanes.items()))
-            + f"; arena {low.plan.arena_bytes / 1024:.0f} KiB (without reuse {low.plan.naive_bytes / 1024:.0f} KiB); "
-            f"compiled in {t2 - t1:.1f} s")
+    ctx.log(
+        "  requantisers: "
+        + ", ".join(f"{n} in {k} lanes" for k, n in sorted(lanes.items()))
+        + f"; arena {low.plan.arena_bytes / 1024:.0f} KiB (without reuse {low.plan.naive_bytes / 1024:.0f} KiB); "
+        f"compiled in {t2 - t1:.1f} s"
+    )

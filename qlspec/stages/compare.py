@@ -28,8 +28,9 @@ NAMES = {"ptq": "PTQ", "pact": "PACT QAT"}
 
 def variant(spec: AppSpec, algorithm: str, bits: int) -> AppSpec:
     """`spec` with the quantisation algorithm and both bit-widths replaced."""
-    q = spec.quantisation.model_copy(update={"algorithm": algorithm, "bits": spec.quantisation.bits.model_copy(
-        update={"weights": bits, "activations": bits})})
+    q = spec.quantisation.model_copy(
+        update={"algorithm": algorithm, "bits": spec.quantisation.bits.model_copy(update={"weights": bits, "activations": bits})}
+    )
     return spec.model_copy(update={"quantisation": q})
 
 
@@ -47,8 +48,15 @@ def run(ctx: StageContext) -> None:
                 quantise.run(dataclasses.replace(ctx, spec=variant(spec, algorithm, bits), out=folder))
                 (folder / "seconds.txt").write_text(f"{time.perf_counter() - started:.1f}\n")
             fq = json.loads(done.read_text())[0]
-            rows.append({"algorithm": algorithm, "bits": bits, "nme": fq["nme"], "n": fq["n"],
-                         "seconds": float((folder / "seconds.txt").read_text())})
+            rows.append(
+                {
+                    "algorithm": algorithm,
+                    "bits": bits,
+                    "nme": fq["nme"],
+                    "n": fq["n"],
+                    "seconds": float((folder / "seconds.txt").read_text()),
+                }
+            )
     reference = {r["rung"]: r for r in json.loads((ctx.inputs["train"] / "rungs.json").read_text())}
     result = {"rows": rows, "fp_nme": reference["FP"]["nme"], "mean_nme": reference["MEAN"]["nme"]}
     atomic.write_json(ctx.out / "compare.json", result)
@@ -58,10 +66,15 @@ def run(ctx: StageContext) -> None:
 
 
 def render(result: dict[str, Any]) -> str:
-    lines = ["| algorithm | bits (w/a) | NME % | vs FP (points) | wall time s |", "|---|---|---|---|---|",
-             f"| FP (float) | 32 | {result['fp_nme']:.2f} | - | - |"]
+    lines = [
+        "| algorithm | bits (w/a) | NME % | vs FP (points) | wall time s |",
+        "|---|---|---|---|---|",
+        f"| FP (float) | 32 | {result['fp_nme']:.2f} | - | - |",
+    ]
     for r in result["rows"]:
-        lines.append(f"| {NAMES[r['algorithm']]} | {r['bits']}/{r['bits']} | {r['nme']:.2f} | "
-                     f"{r['nme'] - result['fp_nme']:+.2f} | {r['seconds']:.1f} |")
+        lines.append(
+            f"| {NAMES[r['algorithm']]} | {r['bits']}/{r['bits']} | {r['nme']:.2f} | "
+            f"{r['nme'] - result['fp_nme']:+.2f} | {r['seconds']:.1f} |"
+        )
     lines.append(f"| mean-parameter predictor | - | {result['mean_nme']:.2f} | - | - |")
     return "\n".join(lines) + "\n"

@@ -36,8 +36,7 @@ def integer_inputs(images: np.ndarray, input_meta: dict, transform: InputTransfo
     """uint8 BGR images -> the exported network's integer input: the spec's pre-processing, then the
     input quantiser the export's metadata declares (the IR's `Quantise` op), as the fake-quantised
     net saw them."""
-    quantise = Quantise(eps=float(input_meta["eps"]), lo=int(input_meta["lo"]), hi=int(input_meta["hi"]),
-                        rounding=input_meta["rounding"])
+    quantise = Quantise(eps=float(input_meta["eps"]), lo=int(input_meta["lo"]), hi=int(input_meta["hi"]), rounding=input_meta["rounding"])
     return quantise.run(transform(images).numpy())
 
 
@@ -51,8 +50,9 @@ def run(ctx: StageContext) -> None:
     save_graph(graph, ctx.out / "graph")
     summary = summarise(graph)
     (ctx.out / "summary.txt").write_text(summary.to_text() + "\n")
-    (ctx.out / "summary.json").write_text(json.dumps({"parsed": summarise(parsed).to_dict(), "optimised": summary.to_dict()},
-                                                     indent=1, default=str) + "\n")
+    (ctx.out / "summary.json").write_text(
+        json.dumps({"parsed": summarise(parsed).to_dict(), "optimised": summary.to_dict()}, indent=1, default=str) + "\n"
+    )
 
     faces = load_split(ctx.inputs["data"], "val")
     faces = faces.subset(slice(0, min(spec.verify.samples, len(faces))))
@@ -63,16 +63,24 @@ def run(ctx: StageContext) -> None:
     tq = np.load(ctx.inputs["export"] / "tq_outputs.npz")["output"]
 
     def engine(g):
-        return np.concatenate([run_graph(g, {name_in: q[s:s + BATCH]})[name_out] for s in range(0, len(q), BATCH)]).astype(np.int64)
+        return np.concatenate([run_graph(g, {name_in: q[s : s + BATCH]})[name_out] for s in range(0, len(q), BATCH)]).astype(np.int64)
 
     rows, previous = [], tq
     outputs = {}
     for rung, g in (("ONNX", parsed), ("GRAPH", graph)):
         out = engine(g)
         outputs[rung] = out
-        rows.append(nme_row(rung, landmarks_from_outputs(out * eps, stats, face_model), faces,
-                            max_abs_diff=float(np.abs((out - previous) * eps).max()),
-                            mismatches=int((out != previous).sum()), outputs=int(out.size), flavour=spec.export.flavour))
+        rows.append(
+            nme_row(
+                rung,
+                landmarks_from_outputs(out * eps, stats, face_model),
+                faces,
+                max_abs_diff=float(np.abs((out - previous) * eps).max()),
+                mismatches=int((out != previous).sum()),
+                outputs=int(out.size),
+                flavour=spec.export.flavour,
+            )
+        )
         previous = out
     np.savez(ctx.out / "outputs.npz", **{k.lower(): v for k, v in outputs.items()})
     write_rungs(ctx.out, rows)

@@ -75,8 +75,9 @@ def _real(ctx: StageContext, cfg: Real3DDFAData) -> dict:
     val = read_aflw2000(cfg.val_root, limit=cfg.val_limit, size=ctx.spec.preprocess.size)
     if not np.isfinite(train.faces.params).all():
         raise StageError("300W-LP parameters contain NaN or infinity", where=str(cfg.root))
-    stats = network_param_stats(ctx) or (param_stats_from_pkl(cfg.param_stats) if cfg.param_stats
-                                         else ParamStats.from_params(train.faces.params))
+    stats = network_param_stats(ctx) or (
+        param_stats_from_pkl(cfg.param_stats) if cfg.param_stats else ParamStats.from_params(train.faces.params)
+    )
     train.faces.save(ctx.out / "train.npz")
     val.faces.save(ctx.out / "val.npz")
     stats.save(ctx.out / "param_stats.npz")

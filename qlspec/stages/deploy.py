@@ -60,31 +60,56 @@ def run(ctx: StageContext) -> None:
         t1 = time.perf_counter()
         sent = board.upload(rid, files)
         t2 = time.perf_counter()
-        ctx.log(f"  release {rid}: " + (f"uploaded {len(files)} files, {sent / 1024:.0f} KiB" if sent
-                                         else "already on the board, nothing uploaded"))
+        ctx.log(
+            f"  release {rid}: "
+            + (f"uploaded {len(files)} files, {sent / 1024:.0f} KiB" if sent else "already on the board, nothing uploaded")
+        )
         with tempfile.TemporaryDirectory(prefix="qlspec-deploy-") as tmp:
             np.save(Path(tmp) / "input_0.npy", samples.inputs)
-            run_dir = board.run_app(rid, BINARY, [(Path(tmp) / "input_0.npy", "input_0.npy")], ["--profile", "{run}/input_0.npy"],
-                                    threads=spec.target.threads, repeat=deploy.repeat, fetch_to=ctx.out / "fetched",
-                                    fetch=("output_0.npy", "timing.json"))
+            run_dir = board.run_app(
+                rid,
+                BINARY,
+                [(Path(tmp) / "input_0.npy", "input_0.npy")],
+                ["--profile", "{run}/input_0.npy"],
+                threads=spec.target.threads,
+                repeat=deploy.repeat,
+                fetch_to=ctx.out / "fetched",
+                fetch=("output_0.npy", "timing.json"),
+            )
             t3 = time.perf_counter()
             photos = write_photos(samples.faces.images, Path(tmp) / "photos")
-            board.run_app(rid, APP, [(p.path, p.path.name) for p in photos],
-                          app_arguments([Photo(Path("{run}") / p.path.name, p.roi) for p in photos]), threads=spec.target.threads,
-                          repeat=deploy.repeat, fetch_to=ctx.out / "app", fetch=APP_FILES)
-            app = check_app_outputs(np.load(ctx.out / "app" / "input_0.npy"), np.load(ctx.out / "app" / "output_0.npy"),
-                                    json.loads((ctx.out / "app" / "landmarks.json").read_text()), photos, graph=load_graph(
-                                        ctx.inputs["convert"] / "graph"), input_meta=meta["input"], output_eps=meta["output"]["eps"],
-                                    transform=InputTransform.from_spec(spec.preprocess), size=spec.preprocess.size,
-                                    data_dir=ctx.inputs["data"])
+            board.run_app(
+                rid,
+                APP,
+                [(p.path, p.path.name) for p in photos],
+                app_arguments([Photo(Path("{run}") / p.path.name, p.roi) for p in photos]),
+                threads=spec.target.threads,
+                repeat=deploy.repeat,
+                fetch_to=ctx.out / "app",
+                fetch=APP_FILES,
+            )
+            app = check_app_outputs(
+                np.load(ctx.out / "app" / "input_0.npy"),
+                np.load(ctx.out / "app" / "output_0.npy"),
+                json.loads((ctx.out / "app" / "landmarks.json").read_text()),
+                photos,
+                graph=load_graph(ctx.inputs["convert"] / "graph"),
+                input_meta=meta["input"],
+                output_eps=meta["output"]["eps"],
+                transform=InputTransform.from_spec(spec.preprocess),
+                size=spec.preprocess.size,
+                data_dir=ctx.inputs["data"],
+            )
         t4 = time.perf_counter()
         outputs = np.load(ctx.out / "fetched" / "output_0.npy")
-        row, bad = checked_row("BOARD", outputs, samples, ctx, host=where(deploy), release=rid,
-                               output_stage=spec.target.output_stage)
+        row, bad = checked_row("BOARD", outputs, samples, ctx, host=where(deploy), release=rid, output_stage=spec.target.output_stage)
         if spec.target.output_stage == "exact" and bad.any():
             first = int(np.argwhere(bad)[0][0])
-            raise DeployError(f"BOARD differs from GRAPH on {int(bad.sum())} of {bad.size} outputs (first at validation image "
-                              f"{first}); release {rid} was not made current", where=where(deploy))
+            raise DeployError(
+                f"BOARD differs from GRAPH on {int(bad.sum())} of {bad.size} outputs (first at validation image "
+                f"{first}); release {rid} was not made current",
+                where=where(deploy),
+            )
         failure = app_failure(app, exact=spec.target.output_stage == "exact")
         if failure:
             raise DeployError(f"on the board, {failure}; release {rid} was not made current", where=where(deploy))
@@ -100,14 +125,37 @@ def run(ctx: StageContext) -> None:
     app["median_ms_per_photo"] = json.loads((ctx.out / "app" / "timing.json").read_text())["median_ms_per_image"]
     atomic.write_json(ctx.out / "app.json", app)
     write_rungs(ctx.out, [row])
-    atomic.write_json(ctx.out / "deploy.json", {
-        "board": where(deploy), "path": board.root, "release": rid, "previous": previous, "install": deploy.install,
-        "uploaded_files": len(files) if sent else 0, "uploaded_bytes": sent, "removed_releases": removed, "run_folder": run_dir,
-        "launcher": deploy.launcher, "samples": len(samples.inputs), "threads": spec.target.threads, "repeat": deploy.repeat,
-        "median_ms_per_batch": timing.get("median_ms_per_batch"),
-        "mismatches": int(bad.sum()), "outputs": int(bad.size), "output_stage": spec.target.output_stage,
-        "connect_s": round(t1 - t0, 2), "upload_s": round(t2 - t1, 2), "run_s": round(t3 - t2, 2), "app_s": round(t4 - t3, 2)})
-    ctx.log(f"  app on the board, {app['photos']} photos: {app['preprocess_mismatches']} input codes and "
-            f"{app['network_mismatches_vs_graph']} outputs differ, landmarks within {app['landmark_max_abs_diff_px']:.1e} px")
-    ctx.log(f"  BOARD vs GRAPH: {int(bad.sum())} mismatches of {bad.size} outputs on {len(samples.inputs)} images; "
-            f"current release {rid} on {where(deploy)}:{board.root}")
+    atomic.write_json(
+        ctx.out / "deploy.json",
+        {
+            "board": where(deploy),
+            "path": board.root,
+            "release": rid,
+            "previous": previous,
+            "install": deploy.install,
+            "uploaded_files": len(files) if sent else 0,
+            "uploaded_bytes": sent,
+            "removed_releases": removed,
+            "run_folder": run_dir,
+            "launcher": deploy.launcher,
+            "samples": len(samples.inputs),
+            "threads": spec.target.threads,
+            "repeat": deploy.repeat,
+            "median_ms_per_batch": timing.get("median_ms_per_batch"),
+            "mismatches": int(bad.sum()),
+            "outputs": int(bad.size),
+            "output_stage": spec.target.output_stage,
+            "connect_s": round(t1 - t0, 2),
+            "upload_s": round(t2 - t1, 2),
+            "run_s": round(t3 - t2, 2),
+            "app_s": round(t4 - t3, 2),
+        },
+    )
+    ctx.log(
+        f"  app on the board, {app['photos']} photos: {app['preprocess_mismatches']} input codes and "
+        f"{app['network_mismatches_vs_graph']} outputs differ, landmarks within {app['landmark_max_abs_diff_px']:.1e} px"
+    )
+    ctx.log(
+        f"  BOARD vs GRAPH: {int(bad.sum())} mismatches of {bad.size} outputs on {len(samples.inputs)} images; "
+        f"current release {rid} on {where(deploy)}:{board.root}"
+    )

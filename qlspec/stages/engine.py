@@ -53,7 +53,7 @@ class StageContext:
     build_dir: Path
     progress: bool = True
     log: Callable[[str], None] = print
-    options: Mapping[str, Any] = field(default_factory=dict)   # command-line choices that are not spec fields
+    options: Mapping[str, Any] = field(default_factory=dict)  # command-line choices that are not spec fields
 
 
 @dataclass(frozen=True)
@@ -215,15 +215,17 @@ class Pipeline:
             if value is None:
                 out[path] = None
             elif Path(value).is_dir():
-                listing = [(str(f.relative_to(value)), f.stat().st_size, f.stat().st_mtime_ns)
-                           for f in sorted(Path(value).rglob("*")) if f.is_file()]
+                listing = [
+                    (str(f.relative_to(value)), f.stat().st_size, f.stat().st_mtime_ns)
+                    for f in sorted(Path(value).rglob("*"))
+                    if f.is_file()
+                ]
                 out[path] = digest_json(listing)
             else:
                 out[path] = digest_file(Path(value))
         return out
 
-    def _stale_reasons(self, stage: StageDef, key: str, basis: Mapping[str, Any], will_run: set[str], *,
-                       forced: bool) -> list[str]:
+    def _stale_reasons(self, stage: StageDef, key: str, basis: Mapping[str, Any], will_run: set[str], *, forced: bool) -> list[str]:
         reasons = [f"forced (--force {stage.name})"] if forced else []
         record = self.read_record(stage.name)
         if record is None:
@@ -273,8 +275,7 @@ class Pipeline:
             f = folder / rel
             try:
                 st = f.stat()
-                ok = f.is_file() and st.st_size == meta["size"] and (
-                    st.st_mtime_ns <= recorded_at or digest_file(f) == meta.get("sha256"))
+                ok = f.is_file() and st.st_size == meta["size"] and (st.st_mtime_ns <= recorded_at or digest_file(f) == meta.get("sha256"))
             except OSError:
                 ok = False
             if not ok:
@@ -284,8 +285,7 @@ class Pipeline:
     # ---------------------------------------------------------------------------------------------
     # running
 
-    def run_stage(self, status: StageStatus, *, progress: bool, log: Callable[[str], None],
-                  options: Mapping[str, Any] = {}) -> None:
+    def run_stage(self, status: StageStatus, *, progress: bool, log: Callable[[str], None], options: Mapping[str, Any] = {}) -> None:
         """Run one stage into its partial folder, record it, then move it into place. `options` are
         command-line choices the stage may read (``trust_new_host_key``); they are not part of the key."""
         stage, key, basis = status.stage, status.key, status.basis
@@ -305,7 +305,7 @@ class Pipeline:
             "schema": RECORD_SCHEMA,
             "stage": stage.name,
             "key": key,
-            "code": basis["code"],      # as planned: the code that ran, even if files change meanwhile
+            "code": basis["code"],  # as planned: the code that ran, even if files change meanwhile
             "spec": basis["spec"],
             "files": basis["files"],
             "inputs": basis["inputs"],
@@ -418,7 +418,7 @@ def digest_file(path: Path) -> str:
 
 
 def digest_outputs(folder: Path) -> dict[str, dict[str, Any]]:
-    return {str(f.relative_to(folder)): {"size": f.stat().st_size, "sha256": digest_file(f)}
-            for f in sorted(p for p in folder.rglob("*") if p.is_file())}
-
-
+    return {
+        str(f.relative_to(folder)): {"size": f.stat().st_size, "sha256": digest_file(f)}
+        for f in sorted(p for p in folder.rglob("*") if p.is_file())
+    }

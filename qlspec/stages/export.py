@@ -73,19 +73,23 @@ def run(ctx: StageContext) -> None:
     int32 = Int32Report()
     xs = x.numpy()
     # rung TQ: F2T's graph by the reference engine, every requantiser also run as Deeploy's int32 kernel
-    out = np.concatenate([cross_check(net.graph, {IMAGE: xs[s:s + BATCH]}, OUTPUT, int32)[0] for s in range(0, len(xs), BATCH)])
+    out = np.concatenate([cross_check(net.graph, {IMAGE: xs[s : s + BATCH]}, OUTPUT, int32)[0] for s in range(0, len(xs), BATCH)])
     if int32.mismatches:
-        ctx.log(f"  warning: {int32.mismatches} of {int32.values} requantised values overflow an int32 kernel "
-                f"(export.requant_bits = {spec.export.requant_bits}); unset it to fit D for int32")
+        ctx.log(
+            f"  warning: {int32.mismatches} of {int32.values} requantised values overflow an int32 kernel "
+            f"(export.requant_bits = {spec.export.requant_bits}); unset it to fit D for int32"
+        )
     with torch.no_grad():
-        y = torch.cat([fq(x[s:s + BATCH]) for s in range(0, len(x), BATCH)]).double().numpy()
+        y = torch.cat([fq(x[s : s + BATCH]) for s in range(0, len(x), BATCH)]).double().numpy()
     eps = np.broadcast_to(net.output_eps, out.shape[1:]).astype(np.float64)
     z = out * eps
-    fqi = np.load(ctx.inputs["quantise"] / "fqi_outputs.npz")["output"][:len(out)]
+    fqi = np.load(ctx.inputs["quantise"] / "fqi_outputs.npz")["output"][: len(out)]
     vs_fqi = int((fqi != out).sum())
     if vs_fqi:
-        raise StageError(f"TQ (reference engine) differs from FQI (the quantise stage's integer evaluation) on {vs_fqi} of "
-                         f"{out.size} outputs", where="export")
+        raise StageError(
+            f"TQ (reference engine) differs from FQI (the quantise stage's integer evaluation) on {vs_fqi} of {out.size} outputs",
+            where="export",
+        )
     diff = out - np.round(y / eps)
     np.savez(ctx.out / "tq_outputs.npz", output=out, z=z.astype(np.float32))
     save_graph(net.graph, ctx.out / "graph")
@@ -108,22 +112,44 @@ def run(ctx: StageContext) -> None:
     checks["dory"]["onnxruntime_outputs"] = int(out.size)
 
     per_layer = layerwise_summary(fq, net, x[:LAYERWISE_IMAGES])
-    row = nme_row("TQ", landmarks_from_outputs(z, stats, load_face_model(ctx.inputs["data"])), faces,
-                  max_abs_diff=float(np.abs(out - fqi).max() * eps.max()), mismatches=vs_fqi, outputs=int(out.size),
-                  fq_max_abs_diff=float(np.abs(z - y).max()), fq_lsb_differing=int((diff != 0).sum()),
-                  fq_lsb_histogram=histogram(diff), fq_lsb_max_diff=int(np.abs(diff).max()),
-                  per_layer={**per_layer, "images": min(LAYERWISE_IMAGES, len(x))})
+    row = nme_row(
+        "TQ",
+        landmarks_from_outputs(z, stats, load_face_model(ctx.inputs["data"])),
+        faces,
+        max_abs_diff=float(np.abs(out - fqi).max() * eps.max()),
+        mismatches=vs_fqi,
+        outputs=int(out.size),
+        fq_max_abs_diff=float(np.abs(z - y).max()),
+        fq_lsb_differing=int((diff != 0).sum()),
+        fq_lsb_histogram=histogram(diff),
+        fq_lsb_max_diff=int(np.abs(diff).max()),
+        per_layer={**per_layer, "images": min(LAYERWISE_IMAGES, len(x))},
+    )
     write_rungs(ctx.out, [row])
     # integerise fits D on images, so every requantiser has an observed headroom
     observed = [h for f in net.fits if (h := f.observed_headroom) is not None]
-    (ctx.out / "export.json").write_text(json.dumps({
-        "primary": spec.export.flavour, "requant_bits": net.requant_bits, "spec_hash": spec_hash,
-        "input_eps": net.input_eps, "output_eps": net.output_eps.tolist(), "nodes": net.graph.op_counts(),
-        "self_check": checks, "int32_check": {k: v for k, v in int32.as_dict().items() if k != "peaks"},
-        "requantisers": len(net.fits), "min_observed_headroom": min(observed, default=None),
-    }, indent=1) + "\n")
+    (ctx.out / "export.json").write_text(
+        json.dumps(
+            {
+                "primary": spec.export.flavour,
+                "requant_bits": net.requant_bits,
+                "spec_hash": spec_hash,
+                "input_eps": net.input_eps,
+                "output_eps": net.output_eps.tolist(),
+                "nodes": net.graph.op_counts(),
+                "self_check": checks,
+                "int32_check": {k: v for k, v in int32.as_dict().items() if k != "peaks"},
+                "requantisers": len(net.fits),
+                "min_observed_headroom": min(observed, default=None),
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     ds = sorted({f.shift for f in net.fits})
-    ctx.log(f"  TQ NME {row['nme']:.2f}%, equal to FQI on all {out.size} outputs; D {ds[0]}..{ds[-1]}, int32 headroom >= "
-            f"{int32.min_headroom:.2f}x on the validation images ({int32.mismatches} of {int32.values} values differ in "
-            f"Deeploy's int32 arithmetic); onnxruntime (DORY file) differs on {checks['dory']['onnxruntime_vs_tq_mismatches']} "
-            f"of {out.size}; engine == TQ on both flavours")
+    ctx.log(
+        f"  TQ NME {row['nme']:.2f}%, equal to FQI on all {out.size} outputs; D {ds[0]}..{ds[-1]}, int32 headroom >= "
+        f"{int32.min_headroom:.2f}x on the validation images ({int32.mismatches} of {int32.values} values differ in "
+        f"Deeploy's int32 arithmetic); onnxruntime (DORY file) differs on {checks['dory']['onnxruntime_vs_tq_mismatches']} "
+        f"of {out.size}; engine == TQ on both flavours"
+    )

@@ -33,11 +33,21 @@ def build_lock(build_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise StageError(f"the build folder is in use by {_holder(path)}; wait for it to finish or stop it",
-                             where=str(build_dir)) from None
+            raise StageError(
+                f"the build folder is in use by {_holder(path)}; wait for it to finish or stop it", where=str(build_dir)
+            ) from None
         os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                 "command": " ".join(sys.argv[:4])[:200]}).encode())
+        os.write(
+            fd,
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "command": " ".join(sys.argv[:4])[:200],
+                }
+            ).encode(),
+        )
         yield
     finally:
         os.close(fd)  # closing releases the lock

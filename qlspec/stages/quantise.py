@@ -99,7 +99,7 @@ def run(ctx: StageContext) -> None:
         _qat(ctx, fq, train_set, val_set, stats, integer)
     else:
         n = min(q.ptq.samples, len(train_set))
-        batches = [prep(train_set.images[s:min(s + 64, n)]) for s in range(0, n, 64)]
+        batches = [prep(train_set.images[s : min(s + 64, n)]) for s in range(0, n, 64)]
         calibrate(fq, batches, method=q.ptq.calibration, percentile=q.ptq.percentile)
         ctx.log(f"  calibrated {q.ptq.calibration} bounds on {n} training images")
     atomic.save_torch(ctx.out / "fq_state.pt", fq.state_dict())
@@ -108,18 +108,31 @@ def run(ctx: StageContext) -> None:
     z = network_outputs(fq, val_set, prep)
     np.savez(ctx.out / "outputs.npz", z=z)
     z_fp = np.load(float_dir / "outputs.npz")["z"]
-    fq_row = nme_row("FQ", landmarks_from_outputs(z, stats, face_model), val_set, algorithm=q.algorithm,
-                     max_abs_diff=float(np.abs(z - z_fp).max()),
-                     bits={"weights": q.bits.weights, "activations": q.bits.activations})
+    fq_row = nme_row(
+        "FQ",
+        landmarks_from_outputs(z, stats, face_model),
+        val_set,
+        algorithm=q.algorithm,
+        max_abs_diff=float(np.abs(z - z_fp).max()),
+        bits={"weights": q.bits.weights, "activations": q.bits.activations},
+    )
     out, eps = integer.outputs(fq)
     z_int = out * eps
     np.savez(ctx.out / "fqi_outputs.npz", output=out, z=z_int.astype(np.float32))
     lsb = out - np.round(z.astype(np.float64) / eps)
-    fqi_row = nme_row("FQI", landmarks_from_outputs(z_int, stats, face_model), val_set, max_abs_diff=float(np.abs(z_int - z).max()),
-                      outputs=int(out.size), outputs_off_round_fq=int((lsb != 0).sum()))
+    fqi_row = nme_row(
+        "FQI",
+        landmarks_from_outputs(z_int, stats, face_model),
+        val_set,
+        max_abs_diff=float(np.abs(z_int - z).max()),
+        outputs=int(out.size),
+        outputs_off_round_fq=int((lsb != 0).sum()),
+    )
     write_rungs(ctx.out, [fq_row, fqi_row])
-    ctx.log(f"  FQ ({q.algorithm} w{q.bits.weights}a{q.bits.activations}) NME {fq_row['nme']:.2f}%; "
-            f"integer-faithful (FQI) {fqi_row['nme']:.2f}%")
+    ctx.log(
+        f"  FQ ({q.algorithm} w{q.bits.weights}a{q.bits.activations}) NME {fq_row['nme']:.2f}%; "
+        f"integer-faithful (FQI) {fqi_row['nme']:.2f}%"
+    )
 
 
 class IntegerEvaluation:
@@ -156,21 +169,34 @@ def _qat(ctx: StageContext, fq: fx.GraphModule, train_set, val_set, stats, integ
     calibration = None
     prep = InputTransform.from_spec(spec.preprocess)
     if spec.quantisation.activations.init != "const":
-        calibration = [prep(train_set.images[i:i + 64]) for i in range(0, min(256, len(train_set)), 64)]
-    controller = PACTController(fq, start_epoch=s.start_epoch, freeze_clip_at=s.freeze_clip_at,
-                                calibration_batches=calibration)
+        calibration = [prep(train_set.images[i : i + 64]) for i in range(0, min(256, len(train_set)), 64)]
+    controller = PACTController(fq, start_epoch=s.start_epoch, freeze_clip_at=s.freeze_clip_at, calibration_batches=calibration)
 
     def on_epoch_start(epoch: int, net: torch.nn.Module) -> None:
         controller(epoch, net)  # the trainer's hook returns nothing; the commands run are in controller.log
 
     result = train(
-        fq, train_set, val_set, stats=stats, epochs=s.epochs, batch_size=t.batch_size,
-        optimizer=t.optimizer.name, lr=s.lr, momentum=t.optimizer.momentum, nesterov=t.optimizer.nesterov,
-        weight_decay=t.optimizer.weight_decay, schedule="cosine",
+        fq,
+        train_set,
+        val_set,
+        stats=stats,
+        epochs=s.epochs,
+        batch_size=t.batch_size,
+        optimizer=t.optimizer.name,
+        lr=s.lr,
+        momentum=t.optimizer.momentum,
+        nesterov=t.optimizer.nesterov,
+        weight_decay=t.optimizer.weight_decay,
+        schedule="cosine",
         loss_cfg=LossConfig(param_weight=t.loss.param_weight, landmark_weight=t.loss.landmark_weight, landmark=t.loss.landmark),
         params_for_optimiser=pact_param_groups(fq, s.lr, weight_decay=t.optimizer.weight_decay),
-        on_epoch_start=on_epoch_start, ckpt_dir=ctx.out / "checkpoints", seed=t.seed, progress=ctx.progress,
-        face_model=load_face_model(ctx.inputs["data"]), transform=prep, evaluator=integer,
+        on_epoch_start=on_epoch_start,
+        ckpt_dir=ctx.out / "checkpoints",
+        seed=t.seed,
+        progress=ctx.progress,
+        face_model=load_face_model(ctx.inputs["data"]),
+        transform=prep,
+        evaluator=integer,
     )
     (ctx.out / "history.json").write_text(json.dumps(result.history, indent=2) + "\n")
     shutil.rmtree(ctx.out / "checkpoints", ignore_errors=True)

@@ -43,8 +43,7 @@ STAGES: tuple[StageDef, ...] = (
     StageDef(
         name="compare",
         summary="PTQ vs PACT QAT at each bit-width, from the same float network",
-        reads=("compare", "quantisation", "training", "network", "preprocess", "export.requant_bits", "export.headroom",
-               "verify.samples"),
+        reads=("compare", "quantisation", "training", "network", "preprocess", "export.requant_bits", "export.headroom", "verify.samples"),
         after=("data", "train"),
         run="qlspec.stages.compare:run",
         resumable=True,
@@ -79,14 +78,16 @@ STAGES: tuple[StageDef, ...] = (
         name="verify",
         rungs=("ARMCL", "CPU"),
         summary="run the built app under qemu as a Cortex-A72 (backend cpu: here) against GRAPH (rung ARMCL or CPU)",
-        reads=("verify.samples", "verify.emulator", "preprocess", "export.flavour", "target.backend", "target.cpu",
-               "target.output_stage"),
+        reads=("verify.samples", "verify.emulator", "preprocess", "export.flavour", "target.backend", "target.cpu", "target.output_stage"),
         after=("data", "export", "convert", "build"),
         run="qlspec.stages.verify:run",
-        enabled=lambda spec: ("target.backend is reference (nothing to verify)" if spec.target.backend == "reference"
-                              else "verify.emulator is board (the deploy stage runs rung BOARD)"
-                              if spec.verify.emulator == "board" and spec.target.backend == "armcl"
-                              else None),
+        enabled=lambda spec: (
+            "target.backend is reference (nothing to verify)"
+            if spec.target.backend == "reference"
+            else "verify.emulator is board (the deploy stage runs rung BOARD)"
+            if spec.verify.emulator == "board" and spec.target.backend == "armcl"
+            else None
+        ),
     ),
     StageDef(
         name="deploy",
@@ -95,8 +96,12 @@ STAGES: tuple[StageDef, ...] = (
         reads=("deploy", "target.output_stage", "verify.samples", "preprocess", "export.flavour"),
         after=("data", "export", "convert", "build"),
         run="qlspec.stages.deploy:run",
-        enabled=lambda spec: ("deploy.enabled is false" if not spec.deploy.enabled
-                              else f"target.backend is {spec.target.backend} (only armcl builds for the board)"
-                              if spec.target.backend != "armcl" else None),
+        enabled=lambda spec: (
+            "deploy.enabled is false"
+            if not spec.deploy.enabled
+            else f"target.backend is {spec.target.backend} (only armcl builds for the board)"
+            if spec.target.backend != "armcl"
+            else None
+        ),
     ),
 )

@@ -25,9 +25,9 @@ from qlspec.stages.engine import StageContext
 @dataclass(frozen=True)
 class Samples:
     faces: FaceSet
-    inputs: np.ndarray      # the network's integer input codes, in the graph input's container type
-    expected: np.ndarray    # GRAPH's integer outputs on them (int64)
-    eps: np.ndarray         # output quantum: outputs * eps are the normalised parameters
+    inputs: np.ndarray  # the network's integer input codes, in the graph input's container type
+    expected: np.ndarray  # GRAPH's integer outputs on them (int64)
+    eps: np.ndarray  # output quantum: outputs * eps are the normalised parameters
 
 
 def validation_samples(ctx: StageContext, n: int) -> Samples:
@@ -39,8 +39,9 @@ def validation_samples(ctx: StageContext, n: int) -> Samples:
     faces = faces.subset(slice(0, min(n, len(faces))))
     q = integer_inputs(faces.images, meta["input"], InputTransform.from_spec(spec.preprocess))
     expected = np.load(ctx.inputs["convert"] / "outputs.npz")["graph"][: len(faces)]
-    return Samples(faces, q.astype(graph.tensors[graph.inputs[0]].dtype), expected.astype(np.int64),
-                   np.asarray(meta["output"]["eps"], np.float64))
+    return Samples(
+        faces, q.astype(graph.tensors[graph.inputs[0]].dtype), expected.astype(np.int64), np.asarray(meta["output"]["eps"], np.float64)
+    )
 
 
 def checked_row(rung: str, outputs: np.ndarray, samples: Samples, ctx: StageContext, **extra: Any) -> tuple[dict[str, Any], np.ndarray]:
@@ -48,6 +49,13 @@ def checked_row(rung: str, outputs: np.ndarray, samples: Samples, ctx: StageCont
     out = outputs.reshape(samples.expected.shape).astype(np.int64)
     bad = out != samples.expected
     landmarks = landmarks_from_outputs(out * samples.eps, load_stats(ctx.inputs["data"]), load_face_model(ctx.inputs["data"]))
-    row = nme_row(rung, landmarks, samples.faces, max_abs_diff=float(np.abs((out - samples.expected) * samples.eps).max()),
-                  mismatches=int(bad.sum()), outputs=int(out.size), **extra)
+    row = nme_row(
+        rung,
+        landmarks,
+        samples.faces,
+        max_abs_diff=float(np.abs((out - samples.expected) * samples.eps).max()),
+        mismatches=int(bad.sum()),
+        outputs=int(out.size),
+        **extra,
+    )
     return row, bad

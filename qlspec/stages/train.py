@@ -67,12 +67,24 @@ def _train(ctx: StageContext, net, train_set, val_set, stats, face_model, prep) 
     """Float training as the spec's training section says; (history, seconds)."""
     cfg = ctx.spec.training
     result = train(
-        net, train_set, val_set, stats=stats, epochs=cfg.epochs, batch_size=cfg.batch_size,
-        optimizer=cfg.optimizer.name, lr=cfg.optimizer.lr, momentum=cfg.optimizer.momentum,
-        nesterov=cfg.optimizer.nesterov, weight_decay=cfg.optimizer.weight_decay,
-        schedule=cfg.optimizer.schedule, warmup_epochs=cfg.optimizer.warmup_epochs,
-        loss_cfg=LossConfig(param_weight=cfg.loss.param_weight, landmark_weight=cfg.loss.landmark_weight,
-                            landmark=cfg.loss.landmark),
-        ckpt_dir=ctx.out / "checkpoints", seed=cfg.seed, progress=ctx.progress, face_model=face_model, transform=prep,
+        net,
+        train_set,
+        val_set,
+        stats=stats,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        optimizer=cfg.optimizer.name,
+        lr=cfg.optimizer.lr,
+        momentum=cfg.optimizer.momentum,
+        nesterov=cfg.optimizer.nesterov,
+        weight_decay=cfg.optimizer.weight_decay,
+        schedule=cfg.optimizer.schedule,
+        warmup_epochs=cfg.optimizer.warmup_epochs,
+        loss_cfg=LossConfig(param_weight=cfg.loss.param_weight, landmark_weight=cfg.loss.landmark_weight, landmark=cfg.loss.landmark),
+        ckpt_dir=ctx.out / "checkpoints",
+        seed=cfg.seed,
+        progress=ctx.progress,
+        face_model=face_model,
+        transform=prep,
     )
     return result.history, result.seconds

@@ -54,20 +54,32 @@ def run(ctx: StageContext) -> None:
     exact = spec.target.output_stage == "exact"
     if exact and bad.any():
         first = int(np.argwhere(bad)[0][0])
-        raise StageError(f"{rung} differs from GRAPH on {int(bad.sum())} of {bad.size} outputs (first at validation image {first})",
-                         where=str(binary))
+        raise StageError(
+            f"{rung} differs from GRAPH on {int(bad.sum())} of {bad.size} outputs (first at validation image {first})", where=str(binary)
+        )
     outputs: dict[str, Any] = {backend: result.outputs[0].reshape(bad.shape).astype(np.int64)}
     np.savez(ctx.out / "outputs.npz", **outputs)
     write_rungs(ctx.out, [row])
     emulator = " ".join(tc.run_prefix(spec.target.cpu)) or "native"
-    atomic.write_json(ctx.out / "verify.json", {
-        "emulator": emulator, "samples": len(samples.inputs), "threads": spec.target.threads, "wall_s": round(result.wall_s, 2),
-        "median_ms_per_image": round(result.median_ms, 3), "emulated": bool(tc.emulator), "mismatches": int(bad.sum()),
-        "outputs": int(bad.size),
-        "output_stage": spec.target.output_stage})
+    atomic.write_json(
+        ctx.out / "verify.json",
+        {
+            "emulator": emulator,
+            "samples": len(samples.inputs),
+            "threads": spec.target.threads,
+            "wall_s": round(result.wall_s, 2),
+            "median_ms_per_image": round(result.median_ms, 3),
+            "emulated": bool(tc.emulator),
+            "mismatches": int(bad.sum()),
+            "outputs": int(bad.size),
+            "output_stage": spec.target.output_stage,
+        },
+    )
     note = "" if exact else " (armcl-native output stage: measured, not required to be 0)"
-    ctx.log(f"  {rung} vs GRAPH: {int(bad.sum())} mismatches of {bad.size} outputs on {len(samples.inputs)} images{note} "
-            f"({emulator}, {result.wall_s:.1f} s)")
+    ctx.log(
+        f"  {rung} vs GRAPH: {int(bad.sum())} mismatches of {bad.size} outputs on {len(samples.inputs)} images{note} "
+        f"({emulator}, {result.wall_s:.1f} s)"
+    )
     check_app(ctx, samples, tc)
 
 
@@ -79,16 +91,26 @@ def check_app(ctx: StageContext, samples: Samples, tc) -> None:
     with tempfile.TemporaryDirectory(prefix="qlspec-photos-") as tmp:
         photos = write_photos(samples.faces.images[:APP_PHOTOS], Path(tmp))
         result = run_app(app, app_arguments(photos), tc, threads=spec.target.threads, cpu=spec.target.cpu)
-        report = check_app_outputs(result.codes, result.outputs, result.landmarks_json, photos,
-                                   graph=load_graph(ctx.inputs["convert"] / "graph"), input_meta=meta["input"],
-                                   output_eps=meta["output"]["eps"], transform=InputTransform.from_spec(spec.preprocess),
-                                   size=spec.preprocess.size, data_dir=ctx.inputs["data"])
+        report = check_app_outputs(
+            result.codes,
+            result.outputs,
+            result.landmarks_json,
+            photos,
+            graph=load_graph(ctx.inputs["convert"] / "graph"),
+            input_meta=meta["input"],
+            output_eps=meta["output"]["eps"],
+            transform=InputTransform.from_spec(spec.preprocess),
+            size=spec.preprocess.size,
+            data_dir=ctx.inputs["data"],
+        )
     report.update(median_ms_per_photo=result.timing["median_ms_per_image"], wall_s=round(result.wall_s, 2))
     atomic.write_json(ctx.out / "app.json", report)
     atomic.write_json(ctx.out / "app_landmarks.json", result.landmarks_json)
-    ctx.log(f"  app on {report['photos']} photos: {report['preprocess_mismatches']} of {report['input_codes']} input codes differ "
-            f"from Python's pre-processing; network {report['network_mismatches_vs_graph']} mismatches against GRAPH; landmarks "
-            f"within {report['landmark_max_abs_diff_px']:.1e} px of Python's post-processing")
+    ctx.log(
+        f"  app on {report['photos']} photos: {report['preprocess_mismatches']} of {report['input_codes']} input codes differ "
+        f"from Python's pre-processing; network {report['network_mismatches_vs_graph']} mismatches against GRAPH; landmarks "
+        f"within {report['landmark_max_abs_diff_px']:.1e} px of Python's post-processing"
+    )
     failure = app_failure(report, exact=spec.target.output_stage == "exact")
     if failure:
         raise StageError(failure, where=str(app))

@@ -87,7 +87,9 @@ def _lr_at(step: int, total: int, lr: float, warmup: int, schedule: str) -> floa
     return lr * 0.2 ** sum(u >= m for m in (0.6, 0.85))
 
 
-def _make_optimiser(params: Iterable[Any], name: str, lr: float, momentum: float, nesterov: bool, weight_decay: float) -> torch.optim.Optimizer:
+def _make_optimiser(
+    params: Iterable[Any], name: str, lr: float, momentum: float, nesterov: bool, weight_decay: float
+) -> torch.optim.Optimizer:
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0, weight_decay=weight_decay)
     if name == "adam":
@@ -105,7 +107,11 @@ def _device(net: nn.Module) -> torch.device:
 
 @torch.no_grad()
 def predict(
-    net: nn.Module, faceset: FaceSet, stats: ParamStats, batch_size: int = 256, face_model: FaceModel | None = None,
+    net: nn.Module,
+    faceset: FaceSet,
+    stats: ParamStats,
+    batch_size: int = 256,
+    face_model: FaceModel | None = None,
     transform: InputTransform = DEFAULT,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run `net` in eval mode over `faceset`: de-normalised params float32 ``(N, 62)`` and
@@ -127,7 +133,11 @@ def predict(
 
 
 def evaluate(
-    net: nn.Module, faceset: FaceSet, stats: ParamStats, batch_size: int = 256, face_model: FaceModel | None = None,
+    net: nn.Module,
+    faceset: FaceSet,
+    stats: ParamStats,
+    batch_size: int = 256,
+    face_model: FaceModel | None = None,
     transform: InputTransform = DEFAULT,
 ) -> NMEReport:
     """NME report of `net` on `faceset` (predicted vs stored landmarks, binned on the stored yaw)."""
@@ -186,14 +196,28 @@ def train(
     total_steps = steps_per_epoch * epochs
     warmup_steps = round(warmup_epochs * steps_per_epoch)
     settings = {
-        "epochs": epochs, "batch_size": batch_size, "lr": lr, "momentum": momentum, "nesterov": nesterov,
-        "weight_decay": weight_decay, "loss": loss_cfg.as_dict(), "seed": seed, "optimizer": optimizer,
-        "schedule": schedule, "warmup_epochs": warmup_epochs, "n_train": len(train_set), "n_val": len(val_set),
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "momentum": momentum,
+        "nesterov": nesterov,
+        "weight_decay": weight_decay,
+        "loss": loss_cfg.as_dict(),
+        "seed": seed,
+        "optimizer": optimizer,
+        "schedule": schedule,
+        "warmup_epochs": warmup_epochs,
+        "n_train": len(train_set),
+        "n_val": len(val_set),
     }
 
     opt = _make_optimiser(
         params_for_optimiser if params_for_optimiser is not None else net.parameters(),
-        optimizer, lr, momentum, nesterov, weight_decay,
+        optimizer,
+        lr,
+        momentum,
+        nesterov,
+        weight_decay,
     )
     loss_fn = FaceLoss(face_model, stats, loss_cfg)
     history: list[dict[str, Any]] = []
@@ -238,18 +262,33 @@ def train(
             if val is None:
                 val = evaluate(net, val_set, stats, val_batch_size, face_model, transform)
             means = (sums / max(1, steps_per_epoch)).tolist()
-            history.append({
-                "epoch": epoch + 1, "lr": cur_lr if steps_per_epoch else lr,
-                "loss": means[0], "param_loss": means[1], "landmark_loss": means[2],
-                "val_nme": val.mean, "val_nme_mean_of_bins": val.mean_of_bins,
-                "val_bins": val.as_dict()["bins"], "seconds": time.perf_counter() - t_epoch,
-            })
+            history.append(
+                {
+                    "epoch": epoch + 1,
+                    "lr": cur_lr if steps_per_epoch else lr,
+                    "loss": means[0],
+                    "param_loss": means[1],
+                    "landmark_loss": means[2],
+                    "val_nme": val.mean,
+                    "val_nme_mean_of_bins": val.mean_of_bins,
+                    "val_bins": val.as_dict()["bins"],
+                    "seconds": time.perf_counter() - t_epoch,
+                }
+            )
             if bar is not None:
                 bar.end_epoch(val.mean)
-            _save(ckpt_path, {
-                "format": _FORMAT, "settings": settings, "epoch": epoch + 1, "model": net.state_dict(),
-                "optimiser": opt.state_dict(), "torch_rng": torch.get_rng_state(), "history": history,
-            })
+            _save(
+                ckpt_path,
+                {
+                    "format": _FORMAT,
+                    "settings": settings,
+                    "epoch": epoch + 1,
+                    "model": net.state_dict(),
+                    "optimiser": opt.state_dict(),
+                    "torch_rng": torch.get_rng_state(),
+                    "history": history,
+                },
+            )
     finally:
         if bar is not None:
             bar.stop()
@@ -273,8 +312,8 @@ def _resume(path: Path, net: nn.Module, opt: torch.optim.Optimizer, settings: di
     if state["settings"] != settings:
         diff = sorted(k for k in settings if state["settings"].get(k) != settings[k])
         raise CheckpointError(
-            f"checkpoint was written with other training settings ({', '.join(diff)}); "
-            "delete it to start again", where=str(path),
+            f"checkpoint was written with other training settings ({', '.join(diff)}); delete it to start again",
+            where=str(path),
         )
     missing, unexpected = net.load_state_dict(state["model"], strict=False)
     if missing or unexpected:

@@ -43,8 +43,9 @@ def test_schema_prints_json_schema():
 
 def test_diff_reports_changes_with_invalidated_stages_and_masks_secrets(spec_file, repo_root):
     old = spec_file((repo_root / "examples" / "3ddfa-synthetic" / "app.yaml").read_text(), name="old.yaml")
-    new = spec_file("name: 3ddfa-synthetic\nextends: [old.yaml]\ntraining: {epochs: 99}\n"
-                    "deploy: {password: other-pass}\n# a comment\n", name="new.yaml")
+    new = spec_file(
+        "name: 3ddfa-synthetic\nextends: [old.yaml]\ntraining: {epochs: 99}\ndeploy: {password: other-pass}\n# a comment\n", name="new.yaml"
+    )
     r = qlspec("diff", old, new)
     assert r.returncode == 0, r.stderr
     epochs = next(line for line in r.stdout.splitlines() if line.startswith("training.epochs: "))
@@ -126,19 +127,25 @@ def test_convert_takes_the_input_precision_from_a_side_json_or_the_flags(tmp_pat
     assert r.returncode == 0 and "inputs input i32[1x3x8x8]" in r.stdout and f"from {side}" in r.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--input", "uint8", "--config", "side.json"], "error: qlspec: --input and --config both give the input precision: use one"),
-    (["--input", "u8"], "error: --input: unknown input precision 'u8' (choose from uint8, int8, int32)"),
-    (["--config", "nope.json"], "error: nope.json: no such file"),
-    (["--config", "empty.json"], "error: empty.json: declares no input precision"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--input", "uint8", "--config", "side.json"], "error: qlspec: --input and --config both give the input precision: use one"),
+        (["--input", "u8"], "error: --input: unknown input precision 'u8' (choose from uint8, int8, int32)"),
+        (["--config", "nope.json"], "error: nope.json: no such file"),
+        (["--config", "empty.json"], "error: empty.json: declares no input precision"),
+    ],
+)
 def test_convert_refuses_contradictory_or_unknown_input_precision(tmp_path, args, message):
     import onnx
     from onnx import TensorProto, helper
 
-    g = helper.make_graph([helper.make_node("Flatten", ["input"], ["output"], axis=1)], "g",
-                          [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4])],
-                          [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4])])
+    g = helper.make_graph(
+        [helper.make_node("Flatten", ["input"], ["output"], axis=1)],
+        "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4])],
+    )
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 11)]), tmp_path / "network.onnx")
     (tmp_path / "side.json").write_text(json.dumps({"input_bits": 8, "input_signed": False}))
     (tmp_path / "empty.json").write_text("{}")
@@ -153,14 +160,34 @@ def test_infer_maps_outputs_to_a_reference_by_the_models_names_else_in_order(tmp
     if not case.is_dir():
         pytest.skip(f"shared QuantLab exports not found at {case}")
     # the reference names its arrays arr_0, arr_1 (in order); the model's output is 'output'
-    r = qlspec("infer", case / "network.onnx", "--input", "int8", "--inputs", case / "inputs.npz", "-o", tmp_path / "o.npz",
-               "--expect", case / "outputs.npz")
+    r = qlspec(
+        "infer",
+        case / "network.onnx",
+        "--input",
+        "int8",
+        "--inputs",
+        case / "inputs.npz",
+        "-o",
+        tmp_path / "o.npz",
+        "--expect",
+        case / "outputs.npz",
+    )
     assert r.returncode == 0, r.stderr
     assert f"output vs {case / 'outputs.npz'}[arr_0]: 0 of {128 * 128} values differ" in r.stdout
     assert np.load(tmp_path / "o.npz").files == ["output"]
     wrong = np.load(case / "outputs.npz")["arr_0"].copy()
     wrong[0, 0, :3] += 1
     np.savez(tmp_path / "ref.npz", decoy=np.zeros(3), output=wrong)  # by name, though not first
-    r = qlspec("infer", case / "network.onnx", "--input", "int8", "--inputs", case / "inputs.npz", "-o", tmp_path / "o.npz",
-               "--expect", tmp_path / "ref.npz")
+    r = qlspec(
+        "infer",
+        case / "network.onnx",
+        "--input",
+        "int8",
+        "--inputs",
+        case / "inputs.npz",
+        "-o",
+        tmp_path / "o.npz",
+        "--expect",
+        tmp_path / "ref.npz",
+    )
     assert r.returncode == 1 and f"[output]: 3 of {128 * 128} values differ" in r.stdout, r.stdout + r.stderr

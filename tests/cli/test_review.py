@@ -32,8 +32,10 @@ def repo(tmp_path) -> Path:
     app = tmp_path / "apps" / "face"
     app.mkdir(parents=True)
     (app / "base.yaml").write_text("training: {epochs: 3, batch_size: 32}\n")
-    (app / "app.yaml").write_text("apiVersion: qlspec/v1\nname: face\nextends: [base.yaml, boards/rpi4.yaml]\n"
-                                  "data: {kind: synthetic, train: 200, val: 80}\ndeploy: {password: old-secret}\n")
+    (app / "app.yaml").write_text(
+        "apiVersion: qlspec/v1\nname: face\nextends: [base.yaml, boards/rpi4.yaml]\n"
+        "data: {kind: synthetic, train: 200, val: 80}\ndeploy: {password: old-secret}\n"
+    )
     git("init", "-q", cwd=tmp_path)
     git("-c", "user.email=t@t", "-c", "user.name=t", "add", ".", cwd=tmp_path)
     git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "first", cwd=tmp_path)
@@ -55,8 +57,10 @@ def test_against_a_revision_resolves_extends_as_they_were(repo):
 
 def test_markdown_lists_changes_stages_and_rungs(repo):
     app = repo / "apps" / "face"
-    (app / "new.yaml").write_text((app / "app.yaml").read_text().replace("val: 80", "val: 90")
-                                  .replace("old-secret", "new-secret") + "target: {output_stage: armcl-native}\n")
+    (app / "new.yaml").write_text(
+        (app / "app.yaml").read_text().replace("val: 80", "val: 90").replace("old-secret", "new-secret")
+        + "target: {output_stage: armcl-native}\n"
+    )
     r = qlspec("diff", "apps/face/app.yaml", "apps/face/new.yaml", "--format", "markdown", cwd=repo)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
@@ -96,7 +100,10 @@ def test_validate_takes_several_specs_and_reports_every_error(repo):
 def test_examples_and_new_apps_point_editors_at_the_schema(tmp_path):
     for app in (ROOT / "examples").glob("*/app.yaml"):
         first = app.read_text().splitlines()[0]
-        assert first == "# yaml-language-server: $schema=../../specs/app.schema.json" and (app.parent / "../../specs/app.schema.json").is_file()
+        assert (
+            first == "# yaml-language-server: $schema=../../specs/app.schema.json"
+            and (app.parent / "../../specs/app.schema.json").is_file()
+        )
     r = qlspec("new", "--no-input", "name=schemed", "-o", tmp_path, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     folder = tmp_path / "schemed"

@@ -28,9 +28,26 @@ def harness(tmp_path_factory) -> Path:
     if shutil.which("g++") is None:
         pytest.skip("no host C++ compiler (scripts/install.sh installs it)")
     binary = tmp_path_factory.mktemp("harness") / "app_harness"
-    r = subprocess.run(["g++", "-O2", "-std=c++14", "-ffp-contract=off", "-Wall", "-Werror", f"-I{APP}", str(HARNESS),
-                        str(APP / "qlspec_app.cpp"), str(APP / "qlspec_image.cpp"), "-lpng16", "-ljpeg", "-o", str(binary)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            "g++",
+            "-O2",
+            "-std=c++14",
+            "-ffp-contract=off",
+            "-Wall",
+            "-Werror",
+            f"-I{APP}",
+            str(HARNESS),
+            str(APP / "qlspec_app.cpp"),
+            str(APP / "qlspec_image.cpp"),
+            "-lpng16",
+            "-ljpeg",
+            "-o",
+            str(binary),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     return binary
 
@@ -54,11 +71,17 @@ def save(rgb: np.ndarray, mode: str, path: Path) -> Path:
 
         h, w, _ = rgb.shape
         rows = b"".join(b"\0" + (rgb.astype(">u2") * 257 + np.uint16(7)).tobytes()[: w * 6] for rgb in rgb.reshape(h, 1, w, 3))
+
         def chunk(kind: bytes, data: bytes) -> bytes:
             return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
         path = path.with_suffix(".png")
-        path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", w.to_bytes(4, "big") + h.to_bytes(4, "big") + bytes([16, 2, 0, 0, 0]))
-                         + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+        path.write_bytes(
+            b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", w.to_bytes(4, "big") + h.to_bytes(4, "big") + bytes([16, 2, 0, 0, 0]))
+            + chunk(b"IDAT", zlib.compress(rows))
+            + chunk(b"IEND", b"")
+        )
         return path
     if mode.endswith("-jpeg-444") or mode.endswith("-jpeg-420") or mode == "L-jpeg":
         path = path.with_suffix(".jpg")
@@ -81,9 +104,14 @@ def save(rgb: np.ndarray, mode: str, path: Path) -> Path:
 
 
 @settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(h=st.integers(1, 90), w=st.integers(1, 90), size=st.sampled_from([1, 7, 32, 120]), mode=st.sampled_from(MODES),
-       box=st.one_of(st.none(), st.tuples(st.floats(-60, 80), st.floats(-60, 80), st.floats(1, 150), st.floats(1, 150))),
-       seed=st.integers(0, 2**32 - 1))
+@given(
+    h=st.integers(1, 90),
+    w=st.integers(1, 90),
+    size=st.sampled_from([1, 7, 32, 120]),
+    mode=st.sampled_from(MODES),
+    box=st.one_of(st.none(), st.tuples(st.floats(-60, 80), st.floats(-60, 80), st.floats(1, 150), st.floats(1, 150))),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_generated_photos_crop_to_the_same_pixels_as_python(harness, tmp_path, h, w, size, mode, box, seed):
     rng = np.random.default_rng(seed)
     smooth = np.kron(rng.integers(0, 256, (h // 4 + 1, w // 4 + 1, 3)), np.ones((4, 4, 1)))[:h, :w]
@@ -112,9 +140,15 @@ def hostile_files(tmp: Path) -> dict[str, bytes]:
     huge = bytearray(good_png)
     huge[16:24] = (100000).to_bytes(4, "big") + (100000).to_bytes(4, "big")  # IHDR width, height (CRC now wrong too)
     return {
-        "empty": b"", "text": b"hello, not a photo\n", "png-signature-only": good_png[:8], "truncated-png": good_png[: len(good_png) // 2],
-        "truncated-jpeg": good_jpg[: len(good_jpg) // 2], "jpeg-header-only": good_jpg[:20], "cmyk-jpeg": cmyk.read_bytes(),
-        "huge-png-header": bytes(huge), "png-flipped-bits": bytes(b ^ 0x55 if 40 < i < 60 else b for i, b in enumerate(good_png)),
+        "empty": b"",
+        "text": b"hello, not a photo\n",
+        "png-signature-only": good_png[:8],
+        "truncated-png": good_png[: len(good_png) // 2],
+        "truncated-jpeg": good_jpg[: len(good_jpg) // 2],
+        "jpeg-header-only": good_jpg[:20],
+        "cmyk-jpeg": cmyk.read_bytes(),
+        "huge-png-header": bytes(huge),
+        "png-flipped-bits": bytes(b ^ 0x55 if 40 < i < 60 else b for i, b in enumerate(good_png)),
     }
 
 
@@ -129,11 +163,15 @@ def test_hostile_files_are_one_line_errors(harness, tmp_path):
 
 
 @settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.binary(max_size=400), cut=st.integers(0, 2000), flips=st.lists(st.tuples(st.integers(0, 2000), st.integers(1, 255)),
-                                                                              max_size=6))
+@given(
+    data=st.binary(max_size=400), cut=st.integers(0, 2000), flips=st.lists(st.tuples(st.integers(0, 2000), st.integers(1, 255)), max_size=6)
+)
 def test_mutated_photos_never_crash_the_decoder(harness, tmp_path, data, cut, flips):
-    base = bytearray(save(np.arange(12 * 10 * 3, dtype=np.uint8).reshape(12, 10, 3), "RGB-jpeg-420" if cut % 2 else "RGB",
-                          tmp_path / "seed").read_bytes())
+    base = bytearray(
+        save(
+            np.arange(12 * 10 * 3, dtype=np.uint8).reshape(12, 10, 3), "RGB-jpeg-420" if cut % 2 else "RGB", tmp_path / "seed"
+        ).read_bytes()
+    )
     for at, bits in flips:
         base[at % len(base)] ^= bits
     photo = tmp_path / "mutated.bin"

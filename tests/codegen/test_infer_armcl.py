@@ -22,8 +22,19 @@ def qlspec(*args, cwd):
 @pytest.mark.skipif(not (CASE / "network.onnx").exists(), reason="shared QuantLab exports not found")
 def test_infer_armcl_equals_the_reference_engine(tmp_path):
     for backend in ("reference", "armcl", "cpu"):
-        r = qlspec("infer", CASE / "network.onnx", "--inputs", CASE / "inputs.npz", "-o", f"{backend}.npz", "--backend", backend,
-                   "--project", tmp_path / f"project-{backend}", cwd=tmp_path)
+        r = qlspec(
+            "infer",
+            CASE / "network.onnx",
+            "--inputs",
+            CASE / "inputs.npz",
+            "-o",
+            f"{backend}.npz",
+            "--backend",
+            backend,
+            "--project",
+            tmp_path / f"project-{backend}",
+            cwd=tmp_path,
+        )
         assert r.returncode == 0, r.stdout + r.stderr
     ref = np.load(tmp_path / "reference.npz")
     for backend in ("armcl", "cpu"):

@@ -22,12 +22,19 @@ pytestmark = pytest.mark.slow
 
 def graph():
     r = np.random.default_rng(11)
-    c = {"w": r.integers(-128, 128, (16, 3, 3, 3)).astype(np.int8), "b": r.integers(-5000, 5000, 16).astype(np.int32),
-         "m": r.integers(1, 1 << 12, (1, 16, 1, 1)).astype(np.int32), "a": r.integers(-1 << 14, 1 << 14, (1, 16, 1, 1)).astype(np.int32),
-         "wl": r.integers(-128, 128, (24, 7)).astype(np.int8), "ml": r.integers(1 << 20, 1 << 30, 7).astype(np.int32),
-         "al": r.integers(-1 << 30, 1 << 30, 7).astype(np.int64)}
-    nodes = [node("ConvRequant", "conv", ["x", "w", "b", "m", "a"], ["y"], div=1 << 17, lo=-128, hi=127, pads=(1, 1, 1, 1)),
-             node("GemmRequant", "linear", ["v", "wl", "", "ml", "al"], ["z"], div=1 << 31, lo=0, hi=200)]
+    c = {
+        "w": r.integers(-128, 128, (16, 3, 3, 3)).astype(np.int8),
+        "b": r.integers(-5000, 5000, 16).astype(np.int32),
+        "m": r.integers(1, 1 << 12, (1, 16, 1, 1)).astype(np.int32),
+        "a": r.integers(-1 << 14, 1 << 14, (1, 16, 1, 1)).astype(np.int32),
+        "wl": r.integers(-128, 128, (24, 7)).astype(np.int8),
+        "ml": r.integers(1 << 20, 1 << 30, 7).astype(np.int32),
+        "al": r.integers(-1 << 30, 1 << 30, 7).astype(np.int64),
+    }
+    nodes = [
+        node("ConvRequant", "conv", ["x", "w", "b", "m", "a"], ["y"], div=1 << 17, lo=-128, hi=127, pads=(1, 1, 1, 1)),
+        node("GemmRequant", "linear", ["v", "wl", "", "ml", "al"], ["z"], div=1 << 31, lo=0, hi=200),
+    ]
     inputs = {"x": TensorInfo((1, 3, 8, 9), 8, True), "v": TensorInfo((2, 24), 8, False)}
     return make_graph("native", inputs, nodes, c, ["y", "z"])
 
@@ -40,7 +47,7 @@ def acl_output_stage(acc, mul, add, shift, lo, hi):
     qm, s = mul << (31 - bits), shift - bits
     x = acc + b_acl
     assert (np.abs(x) < 2**31).all() and (s >= 0).all()
-    v = (x * qm + (1 << 30)) >> 31                      # SRDHM
+    v = (x * qm + (1 << 30)) >> 31  # SRDHM
     mask = (1 << s) - 1
     v = (v >> s) + ((v & mask) > ((mask >> 1) + (v < 0)))  # rounding shift, half away from zero
     v = np.clip(np.clip(v + zo, 0, 255), lo + zo, hi + zo)

@@ -25,9 +25,13 @@ def built(tmp_path_factory):
     c = {"w": np.arange(-20, 16, dtype=np.int8).reshape(4, 1, 3, 3), "m": np.array(3, np.int32), "a": np.array(1, np.int32)}
     # names from a user's file that would end a C++ string, comment or line if pasted into the code
     x, y = 'x"\n); abort(); //', "y\\\n??/\x01\u00e9"
-    g = make_graph('g"\n*/', {x: TensorInfo((1, 1, 5, 5), 8, True)},
-                   [node("ConvRequant", "c\n}; abort(); //??/", [x, "w", "", "m", "a"], [y], div=16, lo=-128, hi=127, pads=(1, 1, 1, 1))],
-                   c, [y])
+    g = make_graph(
+        'g"\n*/',
+        {x: TensorInfo((1, 1, 5, 5), 8, True)},
+        [node("ConvRequant", "c\n}; abort(); //??/", [x, "w", "", "m", "a"], [y], div=16, lo=-128, hi=127, pads=(1, 1, 1, 1))],
+        c,
+        [y],
+    )
     return Built(g, tmp_path_factory.mktemp("hostile") / "armcl")
 
 
@@ -53,8 +57,11 @@ VALID = npy_bytes(np.zeros((3, 1, 5, 5), np.int8))
 
 
 @settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(cut=st.integers(0, len(VALID)), flips=st.lists(st.tuples(st.integers(0, len(VALID) - 1), st.integers(0, 255)), max_size=6),
-       tail=st.binary(max_size=40))
+@given(
+    cut=st.integers(0, len(VALID)),
+    flips=st.lists(st.tuples(st.integers(0, len(VALID) - 1), st.integers(0, 255)), max_size=6),
+    tail=st.binary(max_size=40),
+)
 def test_mutated_inputs_are_refused_cleanly(built, tmp_path, cut, flips, tail):
     data = bytearray(VALID[:cut])
     for i, v in flips:
@@ -65,12 +72,15 @@ def test_mutated_inputs_are_refused_cleanly(built, tmp_path, cut, flips, tail):
     assert_clean(run(built, tmp_path, f))
 
 
-@pytest.mark.parametrize("array, message", [
-    (np.zeros((2, 1, 5, 5), np.int16), "dtype"),
-    (np.zeros((2, 1, 5, 4), np.int8), "shape"),
-    (np.zeros((5,), np.int8), "shape"),
-    (np.zeros((1, 1, 5, 5), np.float32), "dtype"),
-])
+@pytest.mark.parametrize(
+    "array, message",
+    [
+        (np.zeros((2, 1, 5, 5), np.int16), "dtype"),
+        (np.zeros((2, 1, 5, 4), np.int8), "shape"),
+        (np.zeros((5,), np.int8), "shape"),
+        (np.zeros((1, 1, 5, 5), np.float32), "dtype"),
+    ],
+)
 def test_foreign_inputs_name_the_problem(built, tmp_path, array, message):
     np.save(tmp_path / "x.npy", array)
     r = run(built, tmp_path, tmp_path / "x.npy")
@@ -81,9 +91,14 @@ def test_foreign_inputs_name_the_problem(built, tmp_path, array, message):
 def test_wrong_weights_and_flags(built, tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((1, 1, 5, 5), np.int8))
     (tmp_path / "w.bin").write_bytes(b"\0" * 10)
-    for args, message in ((["--weights", tmp_path / "w.bin"], "this network needs"), (["--weights", tmp_path / "none.bin"], "cannot open"),
-                          (["--threads", "0"], "--threads"), (["--threads", "x"], "needs an integer"), (["--repeat"], "needs a value"),
-                          ([], "expected 1 input")):
+    for args, message in (
+        (["--weights", tmp_path / "w.bin"], "this network needs"),
+        (["--weights", tmp_path / "none.bin"], "cannot open"),
+        (["--threads", "0"], "--threads"),
+        (["--threads", "x"], "needs an integer"),
+        (["--repeat"], "needs a value"),
+        ([], "expected 1 input"),
+    ):
         extra = [] if message == "expected 1 input" else [tmp_path / "x.npy"]
         r = run(built, tmp_path, *extra, *args)
         assert r.returncode == 2 and message in r.stderr, (args, r.stderr)
@@ -94,6 +109,7 @@ def test_wrong_weights_and_flags(built, tmp_path):
 
 def test_profile_times_every_node(built):
     from qlspec.codegen.build import run_binary
+
     x = np.zeros((3, 1, 5, 5), np.int8)
     r = run_binary(built.binary, [x], built.tc, repeat=2, profile=True)
     assert [n["kernel"] for n in r.node_ms] == list(built.lowered.kernels.values()) == ["acl-gemmlowp"]

@@ -40,8 +40,11 @@ class OnnxGraph:
         y = self.node("Mul", [x, self.const("mul", mul)], mult_bits=32)
         y = self.node("Add", [y, self.const("add", add)], add_bits=32)
         d = self.fresh("div")
-        self.nodes.append(helper.make_node("Constant", [], [d], name=self.fresh("Constant"),
-                                           value=numpy_helper.from_array(np.array(2.0 ** shift, np.float32))))
+        self.nodes.append(
+            helper.make_node(
+                "Constant", [], [d], name=self.fresh("Constant"), value=numpy_helper.from_array(np.array(2.0**shift, np.float32))
+            )
+        )
         y = self.node("Div", [y, d])
         y = self.node("Floor", [y])
         if lo is None or hi is None:
@@ -51,23 +54,36 @@ class OnnxGraph:
     def conv(self, x: str, w, pads=(0, 0, 0, 0), strides=(1, 1), group=1, bias=None) -> str:
         w = np.asarray(w)
         ins = [x, self.const("w", w)] + ([self.const("b", bias)] if bias is not None else [])
-        return self.node("Conv", ins, kernel_shape=list(w.shape[2:]), pads=list(pads), strides=list(strides),
-                         group=group, dilations=[1, 1], weight_bits=8, bias_bits=32)
+        return self.node(
+            "Conv",
+            ins,
+            kernel_shape=list(w.shape[2:]),
+            pads=list(pads),
+            strides=list(strides),
+            group=group,
+            dilations=[1, 1],
+            weight_bits=8,
+            bias_bits=32,
+        )
 
     def dory_adder(self, a: str, b: str, p: dict) -> str:
         return self.node("Add", [a, b], add_bits=8, **p)
 
-    def model(self, inputs: dict[str, tuple[int, ...]], outputs: list[str], name: str = "g",
-              symbolic_batch: bool = False) -> onnx.ModelProto:
-        ins = [helper.make_tensor_value_info(k, TensorProto.FLOAT, (["N"] if symbolic_batch else [s[0]]) + list(s[1:]))
-               for k, s in inputs.items()]
+    def model(
+        self, inputs: dict[str, tuple[int, ...]], outputs: list[str], name: str = "g", symbolic_batch: bool = False
+    ) -> onnx.ModelProto:
+        ins = [
+            helper.make_tensor_value_info(k, TensorProto.FLOAT, (["N"] if symbolic_batch else [s[0]]) + list(s[1:]))
+            for k, s in inputs.items()
+        ]
         outs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs]
         g = helper.make_graph(self.nodes, name, ins, outs, self.inits)
         return helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="qlspec-tests")
 
 
-def mobilenet_like(rng: np.random.Generator, size: int = 32, width: int = 16, blocks: int = 3,
-                   small: bool = False, n_classes: int = 10) -> tuple[onnx.ModelProto, tuple[int, ...]]:
+def mobilenet_like(
+    rng: np.random.Generator, size: int = 32, width: int = 16, blocks: int = 3, small: bool = False, n_classes: int = 10
+) -> tuple[onnx.ModelProto, tuple[int, ...]]:
     """DORY-flavour MobileNet-V1-like stack: conv3x3/s2 then `blocks` x (depthwise 3x3, pointwise
     1x1), each followed by Mul/Add/Div/Floor/Clip, then GlobalAveragePool + requant, Flatten,
     Gemm. `small=True` keeps every intermediate below 2^24 so float32 onnxruntime is exact

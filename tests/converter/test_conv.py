@@ -13,19 +13,27 @@ from qlspec.engine.ops import Conv
 def torch_conv(x, w, b, strides, pads, dilations, group):
     t, left, btm, r = pads
     xt = torch.nn.functional.pad(torch.tensor(x, dtype=torch.float64), (left, r, t, btm))
-    y = torch.nn.functional.conv2d(xt, torch.tensor(w, dtype=torch.float64),
-                                   None if b is None else torch.tensor(b, dtype=torch.float64),
-                                   stride=strides, dilation=dilations, groups=group)
+    y = torch.nn.functional.conv2d(
+        xt,
+        torch.tensor(w, dtype=torch.float64),
+        None if b is None else torch.tensor(b, dtype=torch.float64),
+        stride=strides,
+        dilation=dilations,
+        groups=group,
+    )
     return y.numpy().astype(np.int64)
 
 
-@pytest.mark.parametrize("c,m,group,k,strides,pads,dilations", [
-    (3, 4, 1, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
-    (4, 6, 2, (3, 2), (2, 1), (0, 1, 2, 0), (1, 1)),      # grouped, asymmetric everything
-    (5, 5, 5, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),      # depthwise, stride 2
-    (4, 8, 4, (3, 3), (1, 1), (2, 2, 2, 2), (2, 2)),      # depthwise with channel multiplier 2, dilated
-    (6, 3, 1, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1)),      # pointwise
-])
+@pytest.mark.parametrize(
+    "c,m,group,k,strides,pads,dilations",
+    [
+        (3, 4, 1, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+        (4, 6, 2, (3, 2), (2, 1), (0, 1, 2, 0), (1, 1)),  # grouped, asymmetric everything
+        (5, 5, 5, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),  # depthwise, stride 2
+        (4, 8, 4, (3, 3), (1, 1), (2, 2, 2, 2), (2, 2)),  # depthwise with channel multiplier 2, dilated
+        (6, 3, 1, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1)),  # pointwise
+    ],
+)
 def test_conv_matches_torch(c, m, group, k, strides, pads, dilations):
     rng = np.random.default_rng(c * 100 + m)
     x = rng.integers(-128, 128, (2, c, 9, 8)).astype(np.int8)

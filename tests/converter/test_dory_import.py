@@ -35,12 +35,15 @@ def test_requant_chain_matches_the_floor_formula(write_onnx):
     b = OnnxGraph()
     w = rng.integers(-128, 128, (4, 3, 3, 3))
     mul = rng.integers(1, 2000, (4, 1, 1))
-    add = rng.integers(-2**20, 2**20, (4, 1, 1))
+    add = rng.integers(-(2**20), 2**20, (4, 1, 1))
     y = b.dory_requant(b.conv("x", w, pads=(1, 1, 1, 1)), mul, add, shift=19, lo=0, hi=255)
     g = optimise(import_onnx(write_onnx(b.model({"x": (1, 3, 6, 6)}, [y])), input_types={"x": (8, False)}))
     x = rng.integers(0, 256, (1, 3, 6, 6))
-    acc = torch.nn.functional.conv2d(torch.tensor(x, dtype=torch.float64), torch.tensor(w, dtype=torch.float64),
-                                     padding=1).numpy().astype(np.int64)
+    acc = (
+        torch.nn.functional.conv2d(torch.tensor(x, dtype=torch.float64), torch.tensor(w, dtype=torch.float64), padding=1)
+        .numpy()
+        .astype(np.int64)
+    )
     want = np.clip((acc * mul + add) // 2**19, 0, 255)  # DORY: add already holds the half
     assert g.op_counts() == {"ConvRequant": 1}
     assert np.array_equal(run_graph(g, {"x": x})[y], want)
@@ -51,9 +54,24 @@ def test_residual_adder_matches_the_dory_formula(write_onnx):
     b = OnnxGraph()
     a1 = b.dory_requant("x", np.full((2, 1, 1), 3), np.full((2, 1, 1), 4), shift=3, lo=0, hi=255)
     a2 = b.dory_requant("x", np.full((2, 1, 1), 5), np.full((2, 1, 1), 0), shift=2, lo=0, hi=255)
-    p = dict(in1_mul=245015, in1_add=262144, in1_shift=19, in1_n_levels=256, in1_rq=1,
-             in2_mul=265342, in2_add=262144, in2_shift=19, in2_n_levels=256, in2_rq=1,
-             out_signed=0, out_mul=1, out_add=0, out_shift=0, out_n_levels=256, out_rq=0)
+    p = dict(
+        in1_mul=245015,
+        in1_add=262144,
+        in1_shift=19,
+        in1_n_levels=256,
+        in1_rq=1,
+        in2_mul=265342,
+        in2_add=262144,
+        in2_shift=19,
+        in2_n_levels=256,
+        in2_rq=1,
+        out_signed=0,
+        out_mul=1,
+        out_add=0,
+        out_shift=0,
+        out_n_levels=256,
+        out_rq=0,
+    )
     y = b.dory_adder(a1, a2, p)
     g0 = import_onnx(write_onnx(b.model({"x": (1, 2, 4, 4)}, [y])), input_types={"x": (8, False)})
     g = optimise(g0)
@@ -93,9 +111,11 @@ def _deeploy_rqs(attrs_kind: str, domain: str):
     mul, add = b.const("mul", [[[300]], [[-7]]]), b.const("add", [[[5]], [[100]]])
     attrs: dict[str, Any]
     if attrs_kind == "tensor":
-        attrs = dict(div=numpy_helper.from_array(np.array(256.0, np.float32)),
-                     n_levels_out=numpy_helper.from_array(np.array([256.0], np.float32)),
-                     signed=numpy_helper.from_array(np.array([1.0], np.float32)))
+        attrs = dict(
+            div=numpy_helper.from_array(np.array(256.0, np.float32)),
+            n_levels_out=numpy_helper.from_array(np.array([256.0], np.float32)),
+            signed=numpy_helper.from_array(np.array([1.0], np.float32)),
+        )
     else:
         attrs = dict(div=256, n_levels=256, signed=1)
     y = b.node("RequantShift", ["x", mul, add], domain=domain, **attrs)
@@ -104,8 +124,10 @@ def _deeploy_rqs(attrs_kind: str, domain: str):
     return model, y
 
 
-@pytest.mark.parametrize("attrs_kind,domain", [("tensor", ""), ("int", "PACTOps"), ("int", ""), ("tensor", "PACTOps"),
-                                               ("tensor", "ai.onnx.contrib"), ("int", "ai.onnx.contrib")])
+@pytest.mark.parametrize(
+    "attrs_kind,domain",
+    [("tensor", ""), ("int", "PACTOps"), ("int", ""), ("tensor", "PACTOps"), ("tensor", "ai.onnx.contrib"), ("int", "ai.onnx.contrib")],
+)
 def test_deeploy_spellings_agree(write_onnx, attrs_kind, domain):
     model, y = _deeploy_rqs(attrs_kind, domain)
     g = import_onnx(write_onnx(model))

@@ -74,9 +74,9 @@ def test_no_fusion_when_the_accumulator_is_also_an_output():
 
 def test_remove_identity_requant():
     b = _builder()
-    _rq(b, "x", "id", 3, div=16384, mul=np.full((3, 1, 1), 16384), add=np.zeros((3, 1, 1)))   # mul == div, add == 0
+    _rq(b, "x", "id", 3, div=16384, mul=np.full((3, 1, 1), 16384), add=np.zeros((3, 1, 1)))  # mul == div, add == 0
     _rq(b, "id", "y", 3)
-    _rq(b, "x", "half", 3, div=65536, mul=np.full((), 32768), add=np.zeros(()))                # x -> floor((x+1)/2): kept
+    _rq(b, "x", "half", 3, div=65536, mul=np.full((), 32768), add=np.zeros(()))  # x -> floor((x+1)/2): kept
     g = b.build(["y", "half"])
     g2 = run_to_fixed_point(g, [RemoveIdentityRequant()])
     assert g2.op_counts() == {"RequantShift": 2} and "id" not in g2.tensors

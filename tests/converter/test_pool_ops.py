@@ -9,12 +9,15 @@ import torch
 from qlspec.engine.ops import GlobalSumPool, MaxPool, SumPool
 
 
-@pytest.mark.parametrize("k,s,p,d,ceil", [
-    ((2, 2), (2, 2), (0, 0, 0, 0), (1, 1), False),
-    ((3, 3), (2, 2), (1, 1, 1, 1), (1, 1), False),
-    ((3, 3), (2, 2), (1, 1, 1, 1), (1, 1), True),
-    ((2, 3), (1, 2), (0, 1, 0, 1), (2, 1), False),
-])
+@pytest.mark.parametrize(
+    "k,s,p,d,ceil",
+    [
+        ((2, 2), (2, 2), (0, 0, 0, 0), (1, 1), False),
+        ((3, 3), (2, 2), (1, 1, 1, 1), (1, 1), False),
+        ((3, 3), (2, 2), (1, 1, 1, 1), (1, 1), True),
+        ((2, 3), (1, 2), (0, 1, 0, 1), (2, 1), False),
+    ],
+)
 def test_max_pool_matches_torch(k, s, p, d, ceil):
     rng = np.random.default_rng(3)
     x = rng.integers(-128, 128, (2, 3, 9, 10)).astype(np.int8)

@@ -50,8 +50,14 @@ def test_div_one_adds_nothing():
 
 
 @settings(max_examples=300, deadline=None)
-@given(x=st.integers(-2**31, 2**31 - 1), mul=st.integers(-2**31, 2**31 - 1), add=st.integers(-2**31, 2**31 - 1),
-       shift=st.integers(0, 30), signed=st.booleans(), n=st.sampled_from([2, 4, 16, 255, 256, 65536]))
+@given(
+    x=st.integers(-(2**31), 2**31 - 1),
+    mul=st.integers(-(2**31), 2**31 - 1),
+    add=st.integers(-(2**31), 2**31 - 1),
+    shift=st.integers(0, 30),
+    signed=st.booleans(),
+    n=st.sampled_from([2, 4, 16, 255, 256, 65536]),
+)
 def test_matches_the_scalar_formula(x, mul, add, shift, signed, n):
     lo, hi = levels_range(n, signed)
     div = 1 << shift
@@ -63,7 +69,7 @@ def test_levels_range_follows_quantlib():
     assert levels_range(256, True) == (-128, 127)
     assert levels_range(256, False) == (0, 255)
     assert levels_range(255, True) == (-128, 127)  # round(127.5) = 128, half to even
-    assert levels_range(3, True) == (-2, 1)        # round(1.5) = 2
+    assert levels_range(3, True) == (-2, 1)  # round(1.5) = 2
 
 
 def test_div_must_be_a_power_of_two():

@@ -66,10 +66,13 @@ def test_requant_add_matches_the_dory_formula():
     x2 = rng.integers(0, 256, 1000)
     # DORY attributes: in*_add already holds the half (2^18 for shift 19); the IR's add does not
     p = dict(in1_mul=245015, in1_add=262144, in1_shift=19, in2_mul=265342, in2_add=262144, in2_shift=19)
-    op = RequantAdd(lo=0, hi=255, in1_mul=245015, in1_add=0, in1_div=1 << 19, in1_rq=True,
-                    in2_mul=265342, in2_add=0, in2_div=1 << 19, in2_rq=True)
-    want = [min(max((int(a) * p["in1_mul"] + p["in1_add"]) // 2**19 + (int(b) * p["in2_mul"] + p["in2_add"]) // 2**19, 0), 255)
-            for a, b in zip(x1, x2)]
+    op = RequantAdd(
+        lo=0, hi=255, in1_mul=245015, in1_add=0, in1_div=1 << 19, in1_rq=True, in2_mul=265342, in2_add=0, in2_div=1 << 19, in2_rq=True
+    )
+    want = [
+        min(max((int(a) * p["in1_mul"] + p["in1_add"]) // 2**19 + (int(b) * p["in2_mul"] + p["in2_add"]) // 2**19, 0), 255)
+        for a, b in zip(x1, x2)
+    ]
     assert op.run(x1, x2).tolist() == want
     op_out = RequantAdd(lo=0, hi=255, out_rq=True, out_mul=3, out_add=-2, out_div=4)
     assert op_out.run(np.array([5, 200]), np.array([1, 100])).tolist() == [min((6 * 3 - 2 + 2) // 4, 255), 225]

@@ -53,8 +53,7 @@ def test_plain_floor_would_not_reproduce_them():
     if case is None:
         pytest.skip("Models_miniMobileNet not available")
     g = import_onnx(case / "network.onnx")
-    plain_floor = {n.inputs[2]: g.constants[n.inputs[2]].astype(np.int64) - n.attr("div") // 2
-                   for n in g.nodes if n.op == "RequantShift"}
+    plain_floor = {n.inputs[2]: g.constants[n.inputs[2]].astype(np.int64) - n.attr("div") // 2 for n in g.nodes if n.op == "RequantShift"}
     floor_g = g.rewrite(constants=plain_floor)
     got = run_graph(floor_g, read_inputs(case / "inputs.npz", g))[g.outputs[0]]
     assert not np.array_equal(got, _expected(case)[0])
@@ -65,6 +64,7 @@ def test_plain_floor_would_not_reproduce_them():
 # ONNX file as the node name (pytorch exports), as a suffix of it (".._ACT_PASS_1_RequantShift"),
 # or as the prefix of the node's parameter initializers ("net._QL_..._PASS_0.mul"); where none of
 # these is present (onnxruntime renamed the parameters), the key is the next layer in order.
+
 
 def _norm(s: str) -> str:
     return s.lower().replace(".", "_")

@@ -24,8 +24,7 @@ verify: {samples: 16}
 
 def test_resnet_ladder_is_bit_exact_from_tq_down(tmp_path):
     (tmp_path / "app.yaml").write_text(TINY)
-    r = subprocess.run([sys.executable, "-m", "qlspec", "apply", "app.yaml", "--no-progress"], capture_output=True, text=True,
-                       cwd=tmp_path)
+    r = subprocess.run([sys.executable, "-m", "qlspec", "apply", "app.yaml", "--no-progress"], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     build = tmp_path / "build" / "tiny-res"
     assert json.loads((build / "train" / "network.json").read_text())["arch"] == "3ddfa-resnet22"

@@ -71,8 +71,9 @@ def test_second_apply_is_a_fast_no_op(built):
     root, _ = built
     before = {f: (root / "build" / "tiny" / f).stat().st_mtime_ns for f in ("train/model.pt", "report.md")}
     started = time.perf_counter()
-    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "qlspec", "apply", "app.yaml", "--no-progress"],
-                       capture_output=True, text=True, cwd=root)
+    r = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "qlspec", "apply", "app.yaml", "--no-progress"], capture_output=True, text=True, cwd=root
+    )
     assert r.returncode == 0
     assert time.perf_counter() - started < 30
     for stage in BUILT:
@@ -137,7 +138,7 @@ def test_integer_rungs_are_bit_exact_and_the_report_keeps_them_after_compare(bui
     assert rungs["TQ"]["mismatches"] == 0  # against FQI, the quantise stage's integer evaluation
     fqi = np.load(root / "build" / "tiny" / "quantise" / "fqi_outputs.npz")["output"]
     tq = np.load(root / "build" / "tiny" / "export" / "tq_outputs.npz")["output"]
-    np.testing.assert_array_equal(fqi[:len(tq)], tq)
+    np.testing.assert_array_equal(fqi[: len(tq)], tq)
     export = json.loads((root / "build" / "tiny" / "export" / "export.json").read_text())
     assert export["int32_check"]["mismatches"] == 0 and export["int32_check"]["values"] > 0
     md = (root / "build" / "tiny" / "report.md").read_text()
@@ -253,8 +254,13 @@ def test_build_without_the_toolchain_says_what_is_missing_and_keeps_the_last_bui
     binary = root / "build" / "tiny" / "build" / "armcl" / "bin" / "qlspec-net"
     before = binary.read_bytes()
     env = {"PATH": str(tmp_path), "HOME": str(tmp_path)}  # no cmake, no cross compiler, no qemu
-    r = subprocess.run([sys.executable, "-m", "qlspec", "apply", "app.yaml", "--force", "build", "--no-progress"],
-                       capture_output=True, text=True, cwd=root, env=env)
+    r = subprocess.run(
+        [sys.executable, "-m", "qlspec", "apply", "app.yaml", "--force", "build", "--no-progress"],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env=env,
+    )
     assert r.returncode == 2, r.stdout + r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "cmake" in lines[0] and "qemu-aarch64" in lines[0] and "scripts/install.sh" in lines[0]
@@ -266,8 +272,10 @@ def in_private_fs(root, script: str, size_kib: int):
     of the built folder (a real full disk or read-only folder); `q` runs qlspec on it."""
     small = root / "small"
     small.mkdir(exist_ok=True)
-    prologue = (f"mount -t tmpfs -o size={size_kib}k tmpfs {small} && cp -a {root / 'build'}/. {small}/ || exit 99\n"
-                f"q() {{ $QLSPEC \"$@\" --build-dir {small}; }}\n")
+    prologue = (
+        f"mount -t tmpfs -o size={size_kib}k tmpfs {small} && cp -a {root / 'build'}/. {small}/ || exit 99\n"
+        f'q() {{ $QLSPEC "$@" --build-dir {small}; }}\n'
+    )
     return run_private(prologue + script, cwd=root)
 
 
@@ -277,11 +285,15 @@ def build_kib(root) -> int:
 
 def test_a_full_disk_is_one_line_and_keeps_every_built_stage(built):
     root, _ = built
-    r = in_private_fs(root, """
+    r = in_private_fs(
+        root,
+        """
 q apply app.yaml --force quantise --no-progress > apply.out 2> apply.err; echo "apply=$?"
 q plan app.yaml > plan.out 2>&1; echo "plan=$?"
 cat apply.err plan.out
-""", size_kib=build_kib(root) + 256)
+""",
+        size_kib=build_kib(root) + 256,
+    )
     assert "apply=2" in r.stdout and "plan=0" in r.stdout, r.stdout + r.stderr
     err = [line for line in r.stdout.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and "No space left on device" in err[0], r.stdout
@@ -292,12 +304,16 @@ cat apply.err plan.out
 
 def test_a_read_only_build_folder_is_one_line(built):
     root, _ = built
-    r = in_private_fs(root, f"""
-mount -o remount,ro {root / 'small'} || exit 98
+    r = in_private_fs(
+        root,
+        f"""
+mount -o remount,ro {root / "small"} || exit 98
 q plan app.yaml > plan.out 2>&1; echo "plan=$?"
 q apply app.yaml --force convert --no-progress > apply.out 2> apply.err; echo "apply=$?"
 cat apply.err plan.out
-""", size_kib=build_kib(root) + 256)
+""",
+        size_kib=build_kib(root) + 256,
+    )
     assert "plan=0" in r.stdout and "apply=2" in r.stdout, r.stdout + r.stderr
     err = [line for line in r.stdout.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and "Read-only file system" in err[0], r.stdout

@@ -20,8 +20,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "examples" / "3ddfa-synthetic" / "app.yaml"
 
-FP_VS_BASELINE = 0.6      # FP NME must be below 60% of the mean predictor's
-FQ_MARGIN_POINTS = 1.0    # 8-bit PACT NME within 1 NME point of FP
+FP_VS_BASELINE = 0.6  # FP NME must be below 60% of the mean predictor's
+FQ_MARGIN_POINTS = 1.0  # 8-bit PACT NME within 1 NME point of FP
 
 
 def qlspec(*args):

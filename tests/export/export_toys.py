@@ -125,11 +125,21 @@ class MiniCat(nn.Module):
 TOPOLOGIES = {"chain": Mini, "residual": MiniRes, "concat": MiniCat}
 
 # (mode, weight/act bits, weight granularity, pooling) cases shared by the F2T and ONNX export tests
-CASES = [(mode, bits, gran, pool) for mode in ("ptq", "qat") for bits in (8, 4)
-         for gran in ("per-channel", "per-layer") for pool in (("global", "window") if bits == 8 and gran == "per-channel" else ("global",))]
+CASES = [
+    (mode, bits, gran, pool)
+    for mode in ("ptq", "qat")
+    for bits in (8, 4)
+    for gran in ("per-channel", "per-layer")
+    for pool in (("global", "window") if bits == 8 and gran == "per-channel" else ("global",))
+]
 # the same on `MiniRes` (residual adds) and `MiniCat` (a concatenation): (mode, bits, granularity, pooling)
-RESIDUAL_CASES = [(mode, bits, gran, pool) for mode in ("ptq", "qat") for bits in (8, 4) for gran in ("per-channel", "per-layer")
-                  for pool in ("global", "window")]
+RESIDUAL_CASES = [
+    (mode, bits, gran, pool)
+    for mode in ("ptq", "qat")
+    for bits in (8, 4)
+    for gran in ("per-channel", "per-layer")
+    for pool in ("global", "window")
+]
 # every case with its topology: (mode, bits, granularity, pooling, topology)
 ALL_TOPOLOGY_CASES = [(*c, "chain") for c in CASES] + [(*c, t) for c in RESIDUAL_CASES for t in ("residual", "concat")]
 
@@ -156,12 +166,18 @@ def _float_net(seed: int, pool: str, topology: str = "chain") -> nn.Module:
     net.train()
     with torch.no_grad():
         for i in range(0, 64, 16):
-            net(x[i:i + 16])
+            net(x[i : i + 16])
     return net.eval()
 
 
-def fake_quantised(mode: str = "ptq", bits: int = 8, granularity: Literal["per-channel", "per-layer"] = "per-channel", pool: str = "global",
-                   seed: int = 0, topology: str = "chain") -> nn.Module:
+def fake_quantised(
+    mode: str = "ptq",
+    bits: int = 8,
+    granularity: Literal["per-channel", "per-layer"] = "per-channel",
+    pool: str = "global",
+    seed: int = 0,
+    topology: str = "chain",
+) -> nn.Module:
     """A started fake-quantised `Mini` (or `MiniRes`, `MiniCat`: `TOPOLOGIES`): 'ptq' (fold_bn,
     percentile calibration) or 'qat' (BN kept, a few PACT SGD steps with learned clipping bounds)."""
     net = _float_net(seed, pool, topology)
@@ -169,7 +185,7 @@ def fake_quantised(mode: str = "ptq", bits: int = 8, granularity: Literal["per-c
     if mode == "ptq":
         cfg = QuantConfig(weight_bits=bits, act_bits=bits, weight_granularity=granularity, fold_bn=True)
         fq = float_to_fake(net, cfg, x[:8])
-        calibrate(fq, [x[i:i + 16] for i in range(0, 64, 16)], method="percentile", percentile=99.9)
+        calibrate(fq, [x[i : i + 16] for i in range(0, 64, 16)], method="percentile", percentile=99.9)
         return fq.eval()
     cfg = QuantConfig(weight_bits=bits, act_bits=bits, weight_granularity=granularity, act_init="max", act_clip=4.0)
     fq = float_to_fake(net, cfg, x[:8])
@@ -180,7 +196,7 @@ def fake_quantised(mode: str = "ptq", bits: int = 8, granularity: Literal["per-c
     fq.train()
     for i in range(0, 64, 16):
         opt.zero_grad()
-        loss = ((fq(x[i:i + 16]) - target[i:i + 16]) ** 2).mean()
+        loss = ((fq(x[i : i + 16]) - target[i : i + 16]) ** 2).mean()
         loss.backward()
         opt.step()
     ctrl.freeze_clip_at = 1

@@ -31,7 +31,7 @@ def ptq_checkpoint(tmp_path_factory):
     net.train()
     with torch.no_grad():
         for i in range(0, 96, 32):
-            net(x[i:i + 32])  # BatchNorm running statistics from images
+            net(x[i : i + 32])  # BatchNorm running statistics from images
     state = {"module." + ("fc_param." + k[3:] if k.startswith("fc.") else k): v for k, v in net.state_dict().items()}
     path = tmp_path_factory.mktemp("v2") / "mb05_120x120.pth"
     torch.save({"epoch": 50, "state_dict": state}, path)

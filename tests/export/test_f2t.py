@@ -116,7 +116,7 @@ def test_graph_structure_and_eps():
     np.testing.assert_allclose(net.eps[conv1.outputs[0]], fq.conv1.get_eps_w().double().numpy().ravel() / 128)
     assert len(conv1.inputs) == 2  # the bias is folded into the requantiser
     rq = g.nodes[2]
-    assert g.constants[rq.inputs[1]].shape == (4, 1, 1) and rq.attr("div") == 2**net.fits[0].shift
+    assert g.constants[rq.inputs[1]].shape == (4, 1, 1) and rq.attr("div") == 2 ** net.fits[0].shift
     assert (rq.attr("lo"), rq.attr("hi")) == (0, 255) and g.info(rq.outputs[0]).describe() == "u8[1x4x8x8]"
     pool = g.nodes[-4]
     pool_rq = g.nodes[-3]
@@ -126,7 +126,8 @@ def test_graph_structure_and_eps():
     assert fc.outputs == ("output",) and fc.attr("trans_b") and np.any(g.constants[fc.inputs[2]] != 0)
     assert net.output_eps.shape == (5,) and net.sources[fc.name] == "fc"
     assert sum(g.constants[t].nbytes for t in g.constants if t.endswith(".weight")) == sum(
-        g.constants[t].size for t in g.constants if t.endswith(".weight"))  # 8-bit weights are stored as int8
+        g.constants[t].size for t in g.constants if t.endswith(".weight")
+    )  # 8-bit weights are stored as int8
 
 
 def test_tq_is_the_graph_run_by_the_reference_engine():

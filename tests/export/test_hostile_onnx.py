@@ -51,7 +51,7 @@ def mutate(m: onnx.ModelProto, op: tuple, draw_int) -> None:
         if t.raw_data:
             t.raw_data = t.raw_data[: b % max(len(t.raw_data), 1)]
         else:
-            del t.float_data[b % max(len(t.float_data), 1):]
+            del t.float_data[b % max(len(t.float_data), 1) :]
     elif kind == "external" and g.initializer:
         t = g.initializer[a % len(g.initializer)]
         location = ["secret.txt", "/etc/hostname", "../secret.txt", "missing.bin", "", "sub/../secret.txt", "weights.bin"][b % 7]
@@ -66,8 +66,14 @@ def mutate(m: onnx.ModelProto, op: tuple, draw_int) -> None:
         n = g.node[a % len(g.node)]
         if n.attribute:
             at = n.attribute[b % len(n.attribute)]
-            at.type = [AttributeProto.INT, AttributeProto.FLOAT, AttributeProto.STRING, AttributeProto.TENSOR,
-                       AttributeProto.INTS, AttributeProto.GRAPHS][b % 6]
+            at.type = [
+                AttributeProto.INT,
+                AttributeProto.FLOAT,
+                AttributeProto.STRING,
+                AttributeProto.TENSOR,
+                AttributeProto.INTS,
+                AttributeProto.GRAPHS,
+            ][b % 6]
     elif kind == "attr_dup" and g.node:
         n = g.node[a % len(g.node)]
         if n.attribute:
@@ -91,9 +97,26 @@ def mutate(m: onnx.ModelProto, op: tuple, draw_int) -> None:
         n.attribute.append(helper.make_attribute("div", helper.make_tensor("div", TensorProto.FLOAT, [b % 4 + 2], [1.0] * (b % 4 + 2))))
 
 
-OPS = st.tuples(st.sampled_from(["dims", "dtype", "truncate_data", "external", "attr_type", "attr_dup", "op_type", "drop_input",
-                                 "rename_input", "drop_outputs", "drop_node", "bad_tensor_attr"]),
-                st.integers(0, 1000), st.integers(0, 1000))
+OPS = st.tuples(
+    st.sampled_from(
+        [
+            "dims",
+            "dtype",
+            "truncate_data",
+            "external",
+            "attr_type",
+            "attr_dup",
+            "op_type",
+            "drop_input",
+            "rename_input",
+            "drop_outputs",
+            "drop_node",
+            "bad_tensor_attr",
+        ]
+    ),
+    st.integers(0, 1000),
+    st.integers(0, 1000),
+)
 
 
 @settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

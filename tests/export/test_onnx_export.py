@@ -49,6 +49,7 @@ def inits(model):
 
 # -- the engine on both flavours -------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("flavour", ["deeploy", "dory"])
 @pytest.mark.parametrize("mode,bits,gran,pool", CASES)
 def test_engine_runs_the_export_bit_exact_against_tq(tmp_path, flavour, mode, bits, gran, pool):
@@ -60,6 +61,7 @@ def test_engine_runs_the_export_bit_exact_against_tq(tmp_path, flavour, mode, bi
 
 
 # -- Deeploy structure ------------------------------------------------------------------------------
+
 
 def test_deeploy_structure_as_quantlib_writes_it():
     net = integerised()
@@ -120,6 +122,7 @@ def test_deeploy_default_domain_spelling_runs_in_the_engine(tmp_path):
 
 # -- DORY structure ---------------------------------------------------------------------------------
 
+
 def test_dory_structure_and_annotations():
     net = integerised("qat", 4, "per-layer", "global")
     m = dory.to_onnx(net.integer_graph())
@@ -154,8 +157,9 @@ def test_dory_annotated_file_fails_checker_and_stripped_graph_passes():
     onnx.checker.check_model(dory.strip_annotations(m), full_check=True)
 
 
-@pytest.mark.parametrize("mode,bits,gran,pool,topology", [(*c, "chain") for c in CASES] + [(*c, t) for c in RESIDUAL_CASES[::3]
-                                                                                         for t in ("residual", "concat")])
+@pytest.mark.parametrize(
+    "mode,bits,gran,pool,topology", [(*c, "chain") for c in CASES] + [(*c, t) for c in RESIDUAL_CASES[::3] for t in ("residual", "concat")]
+)
 def test_dory_in_onnxruntime_is_exact_where_float32_is(mode, bits, gran, pool, topology):
     """onnxruntime evaluates the DORY spelling in float32: exact while every value stays below 2^24.
 
@@ -170,6 +174,7 @@ def test_dory_in_onnxruntime_is_exact_where_float32_is(mode, bits, gran, pool, t
 
 
 # -- side files -------------------------------------------------------------------------------------
+
 
 def test_side_files_layout(tmp_path):
     net = integerised()
@@ -195,6 +200,7 @@ def test_side_files_layout(tmp_path):
 
 
 # -- MobileNetV1 end to end -------------------------------------------------------------------------
+
 
 def test_mobilenet_v1_quarter_width_end_to_end(tmp_path):
     from qlspec.nets.mobilenet_v1 import MobileNetV1

@@ -33,8 +33,9 @@ def requantise(a: int, mul: int, add: int, shift: int) -> int:
 
 
 @settings(max_examples=300, deadline=None)
-@given(ratio=st.floats(1e-4, 4.0), bias=st.floats(-300, 300), a=st.integers(-(2**20), 2**20), shift=st.integers(8, 31),
-       rounding=st.booleans())
+@given(
+    ratio=st.floats(1e-4, 4.0), bias=st.floats(-300, 300), a=st.integers(-(2**20), 2**20), shift=st.integers(8, 31), rounding=st.booleans()
+)
 def test_constants_apply_the_rule_within_their_representation_error(ratio, bias, a, shift, rounding):
     """q = floor(ratio*a + bias) (or half up): exact up to the derived bound on the constants' rounding,
     ``(|a|/2 + 1/2) / 2**D`` plus float32's storage rounding (2**-24 of each constant)."""
@@ -49,8 +50,14 @@ def test_constants_apply_the_rule_within_their_representation_error(ratio, bias,
 
 
 @settings(max_examples=200, deadline=None)
-@given(ratio=st.lists(st.floats(1e-3, 2.0), min_size=1, max_size=4), bias=st.floats(-500, 500), lo=st.integers(-(2**22), 0),
-       span=st.integers(0, 2**23), headroom=st.sampled_from([1.0, 2.0, 4.0]), rounding=st.booleans())
+@given(
+    ratio=st.lists(st.floats(1e-3, 2.0), min_size=1, max_size=4),
+    bias=st.floats(-500, 500),
+    lo=st.integers(-(2**22), 0),
+    span=st.integers(0, 2**23),
+    headroom=st.sampled_from([1.0, 2.0, 4.0]),
+    rounding=st.booleans(),
+)
 def test_chosen_shift_is_the_largest_within_headroom(ratio, bias, lo, span, headroom, rounding):
     r, b = np.asarray(ratio).reshape(-1, 1, 1), np.full((len(ratio), 1, 1), bias)
     a_lo, a_hi = np.asarray(lo), np.asarray(lo + span)
@@ -63,8 +70,13 @@ def test_chosen_shift_is_the_largest_within_headroom(ratio, bias, lo, span, head
 
 
 @settings(max_examples=200, deadline=None)
-@given(mul=st.integers(-(2**20), 2**20), add=st.integers(-(2**30), 2**30), lo=st.integers(-1000, 1000), span=st.integers(0, 50),
-       shift=st.integers(1, 31))
+@given(
+    mul=st.integers(-(2**20), 2**20),
+    add=st.integers(-(2**30), 2**30),
+    lo=st.integers(-1000, 1000),
+    span=st.integers(0, 50),
+    shift=st.integers(1, 31),
+)
 def test_peak_is_the_largest_magnitude_over_the_range(mul, add, lo, span, shift):
     half = 1 << (shift - 1)
     brute = max(max(abs(a * mul + add), abs(a * mul + add + half)) for a in range(lo, lo + span + 1))
@@ -72,8 +84,12 @@ def test_peak_is_the_largest_magnitude_over_the_range(mul, add, lo, span, shift)
 
 
 @settings(max_examples=300, deadline=None)
-@given(x=st.lists(st.integers(-(2**15), 2**15), min_size=1, max_size=20), mul=st.integers(-(2**14), 2**14),
-       add=st.integers(-(2**28), 2**28), shift=st.integers(1, 31))
+@given(
+    x=st.lists(st.integers(-(2**15), 2**15), min_size=1, max_size=20),
+    mul=st.integers(-(2**14), 2**14),
+    add=st.integers(-(2**28), 2**28),
+    shift=st.integers(1, 31),
+)
 def test_deeploy_kernel_equals_the_op_exactly_when_nothing_overflows(x, mul, add, shift):
     """|x*mul| <= 2**29 and |add| <= 2**28: with the half (<= 2**30) every sum stays inside int32."""
     xs = np.asarray(x, np.int64)
@@ -150,8 +166,10 @@ def test_torch_executor_equals_the_reference_engine(mode, bits, gran, pool, topo
 @given(seed=st.integers(0, 10_000), scale=st.floats(0.1, 40.0))
 def test_torch_executor_equals_the_reference_on_any_input(seed, scale):
     """Inputs far outside the training range (so every clip and every accumulator extreme is hit)."""
-    net = _NETS.setdefault("net", fake_to_true(fake_quantised("qat", 8, "per-channel", "window", topology="residual"),
-                                               input_shape=SHAPE, samples=images(16, 5)[0]))
+    net = _NETS.setdefault(
+        "net",
+        fake_to_true(fake_quantised("qat", 8, "per-channel", "window", topology="residual"), input_shape=SHAPE, samples=images(16, 5)[0]),
+    )
     x = torch.randn(8, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed)) * scale
     np.testing.assert_array_equal(net.run(x, engine="torch"), net.run(x))
 

@@ -53,9 +53,16 @@ def _reachable_attrs(g: Graph, n) -> tuple:
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(flavour=st.sampled_from(["deeploy", "dory"]), mode=st.sampled_from(["ptq", "qat"]), bits=st.sampled_from([8, 6, 4]),
-       gran=st.sampled_from(["per-channel", "per-layer"]), pool=st.sampled_from(["global", "window"]),
-       topology=st.sampled_from(["chain", "residual", "concat"]), requant_bits=st.integers(12, 30), seed=st.integers(0, 50))
+@given(
+    flavour=st.sampled_from(["deeploy", "dory"]),
+    mode=st.sampled_from(["ptq", "qat"]),
+    bits=st.sampled_from([8, 6, 4]),
+    gran=st.sampled_from(["per-channel", "per-layer"]),
+    pool=st.sampled_from(["global", "window"]),
+    topology=st.sampled_from(["chain", "residual", "concat"]),
+    requant_bits=st.integers(12, 30),
+    seed=st.integers(0, 50),
+)
 def test_export_then_import_gives_the_same_graph(tmp_path_factory, flavour, mode, bits, gran, pool, topology, requant_bits, seed):
     fq = fake_quantised(mode, bits, gran, pool, seed=seed, topology=topology)
     net = fake_to_true(fq, requant_bits=requant_bits, input_shape=(1, 3, SIZE, SIZE))

@@ -15,8 +15,11 @@ def _loop_landmarks(model: FaceModel, param: np.ndarray) -> np.ndarray:
         v = np.zeros(3)
         for c in range(3):
             row = model.keypoints[3 * k + c]
-            v[c] = model.u[row] + sum(model.w_shp[row, i] * param[12 + i] for i in range(40)) + sum(
-                model.w_exp[row, j] * param[52 + j] for j in range(10))
+            v[c] = (
+                model.u[row]
+                + sum(model.w_shp[row, i] * param[12 + i] for i in range(40))
+                + sum(model.w_exp[row, j] * param[52 + j] for j in range(10))
+            )
         for r in range(3):
             out[r, k] = sum(param[4 * r + c] * v[c] for c in range(3)) + param[4 * r + 3]
     return out

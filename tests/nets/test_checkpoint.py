@@ -38,7 +38,10 @@ def test_released_layout_loads_exactly(tmp_path, legacy):
 def test_width_mismatch_names_shapes(tmp_path):
     path = tmp_path / "mb05.pth"
     torch.save(released_layout(MobileNetV1(width=0.5)), path)
-    with pytest.raises(CheckpointError, match=r"mb05.pth: does not fit the network: shape mismatches \(file vs network\): conv1.weight \(16, 3, 3, 3\) vs \(8, 3, 3, 3\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"mb05.pth: does not fit the network: shape mismatches \(file vs network\): conv1.weight \(16, 3, 3, 3\) vs \(8, 3, 3, 3\)",
+    ):
         load_3ddfa_checkpoint(MobileNetV1(width=0.25), path)
 
 

@@ -44,8 +44,11 @@ def mutated(data: bytes, cut: int | None, flips: list[tuple[int, int]]) -> bytes
 
 
 @settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(cut=st.none() | st.integers(0, 400), flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=4),
-       raw=st.none() | st.binary(max_size=64))
+@given(
+    cut=st.none() | st.integers(0, 400),
+    flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=4),
+    raw=st.none() | st.binary(max_size=64),
+)
 def test_pickles_load_or_fail_with_a_located_error(tmp_path, cut, flips, raw):
     path = tmp_path / "bfm.pkl"
     path.write_bytes(raw if raw is not None else mutated(_valid_pickle(), cut, flips))
@@ -96,8 +99,11 @@ def _valid_param_stats(suffix: str) -> bytes:
 
 
 @settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(suffix=st.sampled_from([".pkl", ".npz"]), cut=st.none() | st.integers(0, 1200),
-       flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=4))
+@given(
+    suffix=st.sampled_from([".pkl", ".npz"]),
+    cut=st.none() | st.integers(0, 1200),
+    flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=4),
+)
 def test_output_normalisation_files_load_or_fail_with_a_located_error(tmp_path, suffix, cut, flips):
     path = tmp_path / f"param_mean_std{suffix}"
     path.write_bytes(mutated(_valid_param_stats(suffix), cut, flips))

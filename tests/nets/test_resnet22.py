@@ -41,9 +41,17 @@ def test_size_matches_3ddfa_v2_and_the_registry(width, count, mmacs):
 
 def test_state_dict_has_3ddfa_v2_names():
     keys = set(ResNet22(1.0).state_dict())
-    for name in ("conv1.weight", "bn2.running_mean", "layer1.0.conv1.weight", "layer1.0.downsample.0.weight",
-                 "layer1.0.downsample.1.running_var", "layer2.3.bn2.bias", "layer3.2.conv2.weight", "conv_param.weight",
-                 "conv_param.bias"):
+    for name in (
+        "conv1.weight",
+        "bn2.running_mean",
+        "layer1.0.conv1.weight",
+        "layer1.0.downsample.0.weight",
+        "layer1.0.downsample.1.running_var",
+        "layer2.3.bn2.bias",
+        "layer3.2.conv2.weight",
+        "conv_param.weight",
+        "conv_param.bias",
+    ):
         assert name in keys
     assert ResNet22(1.0).layer3[0].conv1.weight.shape == (512, 256, 3, 3)
 

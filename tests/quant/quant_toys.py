@@ -78,7 +78,9 @@ def batches(x: Tensor, y: Tensor, bs: int, seed: int):
         yield x[j], y[j]
 
 
-def train(net: nn.Module, x: Tensor, y: Tensor, epochs: int, opt: torch.optim.Optimizer, bs: int = 64, on_epoch_start=None, seed: int = 0) -> None:
+def train(
+    net: nn.Module, x: Tensor, y: Tensor, epochs: int, opt: torch.optim.Optimizer, bs: int = 64, on_epoch_start=None, seed: int = 0
+) -> None:
     loss_fn = nn.MSELoss()
     for epoch in range(epochs):
         if on_epoch_start is not None:

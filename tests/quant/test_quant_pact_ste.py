@@ -113,7 +113,9 @@ def test_in_range_dependence_on_eps_is_what_the_ste_drops():
 @pytest.mark.parametrize("granularity", ["per-channel", "per-layer"])
 def test_weight_clip_gradient_per_channel_matches_finite_difference(granularity):
     n = 16
-    conv = PACTConv2d(4, 6, 3, bias=False, quant=dict(n_levels=n, granularity=granularity, learn_clip=True, init="const", init_clip=0.2)).double()
+    conv = PACTConv2d(
+        4, 6, 3, bias=False, quant=dict(n_levels=n, granularity=granularity, learn_clip=True, init="const", init_clip=0.2)
+    ).double()
     torch.nn.init.normal_(conv.weight, std=0.15)
     conv.started.fill_(True)
     g = torch.randn(conv.weight.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(7))

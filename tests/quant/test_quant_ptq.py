@@ -54,7 +54,7 @@ def test_percentile_and_mse_bounds_lie_inside_the_range():
     b_pct = calibrate(float_to_fake(net, QuantConfig(act_bits=4), X[:2]), BATCHES, "percentile", percentile=99.0)
     b_mse = calibrate(float_to_fake(net, QuantConfig(act_bits=4), X[:2]), BATCHES, "mse")
     vals = _site_values(net, "dw3.relu")
-    want = torch.quantile(vals[torch.randperm(vals.numel(), generator=torch.Generator().manual_seed(0))[:2**16]], 0.99).item()
+    want = torch.quantile(vals[torch.randperm(vals.numel(), generator=torch.Generator().manual_seed(0))[: 2**16]], 0.99).item()
     assert b_pct["dw3.relu"][1] == pytest.approx(want, rel=0.05)  # sampled, not exact
     for site in b_max:
         if site == "input_quant":

@@ -36,9 +36,7 @@ def write_text_basis(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
-def write_bfm_pkl(
-    path: Path, seed: int = 0, *, vertices: int = 150, protocol: int = 4, drop: str | None = None
-) -> Path:
+def write_bfm_pkl(path: Path, seed: int = 0, *, vertices: int = 150, protocol: int = 4, drop: str | None = None) -> Path:
     """A bfm_noneck_v3.pkl look-alike whose keypoint rows hold `fake_basis(seed)`, extra columns and vertices."""
     rng = np.random.default_rng(seed + 100)
     u68, w_shp68, w_exp68 = fake_basis(seed)
@@ -82,8 +80,17 @@ def fake_image(rng: np.random.Generator, colour: tuple[int, int, int] | None = N
 
 
 def random_fit(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    pose = np.array([rng.normal(0, 0.15), rng.uniform(-1.2, 1.2), rng.normal(0, 0.1),
-                     W / 2 + rng.normal(0, 4), H / 2 + rng.normal(0, 4), rng.normal(0, 5), rng.uniform(0.5, 0.7)])
+    pose = np.array(
+        [
+            rng.normal(0, 0.15),
+            rng.uniform(-1.2, 1.2),
+            rng.normal(0, 0.1),
+            W / 2 + rng.normal(0, 4),
+            H / 2 + rng.normal(0, 4),
+            rng.normal(0, 5),
+            rng.uniform(0.5, 0.7),
+        ]
+    )
     shape = np.concatenate([rng.normal(0, 2e5, 40), rng.normal(0, 1e4, 159)])
     exp = np.concatenate([rng.normal(0, 1.0, 10), rng.normal(0, 0.3, 19)])
     return pose, shape, exp
@@ -98,10 +105,16 @@ def write_300wlp(root: Path, n: int = 3, seed: int = 0, *, skip_key: str | None 
         sub.mkdir(parents=True, exist_ok=True)
         pose, shape, exp = random_fit(rng)
         pt2d = image_landmarks(pose, shape, exp)
-        mat = {"Pose_Para": pose[None, :].astype(np.float32), "Shape_Para": shape[:, None].astype(np.float32),
-               "Exp_Para": exp[:, None].astype(np.float32), "pt2d": pt2d.astype(np.float64),
-               "roi": np.zeros((1, 4)), "Illum_Para": np.zeros((1, 10)), "Color_Para": np.zeros((1, 7)),
-               "Tex_Para": np.zeros((199, 1))}
+        mat = {
+            "Pose_Para": pose[None, :].astype(np.float32),
+            "Shape_Para": shape[:, None].astype(np.float32),
+            "Exp_Para": exp[:, None].astype(np.float32),
+            "pt2d": pt2d.astype(np.float64),
+            "roi": np.zeros((1, 4)),
+            "Illum_Para": np.zeros((1, 10)),
+            "Color_Para": np.zeros((1, 7)),
+            "Tex_Para": np.zeros((199, 1)),
+        }
         if skip_key is not None:
             del mat[skip_key]
         name = f"image_{i:03d}"

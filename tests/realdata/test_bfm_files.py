@@ -82,8 +82,11 @@ def test_wrong_shapes_are_named(tmp_path):
     path = tmp_path / "bfm.pkl"
     u, w_shp, w_exp = fake_basis()
     good = {"u": u[:, None], "w_shp": w_shp, "w_exp": w_exp, "keypoints": np.arange(204)}
-    for key, bad, words in (("w_shp", w_shp[:, :30], "(204, >=40)"), ("keypoints", np.arange(200), "204 integer"),
-                            ("keypoints", np.arange(204) + 5, "indices must lie")):
+    for key, bad, words in (
+        ("w_shp", w_shp[:, :30], "(204, >=40)"),
+        ("keypoints", np.arange(200), "204 integer"),
+        ("keypoints", np.arange(204) + 5, "indices must lie"),
+    ):
         path.write_bytes(pickle.dumps(good | {key: bad}))
         with pytest.raises(QlspecError, match=f"'{key}'") as e:
             load_bfm(path)

@@ -20,8 +20,11 @@ def _faces(n: int = 5, seed: int = 0, noise: bool = False):
         base = np.stack([(xx + 20 * k) % 256 for k in range(n)])[..., None] + np.array([0, 40, 90])
         images = np.clip(base + rng.normal(0, 3, base.shape), 0, 255).astype(np.uint8)
     gt = rng.uniform(20, 100, (n, 2, 68)).astype(np.float32)
-    preds = {"float": gt + rng.normal(0, 2, gt.shape), "int8 PTQ": gt + rng.normal(0, 3, gt.shape),
-             "int4 PACT": gt + rng.normal(0, 4, gt.shape)}
+    preds = {
+        "float": gt + rng.normal(0, 2, gt.shape),
+        "int8 PTQ": gt + rng.normal(0, 3, gt.shape),
+        "int4 PACT": gt + rng.normal(0, 4, gt.shape),
+    }
     return images, gt, preds
 
 
@@ -58,9 +61,11 @@ def test_landmark_overlays_one_rung_per_column(tmp_path):
 
 
 def test_nme_by_yaw_chart_has_a_difference_panel(tmp_path):
-    rows = {"float": {"[0,30]": 0.031, "(30,60]": 0.042, ">60": 0.061, "mean": 0.045},
-            "int8 PTQ": {"[0,30]": 0.032, "(30,60]": 0.043, ">60": 0.063, "mean": 0.046},
-            "int4 PACT": {"[0,30]": 0.035, "(30,60]": 0.047, ">60": float("nan"), "mean": 0.041}}
+    rows = {
+        "float": {"[0,30]": 0.031, "(30,60]": 0.042, ">60": 0.061, "mean": 0.045},
+        "int8 PTQ": {"[0,30]": 0.032, "(30,60]": 0.043, ">60": 0.063, "mean": 0.046},
+        "int4 PACT": {"[0,30]": 0.035, "(30,60]": 0.047, ">60": float("nan"), "mean": 0.041},
+    }
     a = nme_by_yaw_chart(rows, tmp_path / "nme.png")
     data = _check_png(a, (2 * 495, 330))  # two panels: NME per bin, difference against the first rung
     assert nme_by_yaw_chart(rows, tmp_path / "again.png").read_bytes() == data

@@ -23,9 +23,19 @@ def keys(p: Pipeline) -> dict[str, str | None]:
 
 def test_every_declared_effect_is_known_and_the_obvious_ones_are_declared():
     assert set(declared_effects().values()) <= set(typing.get_args(Effect))
-    expect = {"name": "naming", "description": "naming", "training.threads": "speed", "target.threads": "speed",
-              "deploy.host": "deployment", "deploy.key": "access", "deploy.password": "access", "deploy.command_timeout": "access",
-              "training.optimizer.lr": "result", "network.width": "result", "target.output_stage": "result"}
+    expect = {
+        "name": "naming",
+        "description": "naming",
+        "training.threads": "speed",
+        "target.threads": "speed",
+        "deploy.host": "deployment",
+        "deploy.key": "access",
+        "deploy.password": "access",
+        "deploy.command_timeout": "access",
+        "training.optimizer.lr": "result",
+        "network.width": "result",
+        "target.output_stage": "result",
+    }
     assert {path: effect_of(path) for path in expect} == expect
     assert not keyed("deploy.password") and keyed("deploy.path") and not keyed("training.threads")
 
@@ -47,8 +57,11 @@ def test_a_speed_or_naming_change_leaves_a_built_app_up_to_date(tmp_path):
     """On disk: the same build folder, a spec differing in threads, description and ssh key only."""
     text = DEFAULT_APP.read_text()
     other = tmp_path / "app.yaml"
-    other.write_text(text.replace("  threads: 2", "  threads: 1").replace("description: 3DDFA", "description: renamed 3DDFA")
-                     .replace("key: ~/.ssh/id_ed25519", "key: ~/.ssh/elsewhere"))  # extends: names in the spec library
+    other.write_text(
+        text.replace("  threads: 2", "  threads: 1")
+        .replace("description: 3DDFA", "description: renamed 3DDFA")
+        .replace("key: ~/.ssh/id_ed25519", "key: ~/.ssh/elsewhere")
+    )  # extends: names in the spec library
     a = Pipeline(STAGES, load_spec(DEFAULT_APP).spec, DEFAULT_APP, tmp_path / "build")
     b = Pipeline(STAGES, load_spec(other).spec, other, tmp_path / "build")
     assert a.resolved != b.resolved and keys(a) == keys(b)

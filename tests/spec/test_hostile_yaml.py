@@ -25,7 +25,7 @@ CORPUS = {
     "binary": "name: x\ndescription: !!binary aGVsbG8=\n",
     "date": "name: x\ndescription: 2020-01-01\n",
     "merge key": "name: x\nbase: &b {epochs: 2}\ntraining:\n  <<: *b\n  seed: 1\n",
-    "control character": "name: x\ndescription: \"a\x07b\"\n",
+    "control character": 'name: x\ndescription: "a\x07b"\n',
     "nul byte": "name: x\x00\n",
     "deep nesting": "name: x\ntraining: " + "[" * 300 + "]" * 300 + "\n",
     "deep mapping": "name: x\ndata: " + "{a: " * 100 + "1" + "}" * 100 + "\n",
@@ -36,8 +36,8 @@ CORPUS = {
     "inf clip": "name: x\nquantisation: {activations: {clip: .inf}}\n",
     "nan loss weight": "name: x\ntraining: {loss: {param_weight: .nan}}\n",
     "alias bomb": "name: x\na: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
-                  "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
-                  "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: [*e, *e, *e, *e, *e, *e, *e, *e, *e]\n",
+    "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+    "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: [*e, *e, *e, *e, *e, *e, *e, *e, *e]\n",
     "extends absolute path": "name: x\nextends: [/etc/passwd]\n",
     "extends up the tree": "name: x\nextends: [../outside.yaml]\n",
     "extends a number": "name: x\nextends: [3]\n",
@@ -45,7 +45,7 @@ CORPUS = {
     "top-level list": "- name\n",
     "pretrained of an unknown user": "name: x\nnetwork: {pretrained: '~nosuchuser/x'}\n",
     "pretrained name too long": "name: x\nnetwork: {pretrained: " + "a" * 5000 + "}\n",
-    "pretrained with a NUL byte": "name: x\nnetwork: {pretrained: \"a\\0b\"}\n",
+    "pretrained with a NUL byte": 'name: x\nnetwork: {pretrained: "a\\0b"}\n',
     "param_stats a number": "name: x\nnetwork: {param_stats: 3}\n",
     "param_stats a list": "name: x\nnetwork: {param_stats: [1, 2]}\n",
     "param_stats with NaN": "name: x\nnetwork: {param_stats: {mean: [.nan], std: [-1]}}\n",
@@ -116,12 +116,54 @@ def test_nesting_within_the_limit_still_loads_as_an_error_of_the_model_not_of_ya
 
 # -- generated documents -------------------------------------------------------------------------
 
-KEYS = st.sampled_from(["name", "training", "epochs", "seed", "data", "kind", "extends", "quantisation", "network", "pretrained",
-                       "param_stats", "mean", "std", "<<", "a", "1"])
+KEYS = st.sampled_from(
+    [
+        "name",
+        "training",
+        "epochs",
+        "seed",
+        "data",
+        "kind",
+        "extends",
+        "quantisation",
+        "network",
+        "pretrained",
+        "param_stats",
+        "mean",
+        "std",
+        "<<",
+        "a",
+        "1",
+    ]
+)
 SCALARS = st.one_of(
-    st.sampled_from(["x", "1e999", ".nan", "-.inf", "~", "true", "2020-01-01", "0x10", "9" * 40, "'\x07'", "\"\\x00\"",
-                     "!foo bar", "!!python/name:os.system", "*a", "&a 1", "synthetic", "3", "-1", "quant/pact-w8a8.yaml",
-                     "../x.yaml", "/etc/hosts", "~nosuchuser/x", "a" * 3000]),
+    st.sampled_from(
+        [
+            "x",
+            "1e999",
+            ".nan",
+            "-.inf",
+            "~",
+            "true",
+            "2020-01-01",
+            "0x10",
+            "9" * 40,
+            "'\x07'",
+            '"\\x00"',
+            "!foo bar",
+            "!!python/name:os.system",
+            "*a",
+            "&a 1",
+            "synthetic",
+            "3",
+            "-1",
+            "quant/pact-w8a8.yaml",
+            "../x.yaml",
+            "/etc/hosts",
+            "~nosuchuser/x",
+            "a" * 3000,
+        ]
+    ),
     st.integers(-(2**70), 2**70).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
 )

@@ -30,7 +30,9 @@ def test_unknown_key_is_located_with_a_suggestion(spec_file):
 def test_wrong_type_and_range_point_at_the_value(spec_file):
     path = spec_file("name: x\ntraining:\n  epochs: many\n  batch_size: 0\n")
     lines = errors_of(path)
-    assert lines[0].endswith("app.yaml:3:11: training.epochs: Input should be a valid integer, unable to parse string as an integer (got 'many')")
+    assert lines[0].endswith(
+        "app.yaml:3:11: training.epochs: Input should be a valid integer, unable to parse string as an integer (got 'many')"
+    )
     assert lines[1].endswith("app.yaml:4:15: training.batch_size: must be >= 1 (got 0)")
 
 
@@ -109,8 +111,9 @@ def test_every_library_fragment_and_example_validates(repo_root):
         try:
             load_spec(path)
         except SpecError as e:  # the real-data and pretrained examples name placeholder paths the user fills in
-            assert all(" not found: /path/to/" in m and m.endswith("(a placeholder: fill in the path of your own copy)")
-                       for _, m in e.errors), str(e)
+            assert all(
+                " not found: /path/to/" in m and m.endswith("(a placeholder: fill in the path of your own copy)") for _, m in e.errors
+            ), str(e)
     for fragment in sorted((repo_root / "specs").rglob("*.yaml")):
         text = f"name: check\nextends: [{fragment}]\n"
         tmp = fragment.parent / ".check.yaml"
@@ -165,6 +168,10 @@ def test_the_networks_and_the_data_sets_normalisation_are_not_both_given(spec_fi
         (tmp_path / name).write_bytes(b"x")
     for folder in ("lp", "aflw"):
         (tmp_path / folder).mkdir()
-    [line] = errors_of(spec_file("name: x\nnetwork:\n  param_stats: stats.pkl\ndata: {kind: 300w-lp, root: lp, val_root: aflw, "
-                                 "bfm: bfm.pkl, param_stats: stats.pkl}\n"))
+    [line] = errors_of(
+        spec_file(
+            "name: x\nnetwork:\n  param_stats: stats.pkl\ndata: {kind: 300w-lp, root: lp, val_root: aflw, "
+            "bfm: bfm.pkl, param_stats: stats.pkl}\n"
+        )
+    )
     assert "app.yaml:3:16: network.param_stats: network.param_stats and data.param_stats are both set" in line

@@ -12,8 +12,7 @@ from qlspec.spec.schema import schema_text
 
 
 def test_the_copy_in_specs_is_current(repo_root):
-    assert (repo_root / "specs" / "app.schema.json").read_text() == schema_text(), \
-        "regenerate with: qlspec schema -o specs/app.schema.json"
+    assert (repo_root / "specs" / "app.schema.json").read_text() == schema_text(), "regenerate with: qlspec schema -o specs/app.schema.json"
 
 
 def test_every_field_has_a_description():
@@ -23,6 +22,7 @@ def test_every_field_has_a_description():
             for sub in getattr(info.annotation, "__args__", (info.annotation,)):
                 if isinstance(sub, type) and hasattr(sub, "model_fields"):
                     walk(sub, f"{prefix}{name}.")
+
     walk(AppSpec)
 
 

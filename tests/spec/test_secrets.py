@@ -55,8 +55,9 @@ def test_diff_says_a_secret_changed_and_nothing_more(tmp_path):
 
 
 secret_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=6, max_size=40).map(lambda s: "Zq" + s)
-bad_value = st.one_of(st.integers(min_value=10**5), st.floats(allow_nan=False, allow_infinity=False).filter(lambda f: abs(f) > 1e3),
-                      st.booleans())
+bad_value = st.one_of(
+    st.integers(min_value=10**5), st.floats(allow_nan=False, allow_infinity=False).filter(lambda f: abs(f) > 1e3), st.booleans()
+)
 
 
 @settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -21,27 +21,49 @@ def write(root: Path, files: dict[str, str]) -> Path:
 @pytest.fixture
 def pkg(tmp_path):
     """A package `qlspec` of the test's own, with every way of importing that the real one uses."""
-    return write(tmp_path / "qlspec", {
-        "__init__.py": "",
-        "stages/__init__.py": "",
-        "stages/one.py": ("from __future__ import annotations\nfrom typing import TYPE_CHECKING\n"
-                          "from qlspec.sub import (\n    helper,  # a comment\n    other as renamed,\n)\nimport qlspec.top\n"
-                          "if TYPE_CHECKING:\n    from qlspec import typed\n"
-                          "def run(ctx):\n    from .local import x  # lazy, relative\n    return x\n"),
-        "stages/local.py": "from ..deep.leaf import y\nx = 1\n",
-        "sub/__init__.py": "",
-        "sub/helper.py": "REGISTRY = {'a': 'qlspec.registered:Thing'}\n",
-        "sub/other.py": "import numpy as np, qlspec.viacomma\n",
-        "top.py": "", "typed.py": "", "registered.py": "", "viacomma.py": "",
-        "deep/__init__.py": "", "deep/leaf.py": "y = 2\n",
-        "unused.py": "import qlspec.stages.one\n",  # imports the stage; the stage does not import it
-    })
+    return write(
+        tmp_path / "qlspec",
+        {
+            "__init__.py": "",
+            "stages/__init__.py": "",
+            "stages/one.py": (
+                "from __future__ import annotations\nfrom typing import TYPE_CHECKING\n"
+                "from qlspec.sub import (\n    helper,  # a comment\n    other as renamed,\n)\nimport qlspec.top\n"
+                "if TYPE_CHECKING:\n    from qlspec import typed\n"
+                "def run(ctx):\n    from .local import x  # lazy, relative\n    return x\n"
+            ),
+            "stages/local.py": "from ..deep.leaf import y\nx = 1\n",
+            "sub/__init__.py": "",
+            "sub/helper.py": "REGISTRY = {'a': 'qlspec.registered:Thing'}\n",
+            "sub/other.py": "import numpy as np, qlspec.viacomma\n",
+            "top.py": "",
+            "typed.py": "",
+            "registered.py": "",
+            "viacomma.py": "",
+            "deep/__init__.py": "",
+            "deep/leaf.py": "y = 2\n",
+            "unused.py": "import qlspec.stages.one\n",  # imports the stage; the stage does not import it
+        },
+    )
 
 
 def test_closure_follows_every_kind_of_import_and_nothing_else(pkg):
     got = {str(p.relative_to(pkg)) for p in import_closure("qlspec.stages.one", pkg)}
-    assert got == {"__init__.py", "stages/__init__.py", "stages/one.py", "stages/local.py", "sub/__init__.py", "sub/helper.py",
-                   "sub/other.py", "top.py", "typed.py", "registered.py", "viacomma.py", "deep/__init__.py", "deep/leaf.py"}
+    assert got == {
+        "__init__.py",
+        "stages/__init__.py",
+        "stages/one.py",
+        "stages/local.py",
+        "sub/__init__.py",
+        "sub/helper.py",
+        "sub/other.py",
+        "top.py",
+        "typed.py",
+        "registered.py",
+        "viacomma.py",
+        "deep/__init__.py",
+        "deep/leaf.py",
+    }
 
 
 def test_closure_sees_an_edit_that_adds_an_import(pkg):

@@ -26,6 +26,7 @@ class Recorder:
             (ctx.out / "out.txt").write_text(upstream + f"{name}({ctx.spec.training.epochs})")
             if self.fail == name:
                 raise RuntimeError("boom")
+
         return run
 
 
@@ -33,8 +34,7 @@ def pipeline(spec_path: Path, build: Path, rec: Recorder, third_available: bool 
     stages = (
         StageDef("data", "d", reads=("data",), after=(), run=rec.stage("data")),
         StageDef("train", "t", reads=("training",), after=("data",), run=rec.stage("train")),
-        StageDef("quantise", "q", reads=("quantisation",), after=("train",),
-                 run=rec.stage("quantise") if third_available else None),
+        StageDef("quantise", "q", reads=("quantisation",), after=("train",), run=rec.stage("quantise") if third_available else None),
         StageDef("export", "e", reads=("export",), after=("quantise",), run=None),
     )
     return Pipeline(stages, load_spec(spec_path).spec, spec_path, build)
@@ -163,8 +163,9 @@ def test_a_disabled_stage_skips_its_consumers(spec_file, tmp_path):
     rec = Recorder()
     stages = (
         StageDef("data", "d", reads=("data",), after=(), run=rec.stage("data")),
-        StageDef("quantise", "q", reads=(), after=("data",), run=rec.stage("quantise"),
-                 enabled=lambda spec: "quantisation.algorithm is none"),
+        StageDef(
+            "quantise", "q", reads=(), after=("data",), run=rec.stage("quantise"), enabled=lambda spec: "quantisation.algorithm is none"
+        ),
         StageDef("export", "e", reads=(), after=("quantise",), run=rec.stage("export")),
     )
     p = Pipeline(stages, load_spec(path).spec, path, tmp_path / "build")

@@ -23,8 +23,9 @@ verify: {samples: 16}
 
 
 def qlspec(*args, cwd):
-    return subprocess.Popen([sys.executable, "-m", "qlspec", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=cwd)
+    return subprocess.Popen(
+        [sys.executable, "-m", "qlspec", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd
+    )
 
 
 def test_a_second_holder_is_refused_and_named(tmp_path):
@@ -56,10 +57,18 @@ def test_a_holder_that_has_not_yet_written_its_name_is_still_named(tmp_path):
 
 
 def test_a_killed_holder_releases_the_lock(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
-                               "from qlspec.stages.lock import build_lock\n"
-                               "with build_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)", str(tmp_path)],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; "
+            "from qlspec.stages.lock import build_lock\n"
+            "with build_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(StageError):
         with build_lock(tmp_path):
@@ -77,12 +86,21 @@ def test_concurrent_applies_end_with_one_consistent_build(tmp_path):
         results = [(p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for p in runs]
         assert all(rc == 0 or (rc == 2 and "in use by pid" in err) for rc, _, err in results), results
         assert any(rc == 0 for rc, _, _ in results)
-        plan = subprocess.run([sys.executable, "-m", "qlspec", "plan", "app.yaml", "--until", "data"], capture_output=True,
-                              text=True, cwd=tmp_path)
+        plan = subprocess.run(
+            [sys.executable, "-m", "qlspec", "plan", "app.yaml", "--until", "data"], capture_output=True, text=True, cwd=tmp_path
+        )
         assert "data      up to date" in plan.stdout, plan.stdout + plan.stderr
-    busy = subprocess.Popen([sys.executable, "-c", "import time; from pathlib import Path; from qlspec.stages.lock import build_lock\n"
-                             "with build_lock(Path('build/locked')):\n    print('held', flush=True); time.sleep(60)"],
-                            stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    busy = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time; from pathlib import Path; from qlspec.stages.lock import build_lock\n"
+            "with build_lock(Path('build/locked')):\n    print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
     assert busy.stdout.readline().strip() == "held"
     second = qlspec("apply", "app.yaml", "--until", "data", "--no-progress", cwd=tmp_path)
     rc, err = second.wait(timeout=60), second.stderr.read()

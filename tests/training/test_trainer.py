@@ -88,9 +88,15 @@ def test_hooks_and_parameter_groups(data, tmp_path):
     calls = []
     net = _net()
     conv_before = net.conv1.weight.detach().clone()
-    _run(data, tmp_path, epochs=2, net=net, params_for_optimiser=[{"params": net.fc.parameters()}],
-         on_epoch_start=lambda e, n: calls.append(("start", e, n is net)),
-         on_validation_start=lambda e, n: calls.append(("val", e, n.training)))
+    _run(
+        data,
+        tmp_path,
+        epochs=2,
+        net=net,
+        params_for_optimiser=[{"params": net.fc.parameters()}],
+        on_epoch_start=lambda e, n: calls.append(("start", e, n is net)),
+        on_validation_start=lambda e, n: calls.append(("val", e, n.training)),
+    )
     assert calls == [("start", 0, True), ("val", 0, True), ("start", 1, True), ("val", 1, True)]
     assert torch.equal(net.conv1.weight, conv_before)
 

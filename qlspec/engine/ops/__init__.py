@@ -32,8 +32,25 @@ from qlspec.graph.ir import Node
 OPS: dict[str, type[Op]] = {
     cls.op_type: cls
     for cls in (
-        Flatten, Reshape, Transpose, Pad, Clip, Concat, Add, MaxPool, SumPool, GlobalSumPool,
-        Quantise, RequantShift, RequantAdd, Conv, Gemm, MatMul, ConvRequant, GemmRequant, MatMulRequant,
+        Flatten,
+        Reshape,
+        Transpose,
+        Pad,
+        Clip,
+        Concat,
+        Add,
+        MaxPool,
+        SumPool,
+        GlobalSumPool,
+        Quantise,
+        RequantShift,
+        RequantAdd,
+        Conv,
+        Gemm,
+        MatMul,
+        ConvRequant,
+        GemmRequant,
+        MatMulRequant,
     )
 }
 

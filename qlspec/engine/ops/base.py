@@ -25,8 +25,8 @@ INT64_LIMIT = 1 << 63
 class Op:
     op_type: ClassVar[str]
     n_inputs: ClassVar[tuple[int, int]] = (1, 1)  # (required, maximum)
-    optional: ClassVar[tuple[int, ...]] = ()      # input positions that may be absent ("")
-    clips_output: ClassVar[bool] = False          # has `lo`/`hi` fields that clip its result
+    optional: ClassVar[tuple[int, ...]] = ()  # input positions that may be absent ("")
+    clips_output: ClassVar[bool] = False  # has `lo`/`hi` fields that clip its result
 
     @classmethod
     def from_node(cls, node: Node) -> Op:

@@ -27,8 +27,10 @@ class Concat(Op):
         rank = len(ins[0].shape)
         ax = self._axis(rank)
         for t in ins:
-            require(len(t.shape) == rank and all(d == e for i, (d, e) in enumerate(zip(t.shape, ins[0].shape)) if i != ax),
-                    f"shapes {[t.shape for t in ins]} differ outside axis {self.axis}")
+            require(
+                len(t.shape) == rank and all(d == e for i, (d, e) in enumerate(zip(t.shape, ins[0].shape)) if i != ax),
+                f"shapes {[t.shape for t in ins]} differ outside axis {self.axis}",
+            )
         shape = list(ins[0].shape)
         shape[ax] = sum(t.shape[ax] for t in ins)
         return [TensorInfo.for_range(shape, min(t.lo for t in ins), max(t.hi for t in ins))]

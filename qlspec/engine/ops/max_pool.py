@@ -25,7 +25,9 @@ class MaxPool(Op):
     ceil_mode: bool = False
 
     def __post_init__(self) -> None:
-        require(len(self.kernel_shape) == 2 and min(self.kernel_shape) >= 1, f"kernel_shape must be 2 positive ints (got {self.kernel_shape})")
+        require(
+            len(self.kernel_shape) == 2 and min(self.kernel_shape) >= 1, f"kernel_shape must be 2 positive ints (got {self.kernel_shape})"
+        )
         require(len(self.strides) == 2 and min(self.strides) >= 1, f"strides must be 2 positive ints (got {self.strides})")
         require(len(self.pads) == 4 and min(self.pads) >= 0, f"pads must be 4 non-negative ints (got {self.pads})")
         require(all(p < k for p, k in zip(self.pads, self.kernel_shape * 2)), "pads must be smaller than the kernel")
@@ -33,8 +35,10 @@ class MaxPool(Op):
     def out_hw(self, shape: tuple[int, ...]) -> tuple[int, int]:
         require(len(shape) == 4, f"MaxPool input must be NCHW (got shape {shape})")
         pt, pl, pb, pr = self.pads
-        return (spatial_out(shape[2], self.kernel_shape[0], self.strides[0], self.dilations[0], pt, pb, self.ceil_mode),
-                spatial_out(shape[3], self.kernel_shape[1], self.strides[1], self.dilations[1], pl, pr, self.ceil_mode))
+        return (
+            spatial_out(shape[2], self.kernel_shape[0], self.strides[0], self.dilations[0], pt, pb, self.ceil_mode),
+            spatial_out(shape[3], self.kernel_shape[1], self.strides[1], self.dilations[1], pl, pr, self.ceil_mode),
+        )
 
     def infer(self, ins, vals):
         x = ins[0]

@@ -46,8 +46,7 @@ class RequantAdd(Op):
         require(self.lo <= self.hi, f"empty output range [{self.lo}, {self.hi}]")
 
     def _terms(self):
-        return ((self.in1_mul, self.in1_add, self.in1_div, self.in1_rq),
-                (self.in2_mul, self.in2_add, self.in2_div, self.in2_rq))
+        return ((self.in1_mul, self.in1_add, self.in1_div, self.in1_rq), (self.in2_mul, self.in2_add, self.in2_div, self.in2_rq))
 
     def infer(self, ins, vals):
         a, b = ins
@@ -57,8 +56,10 @@ class RequantAdd(Op):
             m = magnitude(info)
             require(not rq or m * abs(mul) + abs(add) + div < INT64_LIMIT, "input requantisation may exceed int64")
             total += (m * abs(mul) + abs(add) + div) // div + 1 if rq else m
-        require(not self.out_rq or total * abs(self.out_mul) + abs(self.out_add) + self.out_div < INT64_LIMIT,
-                "output requantisation may exceed int64")
+        require(
+            not self.out_rq or total * abs(self.out_mul) + abs(self.out_add) + self.out_div < INT64_LIMIT,
+            "output requantisation may exceed int64",
+        )
         return [TensorInfo.for_range(a.shape, self.lo, self.hi)]
 
     def run(self, x1, x2):

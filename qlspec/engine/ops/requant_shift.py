@@ -10,8 +10,9 @@ from qlspec.engine.ops.base import INT64_LIMIT, Op, magnitude, require
 from qlspec.graph.ir import TensorInfo
 
 
-def check_requant_params(x: TensorInfo, mul: TensorInfo, add: TensorInfo, div: int,
-                         mul_val: np.ndarray | None, add_val: np.ndarray | None) -> None:
+def check_requant_params(
+    x: TensorInfo, mul: TensorInfo, add: TensorInfo, div: int, mul_val: np.ndarray | None, add_val: np.ndarray | None
+) -> None:
     """mul/add must broadcast onto x without changing its shape, and x*mul + add + div must fit int64."""
     for what, t in (("mul", mul), ("add", add)):
         try:
@@ -26,8 +27,7 @@ def check_requant_params(x: TensorInfo, mul: TensorInfo, add: TensorInfo, div: i
 def reach(x: TensorInfo, mul: np.ndarray, add: np.ndarray, div: int) -> int:
     """A bound on |floor((x*mul + add + div//2) / div)| over every value x's type holds: what an
     unclipped requantiser can produce (its output range when nothing clips it)."""
-    return (magnitude(x) * magnitude(TensorInfo.of_array(mul), mul) + int(np.abs(add.astype(np.int64)).max(initial=0))
-            + div) // div + 1
+    return (magnitude(x) * magnitude(TensorInfo.of_array(mul), mul) + int(np.abs(add.astype(np.int64)).max(initial=0)) + div) // div + 1
 
 
 def requantise(x: np.ndarray, mul: np.ndarray, add: np.ndarray, shift: int) -> np.ndarray:

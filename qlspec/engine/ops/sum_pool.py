@@ -27,15 +27,19 @@ class SumPool(Op):
     pads: tuple[int, int, int, int] = (0, 0, 0, 0)
 
     def __post_init__(self) -> None:
-        require(len(self.kernel_shape) == 2 and min(self.kernel_shape) >= 1, f"kernel_shape must be 2 positive ints (got {self.kernel_shape})")
+        require(
+            len(self.kernel_shape) == 2 and min(self.kernel_shape) >= 1, f"kernel_shape must be 2 positive ints (got {self.kernel_shape})"
+        )
         require(len(self.strides) == 2 and min(self.strides) >= 1, f"strides must be 2 positive ints (got {self.strides})")
         require(len(self.pads) == 4 and min(self.pads) >= 0, f"pads must be 4 non-negative ints (got {self.pads})")
 
     def out_hw(self, shape: tuple[int, ...]) -> tuple[int, int]:
         require(len(shape) == 4, f"SumPool input must be NCHW (got shape {shape})")
         pt, pl, pb, pr = self.pads
-        return (spatial_out(shape[2], self.kernel_shape[0], self.strides[0], 1, pt, pb),
-                spatial_out(shape[3], self.kernel_shape[1], self.strides[1], 1, pl, pr))
+        return (
+            spatial_out(shape[2], self.kernel_shape[0], self.strides[0], 1, pt, pb),
+            spatial_out(shape[3], self.kernel_shape[1], self.strides[1], 1, pl, pr),
+        )
 
     def infer(self, ins, vals):
         x = ins[0]

@@ -26,6 +26,13 @@ def optimise(g: Graph) -> Graph:
 
 
 __all__ = [
-    "DEFAULT_PIPELINE", "EliminateDeadNodes", "FoldClipIntoRequant", "FoldConstants",
-    "FuseRequantIntoLinear", "Pass", "RemoveIdentityRequant", "optimise", "run_to_fixed_point",
+    "DEFAULT_PIPELINE",
+    "EliminateDeadNodes",
+    "FoldClipIntoRequant",
+    "FoldConstants",
+    "FuseRequantIntoLinear",
+    "Pass",
+    "RemoveIdentityRequant",
+    "optimise",
+    "run_to_fixed_point",
 ]

@@ -30,7 +30,7 @@ class FoldClipIntoRequant(Pass):
                 if g2 is not None:
                     return g2, True
             prod = g.producer(x)
-            if (prod is None or not OPS[prod.op].clips_output or len(g.consumers(x)) != 1 or x in g.outputs):
+            if prod is None or not OPS[prod.op].clips_output or len(g.consumers(x)) != 1 or x in g.outputs:
                 continue
             lo, hi = max(prod.attr("lo"), lo2), min(prod.attr("hi"), hi2)
             if lo > hi:

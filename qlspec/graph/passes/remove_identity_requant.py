@@ -24,8 +24,13 @@ def is_identity_requant(g: Graph, n: Node) -> bool:
     a = g.constants[add].astype(np.int64) + div // 2
     info = g.info(x)
     out = g.info(n.outputs[0])
-    return (bool(np.all(m == div)) and bool(np.all((a >= 0) & (a < div)))
-            and n.attr("lo") <= info.lo and info.hi <= n.attr("hi") and out.shape == info.shape)
+    return (
+        bool(np.all(m == div))
+        and bool(np.all((a >= 0) & (a < div)))
+        and n.attr("lo") <= info.lo
+        and info.hi <= n.attr("hi")
+        and out.shape == info.shape
+    )
 
 
 class RemoveIdentityRequant(Pass):

@@ -1,4 +1,5 @@
 """Reject a name qlspec would refuse, before any file is written."""
+
 import re
 import sys
 
