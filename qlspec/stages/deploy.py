@@ -33,15 +33,13 @@ import numpy as np
 
 from qlspec import atomic
 from qlspec.codegen.build import APP, BINARY
-from qlspec.codegen.photos import Photo, app_arguments, app_failure, check_app_outputs, write_photos
+from qlspec.codegen.photos import Photo, app_arguments, app_failure, write_photos
 from qlspec.deploy.board import Board, release_files, release_id
 from qlspec.deploy.ssh import Remote, connect, where
 from qlspec.errors import DeployError
-from qlspec.graph.io import load_graph
-from qlspec.preprocess import InputTransform
 from qlspec.report import write_rungs
 from qlspec.stages.engine import StageContext
-from qlspec.stages.samples import checked_row, validation_samples
+from qlspec.stages.samples import app_report, checked_row, validation_samples
 
 APP_FILES = ("landmarks.json", "input_0.npy", "output_0.npy", "timing.json")
 
@@ -51,7 +49,6 @@ def run(ctx: StageContext) -> None:
     files = release_files(ctx.inputs["build"] / "armcl", deploy.install)
     rid = release_id(files, deploy.install)
     samples = validation_samples(ctx, min(deploy.samples, spec.verify.samples))
-    meta = json.loads((ctx.inputs["export"] / spec.export.flavour / "metadata.json").read_text())
     t0 = time.perf_counter()
     conn = connect(deploy, ctx.spec_path.parent, trust_new_host_key=bool(ctx.options.get("trust_new_host_key")))
     try:
@@ -88,17 +85,12 @@ def run(ctx: StageContext) -> None:
                 fetch_to=ctx.out / "app",
                 fetch=APP_FILES,
             )
-            app = check_app_outputs(
+            app = app_report(
+                ctx,
                 np.load(ctx.out / "app" / "input_0.npy"),
                 np.load(ctx.out / "app" / "output_0.npy"),
                 json.loads((ctx.out / "app" / "landmarks.json").read_text()),
                 photos,
-                graph=load_graph(ctx.inputs["convert"] / "graph"),
-                input_meta=meta["input"],
-                output_eps=meta["output"]["eps"],
-                transform=InputTransform.from_spec(spec.preprocess),
-                size=spec.preprocess.size,
-                data_dir=ctx.inputs["data"],
             )
         t4 = time.perf_counter()
         outputs = np.load(ctx.out / "fetched" / "output_0.npy")

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from qlspec.codegen.photos import Photo, check_app_outputs
 from qlspec.data.faceset import FaceSet
 from qlspec.evaluation import landmarks_from_outputs, load_split, load_stats, nme_row
 from qlspec.face.store import load_face_model
@@ -59,3 +60,23 @@ def checked_row(rung: str, outputs: np.ndarray, samples: Samples, ctx: StageCont
         **extra,
     )
     return row, bad
+
+
+def app_report(ctx: StageContext, codes: np.ndarray, outputs: np.ndarray, landmarks_json: Any, photos: list[Photo]) -> dict:
+    """`check_app_outputs` of what the AI application wrote for `photos`, against the Python pipeline
+    this stage's inputs fix: the convert stage's graph, the export's input and output quanta, the
+    spec's pre-processing and the data stage's face model."""
+    spec = ctx.spec
+    meta = json.loads((ctx.inputs["export"] / spec.export.flavour / "metadata.json").read_text())
+    return check_app_outputs(
+        codes,
+        outputs,
+        landmarks_json,
+        photos,
+        graph=load_graph(ctx.inputs["convert"] / "graph"),
+        input_meta=meta["input"],
+        output_eps=meta["output"]["eps"],
+        transform=InputTransform.from_spec(spec.preprocess),
+        size=spec.preprocess.size,
+        data_dir=ctx.inputs["data"],
+    )

@@ -20,7 +20,6 @@ app_landmarks.json (what the app wrote).
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -29,14 +28,12 @@ import numpy as np
 
 from qlspec import atomic
 from qlspec.codegen.build import APP, BINARY, run_app, run_binary
-from qlspec.codegen.photos import app_arguments, app_failure, check_app_outputs, write_photos
+from qlspec.codegen.photos import app_arguments, app_failure, write_photos
 from qlspec.codegen.toolchain import toolchain_for
 from qlspec.errors import StageError
-from qlspec.graph.io import load_graph
-from qlspec.preprocess import InputTransform
 from qlspec.report import write_rungs
 from qlspec.stages.engine import StageContext
-from qlspec.stages.samples import Samples, checked_row, validation_samples
+from qlspec.stages.samples import Samples, app_report, checked_row, validation_samples
 
 APP_PHOTOS = 64
 RUNG = {"armcl": "ARMCL", "cpu": "CPU"}
@@ -86,23 +83,11 @@ def run(ctx: StageContext) -> None:
 def check_app(ctx: StageContext, samples: Samples, tc) -> None:
     """The AI application on photos against the Python pipeline (module docstring); writes app.json."""
     spec = ctx.spec
-    meta = json.loads((ctx.inputs["export"] / spec.export.flavour / "metadata.json").read_text())
     app = ctx.inputs["build"] / spec.target.backend / "bin" / APP
     with tempfile.TemporaryDirectory(prefix="qlspec-photos-") as tmp:
         photos = write_photos(samples.faces.images[:APP_PHOTOS], Path(tmp))
         result = run_app(app, app_arguments(photos), tc, threads=spec.target.threads, cpu=spec.target.cpu)
-        report = check_app_outputs(
-            result.codes,
-            result.outputs,
-            result.landmarks_json,
-            photos,
-            graph=load_graph(ctx.inputs["convert"] / "graph"),
-            input_meta=meta["input"],
-            output_eps=meta["output"]["eps"],
-            transform=InputTransform.from_spec(spec.preprocess),
-            size=spec.preprocess.size,
-            data_dir=ctx.inputs["data"],
-        )
+        report = app_report(ctx, result.codes, result.outputs, result.landmarks_json, photos)
     report.update(median_ms_per_photo=result.timing["median_ms_per_image"], wall_s=round(result.wall_s, 2))
     atomic.write_json(ctx.out / "app.json", report)
     atomic.write_json(ctx.out / "app_landmarks.json", result.landmarks_json)

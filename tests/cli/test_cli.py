@@ -160,34 +160,17 @@ def test_infer_maps_outputs_to_a_reference_by_the_models_names_else_in_order(tmp
     if not case.is_dir():
         pytest.skip(f"shared QuantLab exports not found at {case}")
     # the reference names its arrays arr_0, arr_1 (in order); the model's output is 'output'
-    r = qlspec(
-        "infer",
-        case / "network.onnx",
-        "--input",
-        "int8",
-        "--inputs",
-        case / "inputs.npz",
-        "-o",
-        tmp_path / "o.npz",
-        "--expect",
-        case / "outputs.npz",
-    )
+
+    def infer(expect):
+        args = ("--input", "int8", "--inputs", case / "inputs.npz", "-o", tmp_path / "o.npz", "--expect", expect)
+        return qlspec("infer", case / "network.onnx", *args)
+
+    r = infer(case / "outputs.npz")
     assert r.returncode == 0, r.stderr
     assert f"output vs {case / 'outputs.npz'}[arr_0]: 0 of {128 * 128} values differ" in r.stdout
     assert np.load(tmp_path / "o.npz").files == ["output"]
     wrong = np.load(case / "outputs.npz")["arr_0"].copy()
     wrong[0, 0, :3] += 1
     np.savez(tmp_path / "ref.npz", decoy=np.zeros(3), output=wrong)  # by name, though not first
-    r = qlspec(
-        "infer",
-        case / "network.onnx",
-        "--input",
-        "int8",
-        "--inputs",
-        case / "inputs.npz",
-        "-o",
-        tmp_path / "o.npz",
-        "--expect",
-        tmp_path / "ref.npz",
-    )
+    r = infer(tmp_path / "ref.npz")
     assert r.returncode == 1 and f"[output]: 3 of {128 * 128} values differ" in r.stdout, r.stdout + r.stderr
