@@ -19,7 +19,8 @@ done
 [ -e /usr/include/aarch64-linux-gnu/arm_compute/runtime/NEON/NEFunctions.h ] || need_apt=1
 [ -e /usr/lib/aarch64-linux-gnu/libarm_compute.so ] || need_apt=1
 [ -x /usr/sbin/sshd ] && command -v ssh-keygen >/dev/null 2>&1 || need_apt=1
-dpkg -s libpng-dev libjpeg62-turbo-dev libpng-dev:arm64 libjpeg62-turbo-dev:arm64 >/dev/null 2>&1 || need_apt=1
+native=$(dpkg --print-architecture)  # qualified: with arm64 beside it, a bare name is ambiguous to dpkg -s
+dpkg -s "libpng-dev:$native" "libjpeg62-turbo-dev:$native" libpng-dev:arm64 libjpeg62-turbo-dev:arm64 >/dev/null 2>&1 || need_apt=1
 if [ "$need_apt" = 1 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
