@@ -37,11 +37,13 @@ def deeploy_requant(x: np.ndarray, mul: np.ndarray, add: np.ndarray, log2d: int,
 @dataclass
 class Int32Report:
     """What `cross_check` found: values compared, how many differ from the engine, and per
-    requantiser the exact peak (``2**31 / peak`` is its headroom on this data)."""
+    requantiser the exact peak (``2**31 / peak`` is its headroom on this data) and its own
+    ``[values, mismatches]``."""
 
     values: int = 0
     mismatches: int = 0
     peaks: dict[str, int] = field(default_factory=dict)
+    agreement: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def min_headroom(self) -> float:
@@ -68,8 +70,12 @@ def cross_check(g: Graph, inputs: dict[str, np.ndarray], output: str, report: In
         x, mul, add = args
         shift = int(node.attr("div")).bit_length() - 1
         got = deeploy_requant(x, mul, add, shift, int(node.attr("lo")), int(node.attr("hi")))
+        bad = int((got != y).sum())
         report.values += int(y.size)
-        report.mismatches += int((got != y).sum())
+        report.mismatches += bad
+        counts = report.agreement.setdefault(node.name, [0, 0])
+        counts[0] += int(y.size)
+        counts[1] += bad
         t = np.multiply(x, mul.astype(np.int64), dtype=np.int64) + add.astype(np.int64)
         half = (1 << (shift - 1)) if shift else 0
         peak = max(int(np.abs(t).max(initial=0)), int(np.abs(t + half).max(initial=0)))

@@ -21,6 +21,7 @@ integer float32 holds (`fit_float32`; nothing moves below 2**24).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -142,12 +143,20 @@ class RequantFit:
         }
 
 
-def table_markdown(fits: list[RequantFit]) -> str:
-    """The per-requantiser table: D, multiplier bits, observed and worst-case headroom."""
-    lines = ["| requantiser | source | D | mul bits | observed headroom | worst-case headroom |", "|---|---|---|---|---|---|"]
+def table_markdown(fits: list[RequantFit], agreement: Mapping[str, Sequence[int]] | None = None) -> str:
+    """The per-requantiser table: D, multiplier bits, observed and worst-case headroom, and with
+    `agreement` (name -> ``[values, mismatches]`` of the int32 cross-check) how many of its values
+    Deeploy's int32 kernel computes differently from the reference engine."""
+    agreement = agreement or {}
+    lines = [
+        "| requantiser | source | D | mul bits | observed headroom | worst-case headroom | int32 kernel differs |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for f in fits:
         lo, hi = f.mul_bits
         obs = "-" if f.observed_headroom is None else f"{f.observed_headroom:.2f}x"
         worst = f"{f.worst_headroom:.3g}x" + ("" if f.worst_peak <= INT32_MAX else " (can overflow)")
-        lines.append(f"| {f.name} | {f.source} | {f.shift} | {lo}-{hi} | {obs} | {worst} |")
+        values, bad = agreement.get(f.name, (0, 0))
+        differs = f"{bad:,} of {values:,}" if values else "-"
+        lines.append(f"| {f.name} | {f.source} | {f.shift} | {lo}-{hi} | {obs} | {worst} | {differs} |")
     return "\n".join(lines) + "\n"

@@ -93,8 +93,9 @@ def run(ctx: StageContext) -> None:
     diff = out - np.round(y / eps)
     np.savez(ctx.out / "tq_outputs.npz", output=out, z=z.astype(np.float32))
     save_graph(net.graph, ctx.out / "graph")
-    atomic.write_json(ctx.out / "requantisers.json", [f.as_dict() for f in net.fits])
-    atomic.write_text(ctx.out / "requantisers.md", table_markdown(list(net.fits)))
+    agreement = {f.name: int32.agreement.get(f.name, [0, 0]) for f in net.fits}
+    atomic.write_json(ctx.out / "requantisers.json", [{**f.as_dict(), "int32_values_mismatches": agreement[f.name]} for f in net.fits])
+    atomic.write_text(ctx.out / "requantisers.md", table_markdown(list(net.fits), int32.agreement))
 
     spec_hash = digest_json(spec.model_dump(mode="json"))
     n = min(VECTORS, len(q))

@@ -19,7 +19,7 @@ from qlspec.errors import GraphError
 from qlspec.export import fake_to_true, run_onnxruntime, to_onnx
 from qlspec.export.f2t import IMAGE, OUTPUT
 from qlspec.export.int32_check import cross_check, deeploy_requant
-from qlspec.export.requant import choose_shift, constants, peak
+from qlspec.export.requant import choose_shift, constants, peak, table_markdown
 from qlspec.graph.ir import Node, TensorInfo, make_graph
 from qlspec.quant.pact import PACTSignedAct, PACTUnsignedAct
 
@@ -127,6 +127,17 @@ def test_a_fixed_large_d_overflows_and_the_cross_check_says_so():
     _, report = cross_check(net.graph, {IMAGE: x.numpy()}, OUTPUT)
     assert report.mismatches > 0 and report.min_headroom < 1
     assert any(f.observed_headroom < 1 for f in net.fits)
+    # per requantiser: the counts add up, and exactly the overflowing ones disagree
+    assert sum(v for v, _ in report.agreement.values()) == report.values
+    assert sum(m for _, m in report.agreement.values()) == report.mismatches
+    for fit in net.fits:
+        values, bad = report.agreement[fit.name]
+        assert values > 0 and (bad > 0) <= (2**31 / report.peaks[fit.name] < 1)
+    table = table_markdown(list(net.fits), report.agreement)
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in table.splitlines()[2:]}
+    assert set(rows) == {f.name for f in net.fits}
+    for name, (values, bad) in report.agreement.items():
+        assert rows[name].endswith(f" | {bad:,} of {values:,} |")
 
 
 def test_deeploy_file_stores_fitted_requantisers_as_int32():
