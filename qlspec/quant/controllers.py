@@ -139,9 +139,14 @@ def start_weights(net: nn.Module) -> None:
 
 
 def start_activations(net: nn.Module) -> None:
-    """QuantLib ``start`` for activations: bounds from the statistics with ``init``, then ``started``."""
+    """QuantLib ``start`` for activations: bounds from the statistics with ``init``, then ``started``.
+
+    In several processes (torch.distributed) the statistics are first pooled over all of them
+    (`ActivationObserver.all_reduce`), so every process starts with the same bounds."""
     for m in activation_quantisers(net):
         if not bool(m.started):
+            if not m.fixed and m.init != "const":
+                m.observer.all_reduce()
             m.init_clip()
             m.started.fill_(True)
 
@@ -154,10 +159,11 @@ def observe(net: nn.Module, batches: Iterable[Tensor]) -> int:
     """
     was_training = net.training
     net.eval()
+    dev = next((p.device for p in net.parameters()), torch.device("cpu"))
     n = 0
     try:
         for x in batches:
-            net(x)
+            net(x.to(dev))
             n += 1
     finally:
         net.train(was_training)

@@ -63,6 +63,49 @@ class ActivationObserver:
         if self.keep_samples:
             self._add_samples(x.reshape(-1).cpu())
 
+    @torch.no_grad()
+    def all_reduce(self) -> None:
+        """Pool the statistics of every process (torch.distributed), so each holds the same; no-op in one process.
+
+        min/max: exact extrema over all processes; ema_min/ema_max: the extremes of the processes'
+        EMAs (the widest); mean/var: the batch-count weighted mean of the means and the pooled
+        variance (mean of variances plus variance of means); samples: the union, kept to
+        `max_samples` by the largest keys (the same uniform sample as one process would keep);
+        n_batches: the sum. A process that saw nothing contributes nothing.
+        """
+        from qlspec.training.distributed import all_gather_cat, all_reduce_, world
+
+        if world().size == 1:
+            return
+        seen = self.n_batches > 0
+        inf = float("inf")
+
+        def value(t: Tensor | None, empty: float) -> Tensor:
+            return t.reshape(1).float().cpu() if seen and t is not None else torch.tensor([empty])
+
+        lows = all_reduce_(
+            torch.cat([-value(self.min, inf), -value(self.ema_min, inf), value(self.max, -inf), value(self.ema_max, -inf)]), "max"
+        )
+        n = float(self.n_batches)
+        mean, var = value(self.mean, 0.0), value(self.var, 0.0)
+        moments = all_reduce_(torch.cat([torch.tensor([n]), n * mean, n * (var + mean * mean)]).double(), "sum")
+        total = int(moments[0])
+        if total == 0:
+            return
+        self.n_batches = total
+        self.min, self.ema_min, self.max, self.ema_max = -lows[0], -lows[1], lows[2], lows[3]
+        pooled_mean = moments[1] / total
+        self.mean = pooled_mean.float()
+        self.var = (moments[2] / total - pooled_mean * pooled_mean).clamp_min(0).float()
+        if self.keep_samples:
+            none = torch.zeros(0)
+            flat = all_gather_cat(self.samples if self.samples is not None else none)
+            keys = all_gather_cat(self._keys if self._keys is not None else none)
+            if flat.numel() > self.max_samples:
+                keys, idx = torch.topk(keys, self.max_samples, sorted=False)
+                flat = flat[idx]
+            self.samples, self._keys = (flat, keys) if flat.numel() else (None, None)
+
     def _add_samples(self, flat: Tensor) -> None:
         # A weighted random sample without replacement (Efraimidis-Spirakis: keep the largest keys
         # u**(1/w)), so that the kept values are uniform over all batches seen, not biased towards

@@ -16,6 +16,7 @@ from torch import Tensor, fx, nn
 
 from qlspec.quant.controllers import activation_quantisers, freeze_clip, observe, weight_quantisers
 from qlspec.quant.pact import PACT_LINEAR_OPS, InitMethod, PACTConv2d, PACTLinear, _PACTActivation
+from qlspec.training.distributed import all_reduce_
 
 Method = Literal["minmax", "percentile", "mse"]
 _WEIGHT_METHOD: dict[str, InitMethod] = {"minmax": "max", "percentile": "max", "mse": "mse"}
@@ -43,6 +44,11 @@ def calibrate(
     3. Weight bounds with `weight_method` (default: ``'max'`` for minmax and percentile, ``'mse'``
        for mse), per channel or per layer as the modules are configured.
     4. Everything is started and frozen: bounds no longer learn nor track the weights.
+
+    In several processes (torch.distributed), each may pass its own share of the batches: the
+    observed statistics are pooled over all processes (`ActivationObserver.all_reduce`) before any
+    bound is set, so every process ends with the same quantisers (min/max and, within
+    ``max_samples`` values, percentile and MSE bounds equal those of one process seeing every batch).
     5. `floor_bias_correction` (flooring quantisers only): where an activation quantiser's input is
        the output of a biased conv/linear or of a BatchNorm used by nothing else, add ``eps/2`` of
        the quantiser to that bias. Then ``floor((x + eps/2)/eps)`` rounds ``x`` half up: the
@@ -63,8 +69,12 @@ def calibrate(
     for op in weights:
         op.started.fill_(False)
     n = observe(fq_net, batches)
+    n = int(all_reduce_(torch.tensor([n]), "sum"))
     if n == 0:
         raise ValueError("calibrate: no calibration batches")
+    for m in acts:
+        if not m.fixed:
+            m.observer.all_reduce()  # several processes: each calibrated on its share; pool, so all agree
     names = {id(m): name for name, m in fq_net.named_modules()}
     result: dict[str, tuple[float, float]] = {}
     correctable = _floor_correctable(fq_net) if floor_bias_correction else {}

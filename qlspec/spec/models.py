@@ -261,6 +261,33 @@ class Loss(SpecModel):
         return self
 
 
+class Loader(SpecModel):
+    """Preparation of training batches (decoding and normalising the stored images)."""
+
+    workers: int = Field(
+        0, ge=0, le=64, description="Worker processes preparing batches per training process; 0: in the training process itself."
+    )
+    pin_memory: Literal["auto"] | bool = Field(
+        "auto", description="Page-locked batches for faster copies to the GPU; 'auto': when training on CUDA (no effect on CPU)."
+    )
+
+
+class Distributed(SpecModel):
+    """Data-parallel training: each process trains on an equal share of every batch, gradients are averaged
+    (DistributedDataParallel), batch-norm statistics and quantiser statistics are reduced across processes."""
+
+    processes: int = Field(1, ge=1, le=256, description="Training processes per node (on CUDA: one per GPU).")
+    backend: Literal["gloo", "nccl"] = Field("gloo", description="torch.distributed backend: 'gloo' (CPU) or 'nccl' (CUDA GPUs).")
+    nodes: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Machines taking part; more than one needs torchrun's rendezvous on every node (README, 'GPUs and several processes').",
+    )
+    master_addr: str = Field("127.0.0.1", min_length=1, description="Address of the rank-0 process (spawned processes on one node).")
+    master_port: int = Field(0, ge=0, le=65535, description="TCP port of the rank-0 process; 0: a free port picked at launch.")
+
+
 class Training(SpecModel):
     """Float training of the network on the data set."""
 
@@ -276,7 +303,37 @@ class Training(SpecModel):
     optimizer: Optimizer = Field(default_factory=Optimizer, description="Optimiser and its hyper-parameters.")
     loss: Loss = Field(default_factory=Loss, description="Loss function.")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of initialisation and shuffling.")
-    threads: int = Field(2, ge=1, le=256, description="CPU threads torch may use.", json_schema_extra=SPEED)
+    threads: int = Field(2, ge=1, le=256, description="CPU threads torch may use (per training process).", json_schema_extra=SPEED)
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="Where float training and QAT run: 'cuda' (the GPU; with several processes, one GPU per "
+        "process on each node), 'cpu', or 'auto' (cuda when torch sees a GPU, else cpu). Changes speed and "
+        "floating-point rounding noise, not the trained result beyond it.",
+        json_schema_extra=SPEED,
+    )
+    precision: Literal["auto", "float32"] = Field(
+        "auto",
+        description="'auto': on CUDA, the float phase runs its forward pass under bf16 autocast (where the GPU "
+        "supports bf16; the loss stays float32) with channels_last tensors; QAT and every CPU run stay float32. "
+        "'float32': float32 everywhere.",
+        json_schema_extra=SPEED,
+    )
+    loader: Loader = Field(default_factory=Loader, description="How training batches are prepared.", json_schema_extra=SPEED)
+    distributed: Distributed = Field(
+        default_factory=Distributed,
+        description="Data-parallel training in several processes (torch.distributed).",
+        json_schema_extra=SPEED,
+    )
+
+    @model_validator(mode="after")
+    def _batch_splits_over_processes(self) -> Self:
+        world = self.distributed.processes * self.distributed.nodes
+        if self.batch_size % world:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must be divisible by distributed.processes x distributed.nodes ({world}): "
+                "every process takes an equal share of each batch"
+            )
+        return self
 
 
 # --------------------------------------------------------------------------------------------------

@@ -17,14 +17,22 @@ Rung FQI is the fake-quantised network evaluated with the integer arithmetic the
 write: F2T's graph (`qlspec.evaluation.integerise`, the same constants as the export) run by the torch
 executor. QAT validates this way too once the clipping bounds are frozen, so the NME it reports is
 the exported network's; rung TQ (the reference engine) must then equal FQI bit for bit.
+
+QAT runs where ``training.device`` says (always in float32) and, with ``training.distributed``, in
+several processes: each rebuilds the fake-quantised net from the float one, calibrates on its share of
+the calibration batches (the statistics are pooled, so all start with the same bounds), trains on its
+share of every batch; rank 0 hands the weights and bounds back. PTQ calibration runs here, in one
+process (256 images do not pay for more).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,6 +49,8 @@ from qlspec.quant.controllers import is_frozen
 from qlspec.report import write_rungs
 from qlspec.spec.models import AppSpec
 from qlspec.stages.engine import StageContext
+from qlspec.training.distributed import LaunchSettings, launch, refuse_torchrun, world
+from qlspec.training.hardware import Hardware
 from qlspec.training.loss import LossConfig
 from qlspec.training.trainer import train
 
@@ -96,7 +106,16 @@ def run(ctx: StageContext) -> None:
     face_model = load_face_model(ctx.inputs["data"])
     integer = IntegerEvaluation(ctx, val_set, stats, face_model, prep)
     if q.algorithm == "pact":
-        _qat(ctx, fq, train_set, val_set, stats, integer)
+        settings = LaunchSettings.from_spec(t.distributed)
+        refuse_torchrun("the quantise stage")
+        if settings.world_size == 1:
+            _qat(ctx, fq, train_set, val_set, stats, integer)
+        else:
+            ctx.log(f"  QAT in {settings.world_size} processes ({settings.backend})")
+            done = launch(_qat_in_process, (dataclasses.replace(ctx, log=print), fq.state_dict()), settings)
+            fq.load_state_dict(done["state"])
+            (ctx.out / "history.json").write_text(json.dumps(done["history"], indent=2) + "\n")
+        fq.to("cpu")
     else:
         n = min(q.ptq.samples, len(train_set))
         batches = [prep(train_set.images[s : min(s + 64, n)]) for s in range(0, n, 64)]
@@ -146,6 +165,8 @@ class IntegerEvaluation:
 
     def outputs(self, fq: torch.nn.Module) -> tuple[np.ndarray, np.ndarray]:
         """(integer outputs int64 ``(N, 62)``, output eps broadcast to one output) on the validation split."""
+        if any(p.device.type != "cpu" for p in fq.parameters()):  # trained on a GPU: the integer arithmetic runs here
+            fq = copy.deepcopy(fq).to("cpu")
         state = {k: v.clone() for k, v in fq.state_dict().items()}
         if self.last is not None and state.keys() == self.last[0].keys() and all(torch.equal(state[k], self.last[0][k]) for k in state):
             return self.last[1], self.last[2]
@@ -163,13 +184,33 @@ class IntegerEvaluation:
         return nme_report(landmarks_from_outputs(out * eps, self.stats, self.face_model), self.val_set.landmarks, self.val_set.yaw_deg)
 
 
-def _qat(ctx: StageContext, fq: fx.GraphModule, train_set, val_set, stats, integer: IntegerEvaluation) -> None:
+def _qat_in_process(job: tuple[StageContext, dict[str, torch.Tensor]]) -> dict[str, Any] | None:
+    """One QAT process: the stage's inputs and the fake-quantised net rebuilt here; rank 0 returns the result."""
+    ctx, initial = job
+    spec = ctx.spec
+    torch.set_num_threads(spec.training.threads)
+    data, float_dir = ctx.inputs["data"], ctx.inputs["train"]
+    train_set, val_set, stats = load_split(data, "train"), load_split(data, "val"), load_stats(data)
+    prep = InputTransform.from_spec(spec.preprocess)
+    fq = float_to_fake(registry.build_from_record(float_dir).eval(), quant_config(spec), prep(train_set.images[:EXAMPLE_BATCH]))
+    fq.load_state_dict(initial)
+    integer = IntegerEvaluation(ctx, val_set, stats, load_face_model(data), prep)
+    history = _qat(ctx, fq, train_set, val_set, stats, integer)
+    if not world().is_main:
+        return None
+    return {"state": {k: v.detach().cpu() for k, v in fq.state_dict().items()}, "history": history}
+
+
+def _qat(ctx: StageContext, fq: fx.GraphModule, train_set, val_set, stats, integer: IntegerEvaluation) -> list[dict[str, Any]]:
     spec = ctx.spec
     s, t = spec.quantisation.schedule, spec.training
     calibration = None
     prep = InputTransform.from_spec(spec.preprocess)
+    w = world()
     if spec.quantisation.activations.init != "const":
-        calibration = [prep(train_set.images[i : i + 64]) for i in range(0, min(256, len(train_set)), 64)]
+        # each process observes its share of the calibration batches; start_activations pools the statistics
+        starts = range(0, min(256, len(train_set)), 64)
+        calibration = [prep(train_set.images[i : i + 64]) for i in starts][w.rank :: w.size]
     controller = PACTController(fq, start_epoch=s.start_epoch, freeze_clip_at=s.freeze_clip_at, calibration_batches=calibration)
 
     def on_epoch_start(epoch: int, net: torch.nn.Module) -> None:
@@ -197,6 +238,10 @@ def _qat(ctx: StageContext, fq: fx.GraphModule, train_set, val_set, stats, integ
         face_model=load_face_model(ctx.inputs["data"]),
         transform=prep,
         evaluator=integer,
+        hardware=Hardware.from_spec(t, "qat", w.local_rank),
+        find_unused_parameters=s.start_epoch > 0,  # bounds not yet started do not learn
     )
-    (ctx.out / "history.json").write_text(json.dumps(result.history, indent=2) + "\n")
-    shutil.rmtree(ctx.out / "checkpoints", ignore_errors=True)
+    if w.is_main:
+        (ctx.out / "history.json").write_text(json.dumps(result.history, indent=2) + "\n")
+        shutil.rmtree(ctx.out / "checkpoints", ignore_errors=True)
+    return result.history

@@ -7,6 +7,11 @@ on the validation split, which the next rung is compared with), rungs.json (rows
 Checkpoints go to the stage's partial folder after every epoch, so an interrupted run resumes there
 when `apply` is run again with the same spec; they are dropped once the stage completes.
 
+Training runs where ``training.device`` says, and in ``training.distributed.processes`` processes
+when that is more than one (`qlspec.training.distributed.launch`): each process rebuilds the data and
+the network from this stage's inputs, rank 0 hands the trained weights back, and everything after
+training (outputs, rungs) runs here in one process on the CPU, as with one process.
+
 With ``training.epochs: 0`` the network is ``network.pretrained`` as it is: no training step runs and
 the network is never put in training mode, so no batch-norm statistic moves; model.pt holds the
 checkpoint's tensors and rung FP is its own outputs.
@@ -14,8 +19,10 @@ checkpoint's tensors and rung FP is its own outputs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,6 +35,8 @@ from qlspec.nets import registry
 from qlspec.preprocess import InputTransform
 from qlspec.report import write_rungs
 from qlspec.stages.engine import StageContext
+from qlspec.training.distributed import LaunchSettings, launch, refuse_torchrun, world
+from qlspec.training.hardware import Hardware
 from qlspec.training.loss import LossConfig
 from qlspec.training.trainer import train
 
@@ -51,6 +60,7 @@ def run(ctx: StageContext) -> None:
         if spec.network.pretrained is not None:
             ctx.log(f"  starting from {spec.network.pretrained.name}")
         history, seconds = _train(ctx, net, train_set, val_set, stats, face_model, prep)
+        net.to("cpu", memory_format=torch.contiguous_format)  # type: ignore[call-overload]  # the outputs below are a CPU's
     atomic.save_torch(ctx.out / "model.pt", net.state_dict())
     registry.write_record(spec.network, spec.preprocess.size, ctx.out)
     (ctx.out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
@@ -64,7 +74,39 @@ def run(ctx: StageContext) -> None:
 
 
 def _train(ctx: StageContext, net, train_set, val_set, stats, face_model, prep) -> tuple[list, float]:
-    """Float training as the spec's training section says; (history, seconds)."""
+    """Float training as the spec's training section says, here or in several processes; (history, seconds)."""
+    settings = LaunchSettings.from_spec(ctx.spec.training.distributed)
+    refuse_torchrun("the train stage")
+    if settings.world_size == 1:
+        return _fit(ctx, net, train_set, val_set, stats, face_model, prep)
+    ctx.log(f"  training in {settings.world_size} processes ({settings.backend})")
+    done = launch(_fit_in_process, (dataclasses.replace(ctx, log=print), net.state_dict()), settings)
+    net.load_state_dict(done["state"])
+    return done["history"], done["seconds"]
+
+
+def _fit_in_process(job: tuple[StageContext, dict[str, torch.Tensor]]) -> dict[str, Any] | None:
+    """One training process: the stage's inputs and the initial weights rebuilt here; rank 0 returns the result."""
+    ctx, initial = job
+    spec = ctx.spec
+    torch.set_num_threads(spec.training.threads)
+    data = ctx.inputs["data"]
+    net = registry.build_from_spec(spec.network)
+    net.load_state_dict(initial)
+    args = (
+        load_split(data, "train"),
+        load_split(data, "val"),
+        load_stats(data),
+        load_face_model(data),
+        InputTransform.from_spec(spec.preprocess),
+    )
+    history, seconds = _fit(ctx, net, *args)
+    if not world().is_main:
+        return None
+    return {"state": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, "history": history, "seconds": seconds}
+
+
+def _fit(ctx: StageContext, net, train_set, val_set, stats, face_model, prep) -> tuple[list, float]:
     cfg = ctx.spec.training
     result = train(
         net,
@@ -86,5 +128,6 @@ def _train(ctx: StageContext, net, train_set, val_set, stats, face_model, prep) 
         progress=ctx.progress,
         face_model=face_model,
         transform=prep,
+        hardware=Hardware.from_spec(cfg, "float", world().local_rank),
     )
     return result.history, result.seconds

@@ -24,13 +24,26 @@ Semantics:
   `CheckpointError`. A finished run returns at once with the stored history.
 - Determinism: the global torch RNG is seeded with `seed` at the start and restored on resume; the
   result is bit-identical to an uninterrupted run on the same machine and thread count.
+- Several processes (`qlspec.training.distributed`: called in every process of a group): ``batch_size``
+  stays the global batch; step ``i`` of every process takes the same global batch of the same
+  shuffled order and process ``r`` of ``N`` trains on every ``N``-th image of it from the ``r``-th
+  (DistributedSampler's split). Gradients are averaged by DistributedDataParallel (rebuilt at each
+  epoch after ``on_epoch_start``, so hooks may change which parameters learn) and BatchNorm uses the
+  statistics of the global batch, so a step equals one process's step on the whole batch up to float
+  rounding. The logged losses are means over all processes. Only rank 0 validates, keeps the history
+  and writes the checkpoint; every rank reads it to resume, whatever the process count that wrote it.
+- `hardware` (`qlspec.training.hardware`) moves the net and batches to a device, may run the
+  forward pass under bf16 autocast and channels_last, and prepares batches in DataLoader workers;
+  the order of images and the arithmetic of the loss are the same whatever it says.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable, Iterable
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -46,6 +59,8 @@ from qlspec.face.morphable import FaceModel, synthetic_face_model
 from qlspec.face.params import ParamStats
 from qlspec.metrics.nme import NMEReport, nme_report
 from qlspec.preprocess import DEFAULT, InputTransform
+from qlspec.training.distributed import World, all_reduce_, barrier, sync_batch_norm, world
+from qlspec.training.hardware import Hardware
 from qlspec.training.loss import FaceLoss, LossConfig
 
 __all__ = ["CHECKPOINT_NAME", "TrainResult", "evaluate", "predict", "train"]
@@ -65,14 +80,14 @@ class TrainResult:
             ``epoch`` (1-based), ``lr`` (at the epoch's last step), ``loss``, ``param_loss``,
             ``landmark_loss`` (training means), ``val_nme``, ``val_nme_mean_of_bins`` (fractions),
             ``val_bins`` (list of {yaw, n, nme}) and ``seconds`` (wall time of the epoch).
-        val: NME report of the final weights on the validation set.
+        val: NME report of the final weights on the validation set (None on ranks other than 0).
         resumed_from: epochs already done in the checkpoint found at start (0 if none).
         seconds: wall time of this call.
         checkpoint: path of the last checkpoint.
     """
 
     history: list[dict[str, Any]]
-    val: NMEReport
+    val: NMEReport | None
     resumed_from: int
     seconds: float
     checkpoint: Path
@@ -171,6 +186,8 @@ def train(
     val_batch_size: int = 256,
     transform: InputTransform = DEFAULT,
     evaluator: Callable[[nn.Module], NMEReport | None] | None = None,
+    hardware: Hardware | None = None,
+    find_unused_parameters: bool = False,
 ) -> TrainResult:
     """Train `net` in place on `train_set`, validating on `val_set` after each epoch (module docstring).
 
@@ -180,16 +197,26 @@ def train(
     model) turns parameters into landmarks for the loss and the NME; `transform` turns stored images
     into network inputs (the spec's ``preprocess``). `evaluator(net)`, when given, validates instead
     of the float forward pass whenever it returns a report (QAT: the integer arithmetic once the
-    clipping bounds are frozen). Returns a `TrainResult`; the
+    clipping bounds are frozen). `hardware` says where and how fast (module docstring);
+    `find_unused_parameters` is DistributedDataParallel's, for nets with learnable parameters that some
+    epochs do not use (PACT bounds before quantisation starts). Returns a `TrainResult`; the
     net ends in eval mode with the final (not the best) weights.
     """
     if epochs < 0 or batch_size < 2 or len(train_set) < batch_size:
         raise ValueError(f"need epochs >= 0 and 2 <= batch_size <= len(train_set) (got {epochs}, {batch_size}, {len(train_set)})")
+    hardware = hardware or Hardware()
+    w = world()
+    if batch_size % w.size:
+        raise ValueError(f"batch_size ({batch_size}) must be divisible by the number of processes ({w.size})")
     face_model = face_model or synthetic_face_model()
     t_start = time.perf_counter()
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = ckpt_dir / CHECKPOINT_NAME
+    if hardware.device is not None:
+        net.to(hardware.device)
+    if hardware.channels_last:
+        net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to accepts memory_format
     dev = _device(net)
 
     steps_per_epoch = len(train_set) // batch_size
@@ -223,79 +250,135 @@ def train(
     history: list[dict[str, Any]] = []
     start_epoch = 0
     torch.manual_seed(seed)
+    barrier()  # several processes: rank 0's last checkpoint is complete before anyone looks for it
     if ckpt_path.exists():
         start_epoch, history = _resume(ckpt_path, net, opt, settings)
     resumed_from = start_epoch
 
     targets = torch.as_tensor(stats.normalise(train_set.params.astype(np.float32)), dtype=torch.float32)
-    bar = _Bar(progress, epochs, steps_per_epoch, batch_size) if start_epoch < epochs else None
+    bar = _Bar(progress and w.is_main, epochs, steps_per_epoch, batch_size) if start_epoch < epochs else None
     val: NMEReport | None = None
     try:
-        for epoch in range(start_epoch, epochs):
-            t_epoch = time.perf_counter()
-            if on_epoch_start is not None:
-                on_epoch_start(epoch, net)
-            net.train()
-            gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-            order = torch.randperm(len(train_set), generator=gen)[: steps_per_epoch * batch_size]
-            sums = torch.zeros(3, dtype=torch.float64)
-            if bar is not None:
-                bar.start_epoch(epoch)
-            for i in range(steps_per_epoch):
-                step = epoch * steps_per_epoch + i
-                cur_lr = _lr_at(step, total_steps, lr, warmup_steps, schedule)
-                for g in opt.param_groups:
-                    g["lr"] = cur_lr * g.get("lr_scale", 1.0)
-                idx = order[i * batch_size : (i + 1) * batch_size]
-                x = transform(train_set.images[idx.numpy()]).to(dev)
-                y = targets[idx].to(dev)
-                loss, parts = loss_fn(net(x), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sums += torch.tensor([loss.item(), parts["param"].item(), parts["landmark"].item()], dtype=torch.float64)
+        with sync_batch_norm(net) if w.size > 1 else _as_is(net), warnings.catch_warnings():
+            # DDP notes 1x1 kernels whose gradient strides differ from its buckets' (the same memory order)
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+            for epoch in range(start_epoch, epochs):
+                t_epoch = time.perf_counter()
+                if on_epoch_start is not None:
+                    on_epoch_start(epoch, net)
+                net.train()
+                gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+                order = torch.randperm(len(train_set), generator=gen)[: steps_per_epoch * batch_size]
+                sums = torch.zeros(3, dtype=torch.float64)
                 if bar is not None:
-                    bar.step(sums[0].item() / (i + 1))
-            if on_validation_start is not None:
-                on_validation_start(epoch, net)
-            val = evaluator(net) if evaluator is not None else None
-            if val is None:
-                val = evaluate(net, val_set, stats, val_batch_size, face_model, transform)
-            means = (sums / max(1, steps_per_epoch)).tolist()
-            history.append(
-                {
-                    "epoch": epoch + 1,
-                    "lr": cur_lr if steps_per_epoch else lr,
-                    "loss": means[0],
-                    "param_loss": means[1],
-                    "landmark_loss": means[2],
-                    "val_nme": val.mean,
-                    "val_nme_mean_of_bins": val.mean_of_bins,
-                    "val_bins": val.as_dict()["bins"],
-                    "seconds": time.perf_counter() - t_epoch,
-                }
-            )
-            if bar is not None:
-                bar.end_epoch(val.mean)
-            _save(
-                ckpt_path,
-                {
-                    "format": _FORMAT,
-                    "settings": settings,
-                    "epoch": epoch + 1,
-                    "model": net.state_dict(),
-                    "optimiser": opt.state_dict(),
-                    "torch_rng": torch.get_rng_state(),
-                    "history": history,
-                },
-            )
+                    bar.start_epoch(epoch)
+                model = _data_parallel(net, w, dev, find_unused_parameters)
+                for i, (x, y) in enumerate(_batches(train_set.images, targets, order, batch_size, w, transform, hardware)):
+                    step = epoch * steps_per_epoch + i
+                    cur_lr = _lr_at(step, total_steps, lr, warmup_steps, schedule)
+                    for g in opt.param_groups:
+                        g["lr"] = cur_lr * g.get("lr_scale", 1.0)
+                    x = x.to(dev, non_blocking=hardware.pin_memory)
+                    if hardware.channels_last:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    y = y.to(dev, non_blocking=hardware.pin_memory)
+                    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=hardware.bf16):
+                        out = model(x)
+                    if out.dtype in (torch.bfloat16, torch.float16):  # the loss never runs in half precision
+                        out = out.float()
+                    loss, parts = loss_fn(out, y)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    sums += torch.tensor([loss.item(), parts["param"].item(), parts["landmark"].item()], dtype=torch.float64)
+                    if bar is not None:
+                        bar.step(sums[0].item() / (i + 1))
+                del model  # drop DDP's gradient hooks before the next epoch's hook changes what learns
+                all_reduce_(sums).div_(w.size)  # losses of the global batch: the mean of the processes' means
+                if on_validation_start is not None:
+                    on_validation_start(epoch, net)
+                if w.is_main:  # only rank 0 validates, keeps the history and writes the checkpoint
+                    val = evaluator(net) if evaluator is not None else None
+                    if val is None:
+                        val = evaluate(net, val_set, stats, val_batch_size, face_model, transform)
+                    means = (sums / max(1, steps_per_epoch)).tolist()
+                    history.append(
+                        {
+                            "epoch": epoch + 1,
+                            "lr": cur_lr if steps_per_epoch else lr,
+                            "loss": means[0],
+                            "param_loss": means[1],
+                            "landmark_loss": means[2],
+                            "val_nme": val.mean,
+                            "val_nme_mean_of_bins": val.mean_of_bins,
+                            "val_bins": val.as_dict()["bins"],
+                            "seconds": time.perf_counter() - t_epoch,
+                        }
+                    )
+                    if bar is not None:
+                        bar.end_epoch(val.mean)
+                    _save(
+                        ckpt_path,
+                        {
+                            "format": _FORMAT,
+                            "settings": settings,
+                            "epoch": epoch + 1,
+                            "model": net.state_dict(),
+                            "optimiser": opt.state_dict(),
+                            "torch_rng": torch.get_rng_state(),
+                            "history": history,
+                        },
+                    )
+                barrier()  # the checkpoint is complete before any process moves on (or stops)
     finally:
         if bar is not None:
             bar.stop()
 
-    if val is None:  # nothing trained in this call: evaluate the restored weights
+    if val is None and w.is_main:  # nothing trained in this call: evaluate the restored weights
         val = evaluate(net, val_set, stats, val_batch_size, face_model)
     return TrainResult(history, val, resumed_from, time.perf_counter() - t_start, ckpt_path)
+
+
+@contextlib.contextmanager
+def _as_is(net: nn.Module) -> Iterator[nn.Module]:
+    yield net
+
+
+def _data_parallel(net: nn.Module, w: World, dev: torch.device, find_unused: bool) -> nn.Module:
+    """`net` itself in one process; else a DistributedDataParallel over it (which starts by copying
+    rank 0's parameters and buffers to every process)."""
+    if w.size == 1:
+        return net
+    from torch.nn.parallel import DistributedDataParallel
+
+    with warnings.catch_warnings():  # epochs that do use every parameter are no reason to warn
+        warnings.filterwarnings("ignore", message=".*find_unused_parameters=True.*")
+        return DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None, find_unused_parameters=find_unused)
+
+
+class _StepBatches(torch.utils.data.Dataset):
+    """Item ``i``: this process's share of global batch ``i`` of an epoch's order, as (inputs, targets)."""
+
+    def __init__(
+        self, images: np.ndarray, targets: torch.Tensor, order: torch.Tensor, batch_size: int, w: World, transform: InputTransform
+    ):
+        self.images, self.targets, self.order, self.batch_size, self.w, self.transform = images, targets, order, batch_size, w, transform
+
+    def __len__(self) -> int:
+        return len(self.order) // self.batch_size
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = self.order[i * self.batch_size : (i + 1) * self.batch_size][self.w.rank :: self.w.size]
+        return self.transform(self.images[idx.numpy()]), self.targets[idx]
+
+
+def _batches(
+    images: np.ndarray, targets: torch.Tensor, order: torch.Tensor, batch_size: int, w: World, transform: InputTransform, hw: Hardware
+) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    steps = _StepBatches(images, targets, order, batch_size, w, transform)
+    if hw.workers == 0 and not hw.pin_memory:
+        return (steps[i] for i in range(len(steps)))
+    return torch.utils.data.DataLoader(steps, batch_size=None, num_workers=hw.workers, pin_memory=hw.pin_memory)
 
 
 def _save(path: Path, state: dict[str, Any]) -> None:

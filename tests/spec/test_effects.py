@@ -27,6 +27,13 @@ def test_every_declared_effect_is_known_and_the_obvious_ones_are_declared():
         "name": "naming",
         "description": "naming",
         "training.threads": "speed",
+        "training.device": "speed",
+        "training.precision": "speed",
+        "training.loader.workers": "speed",
+        "training.loader.pin_memory": "speed",
+        "training.distributed.processes": "speed",
+        "training.distributed.backend": "speed",
+        "training.distributed.master_port": "speed",
         "target.threads": "speed",
         "deploy.host": "deployment",
         "deploy.key": "access",
@@ -38,6 +45,7 @@ def test_every_declared_effect_is_known_and_the_obvious_ones_are_declared():
     }
     assert {path: effect_of(path) for path in expect} == expect
     assert not keyed("deploy.password") and keyed("deploy.path") and not keyed("training.threads")
+    assert not keyed("training.distributed.processes") and not keyed("training.device") and keyed("training.batch_size")
 
 
 @pytest.mark.parametrize("path", sorted(Pipeline(STAGES, DEFAULT, DEFAULT_APP, Path("/nonexistent")).resolved))
