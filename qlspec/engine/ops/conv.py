@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from qlspec.engine.exact_matmul import exact_dtype, max_abs
 from qlspec.engine.ops.base import Op, require, spatial_out
-from qlspec.engine.windows import pad_spatial, windows
+from qlspec.engine.windows import windows
 from qlspec.graph.ir import TensorInfo
+
+SLICE_ELEMENTS = 1 << 16  # accumulator values per batch slice: a slice's buffers stay in a core's cache
+BAND_COLUMNS = 16  # output columns of one block of a depthwise layer's banded products
 
 
 @dataclass(frozen=True)
@@ -59,25 +64,104 @@ class Conv(Op):
         _, cg, kh, kw = ins[1].shape
         return outs[0].size * cg * kh * kw
 
-    def run(self, x, w, b=None):
-        n, c, _, _ = x.shape
+    def bound(self, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> int:
+        """A bound on |y| and on every partial sum of it: K * max|x| * max|w| + max|b| (actual values)."""
+        _, cg, kh, kw = w.shape
+        return cg * kh * kw * max_abs(x) * max_abs(w) + (0 if b is None else max_abs(b))
+
+    def slices(
+        self, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, bound: int | None = None
+    ) -> Iterator[tuple[slice, np.ndarray]]:
+        """y, a few images at a time: (batch slice, its NCHW y, maybe a transposed view) in the
+        cheapest dtype that holds every partial sum exactly (`exact_dtype` of `bound`: float32 or
+        float64 BLAS, else int64), so that no product or sum is ever rounded, in whatever order it is
+        added (terms that are products with 0 add exactly 0). Slices are small enough for a core's
+        cache. `bound`: `self.bound(x, w, b)` when the caller has it already."""
+        n = x.shape[0]
         m, cg, kh, kw = w.shape
         _, _, ho, wo = self.out_shape(TensorInfo(x.shape, 32, True), TensorInfo(w.shape, 8, True))
-        g, mg, k = self.group, m // self.group, cg * kh * kw
-        dt = exact_dtype(k * max_abs(x) * max_abs(w))  # float32/float64 BLAS when provably exact
-        xp = pad_spatial(x.astype(dt, copy=False), self.pads, 0)
-        cols = windows(xp, (kh, kw), self.strides, self.dilations, (ho, wo))  # (N, C, kh, kw, Ho, Wo) view
-        wt = w.astype(dt, copy=False)
-        if cg == 1 and mg == 1:
-            # depthwise: one multiply-add per kernel tap, each over the whole tensor
-            y = np.zeros((n, c, ho, wo), dt)
-            for i in range(kh):
-                for j in range(kw):
-                    y += cols[:, :, i, j] * wt[None, :, 0, i, j, None, None]
+        dt = exact_dtype(self.bound(x, w, b) if bound is None else bound)
+        wt = w.astype(dt)
+        bt = None if b is None else b.astype(dt)
+        depthwise = cg == 1 and m == self.group
+        band = self._band(wt, wo) if depthwise else None
+        step = max(1, SLICE_ELEMENTS // max(1, m * ho * wo))
+        for s in range(0, n, step):
+            part = slice(s, min(n, s + step))
+            if band is not None:
+                y = self._depthwise_banded(x[part], band, (kh, kw), (ho, wo))
+            else:
+                y = self._matmul(x[part], wt, (ho, wo))
+            if bt is not None:
+                y += bt[:, None, None]
+            yield part, y
+
+    def _padded(self, x: np.ndarray, dt: np.dtype) -> np.ndarray:
+        """x as `dt`, zero-padded."""
+        n, c, h, wd = x.shape
+        pt, pl, pb, pr = self.pads
+        if not any(self.pads):
+            return x.astype(dt)
+        xp = np.zeros((n, c, h + pt + pb, wd + pl + pr), dt)
+        xp[:, :, pt : pt + h, pl : pl + wd] = x
+        return xp
+
+    def _band(self, w: np.ndarray, wo: int) -> np.ndarray:
+        """Depthwise weights as one banded matrix per channel, (C, kh * Bin, Bo): Bo output columns (at
+        most `BAND_COLUMNS`) from Bin input columns, B[c, i*Bin + ox*sw + j*dw, ox] = w[c, 0, i, j], zero
+        elsewhere (`_depthwise_banded`)."""
+        c, _, kh, kw = w.shape
+        bo, bin_ = self._block_columns(wo), self._block_in(wo, kw)
+        band = np.zeros((c, kh, bin_, bo), w.dtype)
+        ox = np.arange(bo)
+        for i in range(kh):
+            for j in range(kw):
+                band[:, i, ox * self.strides[1] + j * self.dilations[1], ox] = w[:, 0, i, j, None]
+        return band.reshape(c, kh * bin_, bo)
+
+    @staticmethod
+    def _block_columns(wo: int) -> int:
+        return min(wo, BAND_COLUMNS)
+
+    def _block_in(self, wo: int, kw: int) -> int:
+        """Input columns one block of output columns reads."""
+        return (self._block_columns(wo) - 1) * self.strides[1] + (kw - 1) * self.dilations[1] + 1
+
+    def _depthwise_banded(self, x: np.ndarray, band: np.ndarray, kernel: tuple[int, int], out_hw: tuple[int, int]) -> np.ndarray:
+        """Depthwise as BLAS products: output rows cut into blocks of Bo columns, and per channel
+        (N*Ho*blocks, kh*Bin) @ (kh*Bin, Bo), the left side the kh*Bin inputs each block reads.
+        Every output is its kh*kw true products plus products with 0, which add exactly 0, so the sum
+        is as exact as `bound` says. Blocks keep those zero terms few: kh*Bin terms per output rather
+        than kh times the padded width."""
+        n, c, h, wd = x.shape
+        (kh, kw), (ho, wo), (sh, sw), (dh, _) = kernel, out_hw, self.strides, self.dilations
+        bo, bin_ = self._block_columns(wo), self._block_in(wo, kw)
+        blocks = -(-wo // bo)
+        pt, pl, pb, pr = self.pads
+        width = max(wd + pl + pr, (blocks - 1) * bo * sw + bin_)  # the last block may read zeros past the padding
+        xp = np.zeros((n, c, h + pt + pb, width), band.dtype)
+        xp[:, :, pt : pt + h, pl : pl + wd] = x
+        s_n, s_c, s_h, s_w = xp.strides
+        reads = as_strided(
+            xp, shape=(c, n, ho, blocks, kh, bin_), strides=(s_c, s_n, s_h * sh, s_w * sw * bo, s_h * dh, s_w), writeable=False
+        )
+        y = np.matmul(np.ascontiguousarray(reads).reshape(c, n * ho * blocks, kh * bin_), band)  # contiguous, as BLAS wants it
+        return y.reshape(c, n, ho, blocks * bo)[..., :wo].transpose(1, 0, 2, 3)
+
+    def _matmul(self, x: np.ndarray, w: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+        """Per group, (Mg, K) @ (K, Ho*Wo) for every image (im2col), landing directly in NCHW order."""
+        n, _, _, _ = x.shape
+        m, cg, kh, kw = w.shape
+        ho, wo = out_hw
+        g, k = self.group, cg * kh * kw
+        if kh == kw == 1 and self.strides == (1, 1) and not any(self.pads):
+            cols = x.astype(w.dtype).reshape(n, g, k, ho * wo)  # pointwise: the input is its own im2col
         else:
-            # per group: (Mg, K) @ (K, Ho*Wo) for every image, landing directly in NCHW order
-            y = np.matmul(wt.reshape(g, mg, k), cols.reshape(n, g, k, ho * wo))
-        y = y.reshape(n, m, ho, wo).astype(np.int64)
-        if b is not None:
-            y += b.astype(np.int64)[None, :, None, None]
+            cols = windows(self._padded(x, w.dtype), (kh, kw), self.strides, self.dilations, out_hw).reshape(n, g, k, ho * wo)
+        return np.matmul(w.reshape(g, m // g, k), cols).reshape(n, m, ho, wo)
+
+    def run(self, x, w, b=None):
+        y = np.empty(self.out_shape(TensorInfo(x.shape, 32, True), TensorInfo(w.shape, 8, True)), np.int64)
+        for part, acc in self.slices(x, w, b):
+            y[part] = acc
         return y

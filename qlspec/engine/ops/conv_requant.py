@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from qlspec.engine.ops.base import Op
 from qlspec.engine.ops.conv import Conv
-from qlspec.engine.ops.requant_shift import RequantShift
+from qlspec.engine.ops.requant_shift import RequantShift, requantise_into, shift_of
+from qlspec.graph.ir import TensorInfo
 
 
 @dataclass(frozen=True)
 class ConvRequant(Op):
     """y = RequantShift(Conv(x, w, b), mul, add), exactly: the int32 accumulator of `Conv` (its
     docstring) requantised by `RequantShift` (its docstring). Inputs (x, w, b, mul, add), b may be
-    absent (""). The accumulator is never materialised in memory; the arithmetic is unchanged.
+    absent (""). The accumulator is never materialised in memory: a few images at a time, it goes
+    from `Conv.slices` straight into `requantise_into`; the arithmetic is unchanged.
     """
 
     op_type = "ConvRequant"
@@ -47,4 +51,12 @@ class ConvRequant(Op):
         return self.conv.macs(ins[:3], outs)
 
     def run(self, x, w, b, mul, add):
-        return self.requant.run(self.conv.run(x, w, b), mul, add)
+        conv = self.conv
+        if any(p.ndim == 4 and p.shape[0] != 1 for p in (mul, add)):  # parameters per image: no slicing
+            return self.requant.run(conv.run(x, w, b), mul, add)
+        shape = conv.out_shape(TensorInfo(x.shape, 32, True), TensorInfo(w.shape, 8, True))
+        y = np.empty(shape, TensorInfo.for_range((), self.lo, self.hi).dtype)
+        bound = conv.bound(x, w, b)
+        for part, acc in conv.slices(x, w, b, bound):
+            requantise_into(y[part], acc, mul, add, shift_of(self.div), self.lo, self.hi, bound)
+        return y

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from qlspec.engine.exact_matmul import max_abs
 from qlspec.engine.ops.base import INT64_LIMIT, Op, magnitude, require
 from qlspec.graph.ir import TensorInfo
 
@@ -37,6 +38,27 @@ def requantise(x: np.ndarray, mul: np.ndarray, add: np.ndarray, shift: int) -> n
     acc += add.astype(np.int64) + div // 2
     acc >>= shift  # arithmetic shift = floor division by 2**shift, also for negatives
     return acc
+
+
+def requantise_into(out: np.ndarray, acc: np.ndarray, mul: np.ndarray, add: np.ndarray, shift: int, lo: int, hi: int, bound: int) -> None:
+    """out[...] = clip(floor((acc*mul + add + div//2) / div), lo, hi), div = 2**shift, for integers
+    `acc` held in any numeric dtype with |acc| <= `bound`; `out` is an integer array holding [lo, hi].
+
+    In float64 when |acc|*|mul| + |add| + div stays below 2**53: then every intermediate is an
+    integer times 2**-shift with fewer than 53 significant bits, so ``acc * (mul/div) + (add +
+    div//2)/div`` and its floor are exact (scaling by a power of two never rounds). Clipping to the
+    integers [lo, hi] commutes with the floor, and when lo >= 0 the float-to-integer conversion,
+    which truncates toward zero, is the floor. Otherwise in int64 (`requantise`).
+    """
+    div = 1 << shift
+    if bound * max_abs(mul) + max_abs(add) + div >= 1 << 53:
+        y = requantise(acc.astype(np.int64), mul, add, shift)
+    else:
+        y = np.multiply(acc, mul.astype(np.float64) * 2.0**-shift, dtype=np.float64)
+        y += (add.astype(np.float64) + div // 2) * 2.0**-shift
+        if lo < 0:
+            np.floor(y, out=y)
+    out[...] = np.clip(y, lo, hi, out=y)
 
 
 def shift_of(div: int) -> int:
