@@ -1,4 +1,4 @@
-"""Shared fixtures: the repository root, the shared folder with the real QuantLab exports."""
+"""Shared fixtures: the repository root, spec files, one torch thread, the tiny application built once."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_app import apply_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,3 +39,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_app(tmp_path_factory):
+    """(folder, result of `qlspec apply`) of the tiny application (tests/tiny_app.py), applied once
+    per session. Read-only: a module that runs anything on it works on `copy_tiny_app` of it."""
+    root = tmp_path_factory.mktemp("tiny-app")
+    r = apply_tiny(root)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return root, r

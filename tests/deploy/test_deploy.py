@@ -1,10 +1,10 @@
 """`qlspec apply` / `qlspec deploy` against a real OpenSSH server on 127.0.0.1 as the board.
 
-One tiny application is built once and deployed to a loopback board (tests/loopback_board.py) that
-runs the aarch64 app through qemu. The tests then drive the board as a user would: re-deploy,
-a deploy that fails midway, a build on the board, rollback, refused keys and host keys, full disks,
-a board without ARM-CL. Every check of the board's state goes through the OpenSSH client, not the
-code under test.
+The session's tiny application (tests/tiny_app.py, built once for these and the end-to-end tests)
+is deployed to a loopback board (tests/loopback_board.py) that runs the aarch64 app through qemu.
+The tests then drive the board as a user would: re-deploy, a deploy that fails midway, a build on
+the board, rollback, refused keys and host keys, full disks, a board without ARM-CL. Every check
+of the board's state goes through the OpenSSH client, not the code under test.
 """
 
 from __future__ import annotations
@@ -18,20 +18,10 @@ from typing import Any
 import numpy as np
 import pytest
 from loopback_board import LoopbackBoard, keygen
+from tiny_app import copy_tiny_app, tiny_spec
 
 PASSWORD = "Hunter2-not-a-real-password"
 PASSPHRASE = "correct-horse-battery-staple"
-TINY = """\
-apiVersion: qlspec/v1
-name: tiny-board
-extends: [boards/rpi4.yaml, networks/3ddfa-mb05.yaml]
-network: {{width: 0.25}}
-data: {{kind: synthetic, train: 64, val: 16, seed: 5}}
-training: {{epochs: 1, batch_size: 32, threads: 2}}
-quantisation: {{algorithm: pact, schedule: {{epochs: 1, freeze_clip_at: null, lr: 0.001}}}}
-verify: {{samples: 8}}
-deploy: {deploy}
-"""
 CROSS = "-DCMAKE_TOOLCHAIN_FILE=cmake/toolchain-aarch64.cmake"
 
 
@@ -41,7 +31,7 @@ def qlspec(*args, cwd: Path) -> subprocess.CompletedProcess:
 
 def write_spec(root: Path, name: str, board: LoopbackBoard, **deploy: Any) -> str:
     section = board.deploy_section(**{"samples": 4, "repeat": 1, **deploy})
-    (root / name).write_text(TINY.format(deploy=json.dumps(section)))
+    (root / name).write_text(tiny_spec(extra=f"deploy: {json.dumps(section)}\n"))
     return name
 
 
@@ -63,9 +53,10 @@ def one_error_line(r: subprocess.CompletedProcess) -> str:
 
 
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory):
-    """The tiny app applied with deploy.enabled to a running loopback board."""
-    root = tmp_path_factory.mktemp("deploy")
+def deployed(tiny_app, tmp_path_factory):
+    """The tiny app applied with deploy.enabled to a running loopback board: a copy of the session's
+    tiny build (tests/tiny_app.py), so that only the deploy stage runs."""
+    root = copy_tiny_app(tiny_app[0], tmp_path_factory.mktemp("deploy"))
     board = LoopbackBoard(root / "board").start()
     write_spec(root, "app.yaml", board, password=PASSWORD, passphrase=PASSPHRASE)
     r = qlspec("apply", "app.yaml", "--no-progress", cwd=root)
@@ -78,7 +69,7 @@ def deployed(tmp_path_factory):
 
 def test_apply_deploys_runs_on_the_board_and_reports_rung_board(deployed):
     root, board, r = deployed
-    build = root / "build" / "tiny-board"
+    build = root / "build" / "tiny"
     info = json.loads((build / "deploy" / "deploy.json").read_text())
     app = board.home / "app"
     assert "deploy    done" in r.stdout and info["uploaded_bytes"] > 100_000
@@ -118,7 +109,7 @@ def test_a_redeploy_without_change_uploads_nothing(deployed):
     r = qlspec("deploy", "app.yaml", "--no-progress", cwd=root)
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"release {rid}: already on the board, nothing uploaded" in r.stdout
-    assert json.loads((root / "build" / "tiny-board" / "deploy" / "deploy.json").read_text())["uploaded_bytes"] == 0
+    assert json.loads((root / "build" / "tiny" / "deploy" / "deploy.json").read_text())["uploaded_bytes"] == 0
     assert on_board(board, f"stat -c %i-%Y {app}/releases/{rid}/bin/qlspec-net") == stamp
     assert "deploy    up to date" in qlspec("plan", "app.yaml", cwd=root).stdout
 
@@ -149,7 +140,7 @@ def test_build_on_the_board_then_roll_back_and_prune(deployed):
     assert r.returncode == 0, r.stdout + r.stderr
     built = current(board, app)
     assert built != pushed and "network.cpp" in on_board(board, f"ls {app}/current")
-    assert json.loads((root / "build" / "tiny-board" / "deploy" / "deploy.json").read_text())["mismatches"] == 0
+    assert json.loads((root / "build" / "tiny" / "deploy" / "deploy.json").read_text())["mismatches"] == 0
     r = qlspec("deploy", "app.yaml", "--rollback", cwd=root)
     assert r.returncode == 0, r.stderr
     assert f": {pushed} (was {built})" in r.stdout and current(board, app) == pushed

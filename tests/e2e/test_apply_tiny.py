@@ -10,21 +10,11 @@ import time
 import numpy as np
 import pytest
 from private_fs import run_private
+from tiny_app import copy_tiny_app, tiny_spec
 
 from qlspec.stages.registry import STAGES
 
 BUILT = [s.name for s in STAGES if s.run is not None and s.name not in ("compare", "deploy")]  # deploy: tests/deploy
-
-TINY = """\
-apiVersion: qlspec/v1
-name: tiny
-extends: [boards/rpi4.yaml, networks/3ddfa-mb05.yaml]
-network: {width: 0.25}
-data: {kind: synthetic, train: 96, val: 32, seed: 3}
-training: {epochs: EPOCHS, batch_size: 32, threads: 2}
-quantisation: {algorithm: pact, schedule: {epochs: 1, freeze_clip_at: null, lr: 0.001}}
-verify: {samples: 16}
-"""
 
 
 def qlspec(*args, cwd):
@@ -32,12 +22,10 @@ def qlspec(*args, cwd):
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    (root / "app.yaml").write_text(TINY.replace("EPOCHS", "1"))
-    r = qlspec("apply", "app.yaml", "--no-progress", cwd=root)
-    assert r.returncode == 0, r.stdout + r.stderr
-    return root, r
+def built(tiny_app, tmp_path_factory):
+    """This module's own copy of the tiny app, as `qlspec apply` left it, and that apply's result."""
+    root, r = tiny_app
+    return copy_tiny_app(root, tmp_path_factory.mktemp("tiny")), r
 
 
 def test_apply_runs_every_stage_and_skips_deploy_unless_enabled(built):
@@ -86,7 +74,7 @@ def test_second_apply_is_a_fast_no_op(built):
 def test_editing_epochs_makes_train_and_everything_after_stale(built):
     root, _ = built
     edited = root / "edited.yaml"
-    edited.write_text(TINY.replace("EPOCHS", "2"))
+    edited.write_text(tiny_spec(epochs=2))
     (root / "build-edited").mkdir(exist_ok=True)
     r = qlspec("plan", "edited.yaml", cwd=root)
     assert r.returncode == 0
@@ -230,7 +218,7 @@ def test_the_cpu_backend_builds_the_same_app_for_this_machine(built, tmp_path):
 
     root, _ = built
     shutil.copytree(root / "build", tmp_path / "build")
-    (tmp_path / "app.yaml").write_text(TINY.replace("EPOCHS", "1") + "target: {backend: cpu}\n")
+    (tmp_path / "app.yaml").write_text(tiny_spec(extra="target: {backend: cpu}\n"))
     r = qlspec("apply", "app.yaml", "--no-progress", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "train     up to date" in r.stdout and "build     done" in r.stdout and "deploy    skipped" in r.stdout
