@@ -27,8 +27,8 @@ from qlspec.data.synthetic import render_synthetic
 from qlspec.face.params import ParamStats
 from qlspec.nets.mobilenet_v1 import MobileNetV1
 from qlspec.quant import PACTController, QuantConfig, float_to_fake, pact_param_groups
-from qlspec.spec.models import Training
-from qlspec.training.distributed import LaunchSettings, launch, world
+from qlspec.spec.models import Distributed, Training
+from qlspec.training.distributed import launch, world
 from qlspec.training.hardware import Hardware
 from qlspec.training.trainer import train
 
@@ -89,7 +89,7 @@ def main() -> None:
             "train": tr, "val": va, "width": args.width, "batch": args.batch, "repeats": args.repeats, "processes": p,
             "threads": max(1, args.threads // p), "device": args.device,
         }  # fmt: skip
-        got = launch(_epoch_seconds, job, LaunchSettings(processes=p, backend="nccl" if cuda else "gloo"))
+        got = launch(_epoch_seconds, job, Distributed(processes=p, backend="nccl" if cuda else "gloo"))
         images = (args.images // args.batch) * args.batch
         print(f"{p:>9} {got['device']:>8} {images / got['float']:>12.0f} {images / got['qat']:>10.0f} {got['qat'] / got['float']:>10.2f}")
 

@@ -287,6 +287,11 @@ class Distributed(SpecModel):
     master_addr: str = Field("127.0.0.1", min_length=1, description="Address of the rank-0 process (spawned processes on one node).")
     master_port: int = Field(0, ge=0, le=65535, description="TCP port of the rank-0 process; 0: a free port picked at launch.")
 
+    @property
+    def world_size(self) -> int:
+        """Training processes in all: processes per node x nodes."""
+        return self.processes * self.nodes
+
 
 class Training(SpecModel):
     """Float training of the network on the data set."""
@@ -327,7 +332,7 @@ class Training(SpecModel):
 
     @model_validator(mode="after")
     def _batch_splits_over_processes(self) -> Self:
-        world = self.distributed.processes * self.distributed.nodes
+        world = self.distributed.world_size
         if self.batch_size % world:
             raise ValueError(
                 f"batch_size ({self.batch_size}) must be divisible by distributed.processes x distributed.nodes ({world}): "

@@ -49,7 +49,7 @@ from qlspec.quant.controllers import is_frozen
 from qlspec.report import write_rungs
 from qlspec.spec.models import AppSpec
 from qlspec.stages.engine import StageContext
-from qlspec.training.distributed import LaunchSettings, launch, refuse_torchrun, world
+from qlspec.training.distributed import launch, refuse_torchrun, world
 from qlspec.training.hardware import Hardware
 from qlspec.training.loss import LossConfig
 from qlspec.training.trainer import train
@@ -106,7 +106,7 @@ def run(ctx: StageContext) -> None:
     face_model = load_face_model(ctx.inputs["data"])
     integer = IntegerEvaluation(ctx, val_set, stats, face_model, prep)
     if q.algorithm == "pact":
-        settings = LaunchSettings.from_spec(t.distributed)
+        settings = t.distributed
         refuse_torchrun("the quantise stage")
         if settings.world_size == 1:
             _qat(ctx, fq, train_set, val_set, stats, integer)

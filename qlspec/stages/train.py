@@ -35,7 +35,7 @@ from qlspec.nets import registry
 from qlspec.preprocess import InputTransform
 from qlspec.report import write_rungs
 from qlspec.stages.engine import StageContext
-from qlspec.training.distributed import LaunchSettings, launch, refuse_torchrun, world
+from qlspec.training.distributed import launch, refuse_torchrun, world
 from qlspec.training.hardware import Hardware
 from qlspec.training.loss import LossConfig
 from qlspec.training.trainer import train
@@ -75,7 +75,7 @@ def run(ctx: StageContext) -> None:
 
 def _train(ctx: StageContext, net, train_set, val_set, stats, face_model, prep) -> tuple[list, float]:
     """Float training as the spec's training section says, here or in several processes; (history, seconds)."""
-    settings = LaunchSettings.from_spec(ctx.spec.training.distributed)
+    settings = ctx.spec.training.distributed
     refuse_torchrun("the train stage")
     if settings.world_size == 1:
         return _fit(ctx, net, train_set, val_set, stats, face_model, prep)

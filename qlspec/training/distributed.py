@@ -37,9 +37,9 @@ from torch import Tensor, nn
 from torch.multiprocessing.spawn import ProcessException
 
 from qlspec.errors import QlspecError
+from qlspec.spec.models import Distributed
 
 __all__ = [
-    "LaunchSettings",
     "World",
     "all_gather_cat",
     "all_reduce_",
@@ -54,24 +54,7 @@ __all__ = [
 _TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
-@dataclass(frozen=True)
-class LaunchSettings:
-    """How many processes and how they meet (the spec's ``training.distributed``)."""
-
-    processes: int = 1
-    backend: Literal["gloo", "nccl"] = "gloo"
-    nodes: int = 1
-    master_addr: str = "127.0.0.1"
-    master_port: int = 0
-    timeout_s: float = 1800.0  # a process that stops answering fails the others after this long
-
-    @classmethod
-    def from_spec(cls, section: Any) -> LaunchSettings:
-        return cls(section.processes, section.backend, section.nodes, section.master_addr, section.master_port)
-
-    @property
-    def world_size(self) -> int:
-        return self.processes * self.nodes
+TIMEOUT_S = 1800.0  # a process that stops answering fails the others after this long
 
 
 @dataclass(frozen=True)
@@ -112,8 +95,9 @@ def refuse_torchrun(what: str) -> None:
         )
 
 
-def launch(fn: Callable[[Any], Any], job: Any, settings: LaunchSettings) -> Any:
-    """Run ``fn(job)`` on every process of the group `settings` describes; rank 0's return value (module docstring)."""
+def launch(fn: Callable[[Any], Any], job: Any, settings: Distributed, *, timeout_s: float = TIMEOUT_S) -> Any:
+    """Run ``fn(job)`` on every process of the group the spec's ``training.distributed`` describes;
+    rank 0's return value (module docstring)."""
     if torchrun_env():
         if not dist.is_initialized():
             dist.init_process_group(settings.backend, init_method="env://")
@@ -133,7 +117,7 @@ def launch(fn: Callable[[Any], Any], job: Any, settings: LaunchSettings) -> Any:
         address = f"tcp://{settings.master_addr}:{port}"
         try:
             mp.start_processes(
-                _spawned, args=(fn, job, settings, address, folder), nprocs=settings.processes, join=True, start_method="spawn"
+                _spawned, args=(fn, job, settings, address, folder, timeout_s), nprocs=settings.processes, join=True, start_method="spawn"
             )
         except ProcessException:
             # a user error in a process is the user's error here too: one line, not a traceback
@@ -144,14 +128,16 @@ def launch(fn: Callable[[Any], Any], job: Any, settings: LaunchSettings) -> Any:
         return torch.load(folder / "rank0.pt", weights_only=False)["value"]
 
 
-def _spawned(local_rank: int, fn: Callable[[Any], Any], job: Any, settings: LaunchSettings, address: str, folder: Path) -> None:
+def _spawned(
+    local_rank: int, fn: Callable[[Any], Any], job: Any, settings: Distributed, address: str, folder: Path, timeout_s: float
+) -> None:
     os.environ["LOCAL_RANK"] = str(local_rank)  # read by `world` (torchrun sets it the same way)
     dist.init_process_group(
         settings.backend,
         init_method=address,
         rank=local_rank,
         world_size=settings.processes,
-        timeout=datetime.timedelta(seconds=settings.timeout_s),
+        timeout=datetime.timedelta(seconds=timeout_s),
     )
     try:
         value = fn(job)

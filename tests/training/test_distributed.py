@@ -23,7 +23,8 @@ from qlspec.data.synthetic import render_synthetic
 from qlspec.face.params import ParamStats
 from qlspec.nets.mobilenet_v1 import MobileNetV1
 from qlspec.quant import PACTController, QuantConfig, calibrate, clip_parameters, float_to_fake, pact_param_groups
-from qlspec.training.distributed import LaunchSettings, all_gather_cat, all_reduce_, launch, world
+from qlspec.spec.models import Distributed
+from qlspec.training.distributed import all_gather_cat, all_reduce_, launch, world
 from qlspec.training.loss import LossConfig
 from qlspec.training.trainer import CHECKPOINT_NAME, train
 
@@ -169,7 +170,7 @@ def two(tmp_path_factory):
         _train(_net(), data, folder / "from-one", on_epoch_start=_stop_at(1))
     except Stop:
         pass
-    returned = launch(_in_each_process, folder, LaunchSettings(processes=2, backend="gloo", timeout_s=120))
+    returned = launch(_in_each_process, folder, Distributed(processes=2, backend="gloo"), timeout_s=120)
     ranks = [torch.load(folder / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
     one = _net()
     _train(one, data, folder / "one")
