@@ -17,7 +17,6 @@ so its two-thread figure shows that). Needs an applied app (train, export and co
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -44,34 +43,17 @@ def main() -> None:
 
     warnings.filterwarnings("ignore", category=DeprecationWarning)  # torch.onnx's legacy exporter, chosen on purpose
     logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization's advice on pre-processing
+    from infer import applied_app
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     from qlspec.codegen.build import build_project, run_binary
     from qlspec.codegen.project import write_project
     from qlspec.codegen.toolchain import host_toolchain
     from qlspec.engine.run import run_graph
-    from qlspec.evaluation import load_split
-    from qlspec.graph.io import load_graph
-    from qlspec.nets import registry
-    from qlspec.preprocess import InputTransform
-    from qlspec.stages.convert import integer_inputs
 
-    b = args.build
-    record = json.loads((b / "train" / "stage.json").read_text())["spec"]
-    transform = InputTransform(
-        float(record.get("preprocess.normalise.mean", 127.5)),
-        float(record.get("preprocess.normalise.std", 128.0)),
-        record.get("preprocess.channel_order", "BGR") == "RGB",
-    )
-    flavour = next(f for f in ("deeploy", "dory") if (b / "export" / f / "metadata.json").is_file())
-    meta = json.loads((b / "export" / flavour / "metadata.json").read_text())
-    faces = load_split(b / "data", "val")
-    images = faces.images[: args.images]
-    floats = transform(images).numpy()
-    codes = integer_inputs(images, meta["input"], transform)
-    graph = load_graph(b / "convert" / "graph")
+    graph, net, floats, codes = applied_app(args.build, args.images)  # bench/infer.py: one reader of an applied build
     codes = codes.astype(graph.tensors[graph.inputs[0]].dtype)
-    n = len(images)
+    n = len(floats)
     results: dict[str, dict[int, float]] = {}
 
     with tempfile.TemporaryDirectory(prefix="qlspec-bench-") as tmp_name:
@@ -89,9 +71,6 @@ def main() -> None:
         results["qlspec cpu (int8, exact)"] = ours
 
         # onnxruntime: the float network and its int8 QDQ quantisation
-        net = registry.build_from_record(b / "train")
-        net.load_state_dict(torch.load(b / "train" / "model.pt", map_location="cpu", weights_only=True))
-        net.eval()
         float_path, qdq_path = tmp / "float.onnx", tmp / "qdq.onnx"
         torch.onnx.export(
             net,
@@ -137,7 +116,7 @@ def main() -> None:
                 results[label][threads] = 1.0 / float(np.median(times))
 
     print(
-        f"{n} validation images of {b}, one image at a time, median of {args.repeats} passes; outputs of qlspec cpu "
+        f"{n} validation images of {args.build}, one image at a time, median of {args.repeats} passes; outputs of qlspec cpu "
         f"{'equal' if exact else 'DIFFER FROM'} GRAPH"
     )
     print(f"{'':28s} {'1 thread':>12s} {'2 threads':>12s}   (images/s)")
