@@ -109,6 +109,23 @@ def schema(output: Annotated[Path | None, typer.Option("-o", "--output", help="W
         output.write_text(text)
 
 
+def _apply(pipe, **kwargs):
+    """`qlspec.pipeline.apply`. When torchrun started this command, every rank gets here: rank 0 runs
+    the stages, the other ranks join its training jobs and then exit with its status
+    (`qlspec.training.distributed.crew`)."""
+    from qlspec import pipeline as api
+    from qlspec.training.torchrun import started_by_torchrun
+
+    if not started_by_torchrun():
+        return api.apply(pipe, **kwargs)
+    from qlspec.training.distributed import crew
+
+    with crew(pipe.spec.training.distributed) as role:
+        if not role.main:
+            raise typer.Exit(role.exit_code)
+        return api.apply(pipe, **kwargs)
+
+
 @app.command()
 def plan(
     spec: SpecArg,
@@ -140,7 +157,7 @@ def apply(
     from qlspec import pipeline as api
 
     pipe = api.open_pipeline(spec, build_dir)
-    final = api.apply(
+    final = _apply(
         pipe,
         until=until,
         force=force or (),
@@ -180,7 +197,7 @@ def deploy(
         return
     enabled = pipe.spec.model_copy(update={"deploy": target.model_copy(update={"enabled": True})})
     pipe = Pipeline(pipe.stages, enabled, pipe.spec_path, pipe.build_root)
-    final = api.apply(
+    final = _apply(
         pipe,
         until="deploy",
         force=["deploy"],
@@ -216,7 +233,7 @@ def run(
     pipe = api.open_pipeline(spec, build_dir)
     if pipe.spec.target.backend == "reference":
         raise QlspecError("target.backend is reference: there is no application to run (use armcl or cpu)", where=str(spec))
-    api.apply(pipe, until="build", progress=progress, on_status=_quiet_unless_running(), log=out.print)
+    _apply(pipe, until="build", progress=progress, on_status=_quiet_unless_running(), log=out.print)
     folder = output or pipe.build_dir / "run"
     pictures = run_on_photos(
         pipe.build_dir,
@@ -261,7 +278,7 @@ def compare(
             f"{'.'.join(map(str, first['loc']))}: {first['msg']} (got {first.get('input')!r})", where="qlspec compare"
         ) from None
     pipe = Pipeline(pipe.stages, pipe.spec.model_copy(update={"compare": section}), pipe.spec_path, pipe.build_root)
-    api.apply(pipe, only="compare", progress=progress, on_status=_stage_printer(), log=out.print)
+    _apply(pipe, only="compare", progress=progress, on_status=_stage_printer(), log=out.print)
     out.print((pipe.build_dir / "compare" / "compare.md").read_text())
     out.print(f"chart: {pipe.build_dir / 'compare' / 'compare.png'}")
 

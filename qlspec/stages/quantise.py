@@ -49,7 +49,7 @@ from qlspec.quant.controllers import is_frozen
 from qlspec.report import write_rungs
 from qlspec.spec.models import AppSpec
 from qlspec.stages.engine import StageContext
-from qlspec.training.distributed import launch, refuse_torchrun, world
+from qlspec.training.distributed import launch, team_size, world
 from qlspec.training.hardware import Hardware
 from qlspec.training.loss import LossConfig
 from qlspec.training.trainer import train
@@ -107,12 +107,12 @@ def run(ctx: StageContext) -> None:
     integer = IntegerEvaluation(ctx, val_set, stats, face_model, prep)
     if q.algorithm == "pact":
         settings = t.distributed
-        refuse_torchrun("the quantise stage")
-        if settings.world_size == 1:
+        size = team_size(settings)
+        if size == 1:
             _qat(ctx, fq, train_set, val_set, stats, integer)
         else:
-            ctx.log(f"  QAT in {settings.world_size} processes ({settings.backend})")
-            done = launch(_qat_in_process, (dataclasses.replace(ctx, log=print), fq.state_dict()), settings)
+            ctx.log(f"  QAT in {size} processes ({settings.backend})")
+            done = launch(_qat_in_process, (dataclasses.replace(ctx, log=print), fq.state_dict()), settings, shared=ctx.build_dir)
             fq.load_state_dict(done["state"])
             (ctx.out / "history.json").write_text(json.dumps(done["history"], indent=2) + "\n")
         fq.to("cpu")
@@ -242,6 +242,8 @@ def _qat(ctx: StageContext, fq: fx.GraphModule, train_set, val_set, stats, integ
         find_unused_parameters=s.start_epoch > 0,  # bounds not yet started do not learn
     )
     if w.is_main:
+        if result.resumed_from:
+            ctx.log(f"  resumed after epoch {result.resumed_from}, from the checkpoint an interrupted run left")
         (ctx.out / "history.json").write_text(json.dumps(result.history, indent=2) + "\n")
         shutil.rmtree(ctx.out / "checkpoints", ignore_errors=True)
     return result.history

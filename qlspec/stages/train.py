@@ -8,9 +8,10 @@ Checkpoints go to the stage's partial folder after every epoch, so an interrupte
 when `apply` is run again with the same spec; they are dropped once the stage completes.
 
 Training runs where ``training.device`` says, and in ``training.distributed.processes`` processes
-when that is more than one (`qlspec.training.distributed.launch`): each process rebuilds the data and
-the network from this stage's inputs, rank 0 hands the trained weights back, and everything after
-training (outputs, rungs) runs here in one process on the CPU, as with one process.
+when that is more than one, or in every process torchrun started (`qlspec.training.distributed.launch`
+and `crew`): each process rebuilds the data and the network from this stage's inputs, rank 0 hands
+the trained weights back, and everything after training (outputs, rungs) runs here in one process on
+the CPU, as with one process.
 
 With ``training.epochs: 0`` the network is ``network.pretrained`` as it is: no training step runs and
 the network is never put in training mode, so no batch-norm statistic moves; model.pt holds the
@@ -35,7 +36,7 @@ from qlspec.nets import registry
 from qlspec.preprocess import InputTransform
 from qlspec.report import write_rungs
 from qlspec.stages.engine import StageContext
-from qlspec.training.distributed import launch, refuse_torchrun, world
+from qlspec.training.distributed import launch, team_size, world
 from qlspec.training.hardware import Hardware
 from qlspec.training.loss import LossConfig
 from qlspec.training.trainer import train
@@ -76,11 +77,11 @@ def run(ctx: StageContext) -> None:
 def _train(ctx: StageContext, net, train_set, val_set, stats, face_model, prep) -> tuple[list, float]:
     """Float training as the spec's training section says, here or in several processes; (history, seconds)."""
     settings = ctx.spec.training.distributed
-    refuse_torchrun("the train stage")
-    if settings.world_size == 1:
+    size = team_size(settings)
+    if size == 1:
         return _fit(ctx, net, train_set, val_set, stats, face_model, prep)
-    ctx.log(f"  training in {settings.world_size} processes ({settings.backend})")
-    done = launch(_fit_in_process, (dataclasses.replace(ctx, log=print), net.state_dict()), settings)
+    ctx.log(f"  training in {size} processes ({settings.backend})")
+    done = launch(_fit_in_process, (dataclasses.replace(ctx, log=print), net.state_dict()), settings, shared=ctx.build_dir)
     net.load_state_dict(done["state"])
     return done["history"], done["seconds"]
 
@@ -130,4 +131,6 @@ def _fit(ctx: StageContext, net, train_set, val_set, stats, face_model, prep) ->
         transform=prep,
         hardware=Hardware.from_spec(cfg, "float", world().local_rank),
     )
+    if result.resumed_from and world().is_main:
+        ctx.log(f"  resumed after epoch {result.resumed_from}, from the checkpoint an interrupted run left")
     return result.history, result.seconds
