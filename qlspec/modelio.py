@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from qlspec.errors import GraphError
 from qlspec.graph.io import GRAPH_FILE, load_graph
 from qlspec.graph.ir import Graph
 from qlspec.graph.passes import optimise
+from qlspec.npz import read_npz
 from qlspec.onnx_import import import_onnx
 
 
@@ -149,20 +149,7 @@ def read_inputs(npz_path: Path, g: Graph) -> dict[str, np.ndarray]:
     order (the n first arrays for the n inputs; the shared QuantLab/Deeploy cases name them
     arr_0, arr_1, ... or input_0, ..., and kernel tests store extra arrays, such as the weights,
     after the inputs, which are ignored). Values are checked by `run_graph`."""
-    npz_path = Path(npz_path)
-    try:
-        z = np.load(npz_path, allow_pickle=False)
-    except FileNotFoundError:
-        raise GraphError("no such file", where=str(npz_path)) from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # EOFError: an empty file
-        raise GraphError(f"not a readable .npz file ({e.__class__.__name__}: {str(e)[:80]})", where=str(npz_path)) from None
-    if not isinstance(z, np.lib.npyio.NpzFile):
-        raise GraphError("an .npy array, not an .npz of named inputs (save it with np.savez)", where=str(npz_path))
-    try:
-        with z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise GraphError(f"not a readable .npz file ({e.__class__.__name__}: {str(e)[:80]})", where=str(npz_path)) from None
+    arrays = read_npz(npz_path, error=GraphError)
     if all(t in arrays for t in g.inputs):
         return {t: arrays[t] for t in g.inputs}
     if len(arrays) < len(g.inputs):
@@ -178,8 +165,7 @@ def compare_outputs(outputs: Mapping[str, np.ndarray], npz_path: Path) -> list[t
     has every one, else by order (QuantLab's kernel cases name them arr_0, output_0, ...).
     Returns (output name, reference key, values that differ, values) per output; a shape mismatch is
     an error naming both."""
-    with _npz(npz_path) as z:
-        ref = {k: z[k] for k in z.files}
+    ref = read_npz(npz_path, error=GraphError)
     names = list(outputs)
     if all(n in ref for n in names):
         keys = names
@@ -194,18 +180,6 @@ def compare_outputs(outputs: Mapping[str, np.ndarray], npz_path: Path) -> list[t
             raise GraphError(f"{key}: shape {want.shape} but output {name!r} is {got.shape}", where=str(npz_path))
         rows.append((name, key, int((got.astype(np.int64) != want.astype(np.int64)).sum()), int(got.size)))
     return rows
-
-
-def _npz(npz_path: Path):
-    try:
-        z = np.load(npz_path, allow_pickle=False)
-    except FileNotFoundError:
-        raise GraphError("no such file", where=str(npz_path)) from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise GraphError(f"not a readable .npz file ({e.__class__.__name__}: {str(e)[:80]})", where=str(npz_path)) from None
-    if not isinstance(z, np.lib.npyio.NpzFile):
-        raise GraphError("an .npy array, not an .npz of named arrays (save it with np.savez)", where=str(npz_path))
-    return z
 
 
 def write_outputs(path: Path, outputs: Mapping[str, np.ndarray]) -> Path:

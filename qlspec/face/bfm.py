@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ import numpy as np
 from qlspec.errors import QlspecError
 from qlspec.face.morphable import NUM_EXPRESSION, NUM_LANDMARKS, NUM_PARAMS, NUM_SHAPE, FaceModel
 from qlspec.face.params import ParamStats
+from qlspec.npz import read_npz
 
 __all__ = ["load_basis_text", "load_bfm", "load_bfm_pkl", "param_stats_from_file", "param_stats_from_pkl", "read_trusted_pickle"]
 
@@ -211,12 +211,7 @@ def param_stats_from_file(path: str | os.PathLike[str]) -> ParamStats:
     path = Path(path)
     if path.suffix.lower() != ".npz":
         return param_stats_from_pkl(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in ("mean", "std") if k in z.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise QlspecError(f"not a readable .npz file ({e.__class__.__name__})", where=str(path)) from None
-    return _param_stats(arrays, str(path))
+    return _param_stats(read_npz(path, ("mean", "std")), str(path))
 
 
 def _param_stats(arrays: dict[str, Any], where: str) -> ParamStats:

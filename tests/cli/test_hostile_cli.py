@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from private_fs import run_private
+from test_npz import announcing
 
 from qlspec.graph.io import save_graph
 from qlspec.graph.ir import GraphBuilder, Node, TensorInfo
@@ -44,6 +45,7 @@ def test_names_and_paths_print_verbatim_without_control_characters(graph_dir):
         ("empty.npz", b"", "not a readable .npz file"),
         ("garbage.npz", b"PK\x03\x04 not really a zip", "not a readable .npz file"),
         ("in.npy", None, "an .npy array, not an .npz"),
+        ("bomb.npz", announcing((2**40,), name="in"), "array 'in': its header announces (1099511627776,) int64"),
     ],
 )
 def test_unusable_input_files_are_one_located_line(graph_dir, name, content, message):
