@@ -1,4 +1,5 @@
-"""The residual network end to end: a tiny width of the ResNet-22 example, through every built stage."""
+"""The residual network end to end: a tiny width of the ResNet-22 example, through every built stage
+(the ARM-CL build and its bit-exact run under qemu included)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ def test_resnet_ladder_is_bit_exact_from_tq_down(tmp_path):
     rungs = {row["rung"]: row for row in json.loads((build / "report.json").read_text())["rows"]}
     assert rungs["ONNX"]["mismatches"] == 0 and rungs["GRAPH"]["mismatches"] == 0
     assert rungs["ONNX"]["n"] == rungs["TQ"]["n"] == 16
+    assert rungs["ARMCL"]["mismatches"] == 0 and rungs["ARMCL"]["n"] == 16  # the residual adds in ARM-CL C++, under qemu
     assert rungs["TQ"]["per_layer"]["max_lsb"] <= 1
     nodes = json.loads((build / "export" / "export.json").read_text())["nodes"]
     assert nodes["Add"] == 10 and nodes["Quantise"] == 1  # ten residual adds, and the input quantiser in the graph
