@@ -7,7 +7,9 @@ a new process each time, build folder in that temporary folder):
 
 1. from scratch: the wall time of the command and each stage's own `seconds` from its record
    (build/<name>/<stage>/stage.json); peak memory is the largest resident set of the apply process
-   or any process it started (ru_maxrss of the children);
+   or any process it started (ru_maxrss of the children), and per stage the largest resident set of
+   the apply process and its descendants together, sampled every `SAMPLE_S` seconds while the stage
+   runs (the stage is the one apply last printed as "running");
 2. no-op: the same command again (median of `--repeats`): every stage up to date;
 3. changed: `--change FIELD=VALUE` (default ``target.output_stage=armcl-native``, which only the
    build and verify stages read), then apply: the stages that reran and their seconds.
@@ -22,11 +24,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -63,16 +67,62 @@ def changed(spec: dict[str, Any], assignment: str) -> dict[str, Any]:
     return out
 
 
-def apply(folder: Path, spec: dict[str, Any]) -> tuple[float, str]:
-    """Write `spec` as folder/app.yaml and apply it there; (wall seconds, stdout)."""
+SAMPLE_S = 0.1
+
+
+def apply(folder: Path, spec: dict[str, Any], peaks: dict[str, int] | None = None) -> tuple[float, str]:
+    """Write `spec` as folder/app.yaml and apply it there; (wall seconds, stdout). With `peaks`, fill it
+    with each stage's largest resident set (bytes) of the apply process tree, sampled."""
     (folder / "app.yaml").write_text(json.dumps(spec, indent=1) + "\n")  # JSON is YAML
     command = [sys.executable, "-m", "qlspec", "apply", "app.yaml", "--build-dir", "build", "--no-progress"]
     t0 = time.perf_counter()
-    r = subprocess.run(command, capture_output=True, text=True, cwd=folder)
+    p = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=folder)
+    lines: list[str] = []
+    stage = ["(start-up)"]
+
+    def read() -> None:
+        assert p.stdout is not None
+        for line in p.stdout:
+            lines.append(line)
+            words = line.split()
+            if len(words) > 1 and words[1] in ("running:", "done"):
+                stage[0] = words[0] if words[1] == "running:" else "(between stages)"
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    while p.poll() is None:
+        if peaks is not None:
+            peaks[stage[0]] = max(peaks.get(stage[0], 0), tree_rss(p.pid))
+        time.sleep(SAMPLE_S)
+    reader.join()
     seconds = time.perf_counter() - t0
-    if r.returncode != 0:
-        sys.exit(f"qlspec apply failed (exit {r.returncode}):\n{r.stdout}{r.stderr}")
-    return seconds, r.stdout
+    out, err = "".join(lines), p.stderr.read() if p.stderr else ""
+    if p.returncode != 0:
+        sys.exit(f"qlspec apply failed (exit {p.returncode}):\n{out}{err}")
+    return seconds, out
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of process `pid` and all its descendants now (0 for those gone meanwhile)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    page = os.sysconf("SC_PAGE_SIZE")
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+        rss[int(entry.name)] = int(fields[21]) * page
+    total, todo = 0, [pid]
+    while todo:
+        q = todo.pop()
+        total += rss.get(q, 0)
+        todo.extend(children.get(q, []))
+    return total
 
 
 def stage_seconds(build: Path, stages: list[str]) -> dict[str, float]:
@@ -103,7 +153,8 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         build = folder / "build" / spec["name"]
 
-        wall, out = apply(folder, spec)
+        peaks: dict[str, int] = {}
+        wall, out = apply(folder, spec, peaks)
         peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB on Linux
         first = ran(out)
         per_stage = stage_seconds(build, first)
@@ -117,7 +168,7 @@ def main() -> None:
     print(f"qlspec apply of {source}, {spec['training']['threads']} training thread(s)")
     print(f"{'from scratch':28s} {wall:8.1f} s wall, peak memory {peak_mib:,.0f} MiB")
     for stage, s in per_stage.items():
-        print(f"  {stage:26s} {s:8.1f} s  {100 * s / wall:5.1f}%")
+        print(f"  {stage:26s} {s:8.1f} s  {100 * s / wall:5.1f}%   peak {peaks.get(stage, 0) / 2**20:7,.0f} MiB (process tree)")
     print(f"  {'(start-up, planning, report)':26s} {wall - sum(per_stage.values()):8.1f} s")
     noop = statistics.median(t for t, _ in noops)
     print(f"{'no-op re-apply':28s} {noop:8.2f} s wall (median of {args.repeats}){'; RAN ' + ', '.join(noop_ran) if noop_ran else ''}")

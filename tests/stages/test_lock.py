@@ -7,6 +7,7 @@ import sys
 import time
 
 import pytest
+from fuzzing import examples
 
 from qlspec.errors import StageError
 from qlspec.stages.lock import build_lock
@@ -81,7 +82,7 @@ def test_a_killed_holder_releases_the_lock(tmp_path):
 
 def test_concurrent_applies_end_with_one_consistent_build(tmp_path):
     (tmp_path / "app.yaml").write_text(SPEC)
-    for _trial in range(3):
+    for _trial in range(examples(3)):  # QLSPEC_FUZZ=10: 30 trials
         runs = [qlspec("apply", "app.yaml", "--until", "data", "--no-progress", "--force", "data", cwd=tmp_path) for _ in range(2)]
         results = [(p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for p in runs]
         assert all(rc == 0 or (rc == 2 and "in use by pid" in err) for rc, _, err in results), results
