@@ -6,22 +6,28 @@ launched by `qlspec.training.distributed.launch` (gloo on the CPU, nccl on GPUs)
 split between the processes (``--threads`` in all), so the rows compare the same machine. QAT/float is
 the time of a QAT epoch over that of a float epoch, both from the same row.
 
+With ``--compile`` every process count gets a second row, measured in the same processes: the same
+epochs with ``training.compile: true`` (`torch.compile`, inductor), alternating with the eager ones
+(a busy machine slows both alike), and the one-off compile time apart: the first compiled epoch's
+time less the median compiled epoch's. The inductor cache starts empty (a temporary
+``TORCHINDUCTOR_CACHE_DIR``), so that is a first run's cost; "float x" and "QAT x" are the speed-ups.
+
     python bench/train_speed.py                       # defaults: 256 images of 64x64, width 0.25
     python bench/train_speed.py --images 2048 --size 120 --width 0.5 --batch 64 --processes 1 2 4
+    python bench/train_speed.py --compile --processes 1
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
+import statistics
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import median_time
 
 from qlspec.data.synthetic import render_synthetic
 from qlspec.face.params import ParamStats
@@ -33,13 +39,17 @@ from qlspec.training.hardware import Hardware
 from qlspec.training.trainer import train
 
 
-def _epoch_seconds(job: dict) -> dict[str, float]:
-    """In each process: median seconds of one float epoch and one QAT epoch."""
+def _epoch_seconds(job: dict) -> dict[str, Any]:
+    """In each process: median seconds of one float epoch and one QAT epoch (eager; with ``job["compile"]``
+    also compiled, and the one-off seconds of the first compiled epoch beyond the median)."""
     torch.set_num_threads(job["threads"])
     w = world()
     tr, va = job["train"], job["val"]
     stats = ParamStats.from_params(tr.params)
-    spec = Training(device=job["device"], batch_size=job["batch"], distributed={"processes": job["processes"]})
+    specs = {
+        c: Training(device=job["device"], batch_size=job["batch"], distributed={"processes": job["processes"]}, compile=c)
+        for c in (False, True)
+    }
     torch.manual_seed(0)
     net = MobileNetV1(job["width"])
     example = torch.zeros(8, 3, tr.images.shape[1], tr.images.shape[2])
@@ -48,18 +58,32 @@ def _epoch_seconds(job: dict) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         runs = iter(range(10_000))
 
-        def epoch(model, phase, **kw):
+        def runner(model, phase, compile, **kw):
             def run():
+                t0 = time.perf_counter()
                 train(
                     model, tr, va, stats=stats, epochs=1, batch_size=job["batch"], lr=1e-3, ckpt_dir=Path(tmp) / f"{next(runs)}",
-                    hardware=Hardware.from_spec(spec, phase, w.local_rank), **kw,
+                    hardware=Hardware.from_spec(specs[compile], phase, w.local_rank), **kw,
                 )  # fmt: skip
+                return time.perf_counter() - t0
 
-            return median_time(run, job["repeats"])
+            return run
 
-        t_float = epoch(net, "float")
-        t_qat = epoch(fq, "qat", params_for_optimiser=pact_param_groups(fq, 1e-3))
-    return {"float": t_float, "qat": t_qat, "device": str(Hardware.from_spec(spec, "float", w.local_rank).device)}
+        got: dict[str, Any] = {"device": str(Hardware.from_spec(specs[False], "float", w.local_rank).device)}
+        for phase, model in (("float", net), ("qat", fq)):
+            kw = {"params_for_optimiser": pact_param_groups(fq, 1e-3)} if phase == "qat" else {}
+            modes = {"": runner(model, phase, False, **kw)}
+            if job["compile"]:
+                modes["compiled "] = runner(model, phase, True, **kw)
+            first = {tag: run() for tag, run in modes.items()}  # warm-up; compiles, when compiled
+            times: dict[str, list[float]] = {tag: [] for tag in modes}
+            for _ in range(job["repeats"]):  # eager and compiled epochs alternate: a busy machine slows both alike
+                for tag, run in modes.items():
+                    times[tag].append(run())
+            for tag in modes:
+                got[tag + phase] = statistics.median(times[tag])
+                got[tag + phase + " compile"] = first[tag] - got[tag + phase]
+    return got
 
 
 def main() -> None:
@@ -72,7 +96,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads in all, split over the processes")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ap.add_argument("--repeats", type=int, default=3, help="timed epochs (after one warm-up)")
+    ap.add_argument("--compile", action="store_true", help="also time training.compile: true, in the same processes")
     args = ap.parse_args()
+    cache = tempfile.TemporaryDirectory(prefix="inductor-")  # removed at exit
+    if args.compile:  # a first run's compile time: nothing cached (the spawned processes inherit it)
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache.name
 
     tr = render_synthetic(args.images, seed=1, size=args.size)
     va = render_synthetic(8, seed=2, size=args.size)
@@ -80,18 +108,29 @@ def main() -> None:
     print(
         f"{args.images} images {args.size}x{args.size}, MobileNet-V1 width {args.width}, global batch {args.batch}, {args.threads} threads"
     )
-    print(f"{'processes':>9} {'device':>8} {'float img/s':>12} {'QAT img/s':>10} {'QAT/float':>10}")
+    print(
+        f"{'processes':>9} {'device':>8} {'mode':>9} {'float img/s':>12} {'QAT img/s':>10} {'QAT/float':>10}"
+        + (f" {'float x':>8} {'QAT x':>6} {'float compile s':>16} {'QAT compile s':>14}" if args.compile else "")
+    )
     for p in args.processes:
         if cuda and p > torch.cuda.device_count():
             print(f"{p:>9} {'-':>8}  skipped: {torch.cuda.device_count()} GPU(s)")
             continue
         job = {
             "train": tr, "val": va, "width": args.width, "batch": args.batch, "repeats": args.repeats, "processes": p,
-            "threads": max(1, args.threads // p), "device": args.device,
+            "threads": max(1, args.threads // p), "device": args.device, "compile": args.compile,
         }  # fmt: skip
         got = launch(_epoch_seconds, job, Distributed(processes=p, backend="nccl" if cuda else "gloo"))
         images = (args.images // args.batch) * args.batch
-        print(f"{p:>9} {got['device']:>8} {images / got['float']:>12.0f} {images / got['qat']:>10.0f} {got['qat'] / got['float']:>10.2f}")
+        for tag in ("", "compiled ") if args.compile else ("",):
+            f, q = got[tag + "float"], got[tag + "qat"]
+            row = f"{p:>9} {got['device']:>8} {tag.strip() or 'eager':>9} {images / f:>12.0f} {images / q:>10.0f} {q / f:>10.2f}"
+            if args.compile and tag:
+                fc, qc = got["compiled float compile"], got["compiled qat compile"]
+                row += f" {got['float'] / f:>8.2f} {got['qat'] / q:>6.2f} {fc:>16.1f} {qc:>14.1f}"
+            elif args.compile:
+                row += f" {'1.00':>8} {'1.00':>6} {'-':>16} {'-':>14}"
+            print(row, flush=True)
 
 
 if __name__ == "__main__":

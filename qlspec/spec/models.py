@@ -323,6 +323,15 @@ class Training(SpecModel):
         "'float32': float32 everywhere.",
         json_schema_extra=SPEED,
     )
+    compile: bool = Field(
+        False,
+        description="Run the training steps (forward and backward) of float training and QAT through "
+        "torch.compile (inductor): a one-off compile (a minute or more on a CPU), then steps that are faster only "
+        "where the compiled kernels beat eager ones (on a 2-core CPU they did not: bench/train_speed.py --compile). "
+        "Validation and checkpoints use the net itself; a net that fails to compile trains eagerly, with one line "
+        "saying why. Changes speed and floating-point rounding noise, not the trained result beyond it.",
+        json_schema_extra=SPEED,
+    )
     loader: Loader = Field(default_factory=Loader, description="How training batches are prepared.", json_schema_extra=SPEED)
     distributed: Distributed = Field(
         default_factory=Distributed,

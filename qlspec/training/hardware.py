@@ -1,4 +1,4 @@
-"""Where training runs and how batches reach it: device, bf16 autocast and channels_last, batch loading.
+"""Where training runs and how batches reach it: device, bf16 autocast and channels_last, torch.compile, batch loading.
 
 These settings change speed (and floating-point rounding noise), never what is trained, so none of
 them is part of a stage key (`qlspec.spec.effects`). Rules:
@@ -11,6 +11,8 @@ them is part of a stage key (`qlspec.spec.effects`). Rules:
   weights are channels_last. QAT never autocasts: its quantisers compute bounds, eps and codes in
   float32, and a bf16 eps would move codes. On CPU both stay off.
 - ``pin_memory`` only means something on CUDA; ``'auto'`` pins there.
+- ``compile``: the trainer runs its training steps (forward and backward; float phase and QAT alike)
+  through ``torch.compile`` of the net, on any device; validation and checkpoints use the net itself.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class Hardware:
         channels_last: images and weights in channels_last memory format (CUDA only).
         workers: DataLoader worker processes preparing batches; 0: in the training process.
         pin_memory: page-locked batches for asynchronous copies to the GPU.
+        compile: training steps through ``torch.compile`` (`qlspec.training.trainer`: eager after a failure).
     """
 
     device: torch.device | None = None
@@ -57,6 +60,7 @@ class Hardware:
     channels_last: bool = False
     workers: int = 0
     pin_memory: bool = False
+    compile: bool = False
 
     @classmethod
     def from_spec(cls, training: Any, phase: Literal["float", "qat"], local_rank: int = 0) -> Hardware:
@@ -71,4 +75,5 @@ class Hardware:
             channels_last=fast_float,
             workers=training.loader.workers,
             pin_memory=cuda and (pin is True or pin == "auto"),
+            compile=training.compile,
         )

@@ -35,18 +35,27 @@ Semantics:
 - `hardware` (`qlspec.training.hardware`) moves the net and batches to a device, may run the
   forward pass under bf16 autocast and channels_last, and prepares batches in DataLoader workers;
   the order of images and the arithmetic of the loss are the same whatever it says.
+- ``hardware.compile``: the training steps (forward, loss and backward) call ``torch.compile(net)``
+  (inside DistributedDataParallel with several processes), compiled at its first call and again when
+  something it depends on changes (e.g. an epoch hook starting quantisation); validation, evaluators,
+  `on_*` hooks and checkpoints see `net` itself, so state-dict keys never carry ``_orig_mod.``. If a
+  compiled step raises, the net's buffers (batch-norm statistics) are put back as they were before it,
+  one warning names the error, and that step and all later ones run eagerly (an error that is not
+  the compiler's then raises from the eager step). In a group every process compiles the same net
+  with the same torch, so all of them fall back together.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -69,6 +78,8 @@ CHECKPOINT_NAME = "last.pt"
 _FORMAT = "qlspec-train/1"
 
 EpochHook = Callable[[int, nn.Module], None]
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -262,6 +273,18 @@ def train(
         with sync_batch_norm(net) if w.size > 1 else _as_is(net), warnings.catch_warnings():
             # DDP notes 1x1 kernels whose gradient strides differ from its buckets' (the same memory order)
             warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+            fast = _compiled(net) if hardware.compile else None  # after sync_batch_norm swapped the classes
+
+            def forward_backward(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=hardware.bf16):
+                    out = model(x)
+                if out.dtype in (torch.bfloat16, torch.float16):  # the loss never runs in half precision
+                    out = out.float()
+                loss, parts = loss_fn(out, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                return loss, parts
+
             for epoch in range(start_epoch, epochs):
                 t_epoch = time.perf_counter()
                 if on_epoch_start is not None:
@@ -272,7 +295,7 @@ def train(
                 sums = torch.zeros(3, dtype=torch.float64)
                 if bar is not None:
                     bar.start_epoch(epoch)
-                model = _data_parallel(net, w, dev, find_unused_parameters)
+                model = _data_parallel(net if fast is None else fast, w, dev, find_unused_parameters)
                 for i, (x, y) in enumerate(_batches(train_set.images, targets, order, batch_size, w, transform, hardware)):
                     step = epoch * steps_per_epoch + i
                     cur_lr = _lr_at(step, total_steps, lr, warmup_steps, schedule)
@@ -282,13 +305,17 @@ def train(
                     if hardware.channels_last:
                         x = x.contiguous(memory_format=torch.channels_last)
                     y = y.to(dev, non_blocking=hardware.pin_memory)
-                    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=hardware.bf16):
-                        out = model(x)
-                    if out.dtype in (torch.bfloat16, torch.float16):  # the loss never runs in half precision
-                        out = out.float()
-                    loss, parts = loss_fn(out, y)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
+                    if fast is None:
+                        loss, parts = forward_backward(model, x, y)
+                    else:
+                        try:
+                            with _buffers_kept(net):
+                                loss, parts = forward_backward(model, x, y)
+                        except Exception as exc:  # dynamo or inductor; the eager step raises again if it is not theirs
+                            _log.warning("training.compile: torch.compile failed on this net, training eagerly (%s)", _first_line(exc))
+                            fast = None
+                            model = _data_parallel(net, w, dev, find_unused_parameters)
+                            loss, parts = forward_backward(model, x, y)
                     opt.step()
                     sums += torch.tensor([loss.item(), parts["param"].item(), parts["landmark"].item()], dtype=torch.float64)
                     if bar is not None:
@@ -342,6 +369,30 @@ def train(
 @contextlib.contextmanager
 def _as_is(net: nn.Module) -> Iterator[nn.Module]:
     yield net
+
+
+def _compiled(net: nn.Module) -> nn.Module:
+    """``torch.compile(net)`` (inductor, default mode): compiles at its first call, shares `net`'s parameters."""
+    return cast(nn.Module, torch.compile(net))
+
+
+@contextlib.contextmanager
+def _buffers_kept(net: nn.Module) -> Iterator[None]:
+    """Within the block, `net`'s buffers as they were at its start if it raises."""
+    saved = [(b, b.detach().clone()) for b in net.buffers()]
+    try:
+        yield
+    except BaseException:
+        with torch.no_grad():
+            for b, v in saved:
+                b.copy_(v)
+        raise
+
+
+def _first_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` of `exc`."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
 
 
 def _data_parallel(net: nn.Module, w: World, dev: torch.device, find_unused: bool) -> nn.Module:

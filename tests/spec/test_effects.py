@@ -29,6 +29,7 @@ def test_every_declared_effect_is_known_and_the_obvious_ones_are_declared():
         "training.threads": "speed",
         "training.device": "speed",
         "training.precision": "speed",
+        "training.compile": "speed",
         "training.loader.workers": "speed",
         "training.loader.pin_memory": "speed",
         "training.distributed.processes": "speed",

@@ -133,6 +133,7 @@ KEYS = st.sampled_from(
         "std",
         "device",
         "precision",
+        "compile",
         "distributed",
         "processes",
         "nodes",
