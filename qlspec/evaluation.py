@@ -64,23 +64,22 @@ def yaw_bins_percent(report: NMEReport) -> dict[str, float | None]:
     return bins
 
 
-def fitting_images(data_dir: Path, spec: AppSpec) -> torch.Tensor:
-    """The images F2T fits each requantiser's D on: the first ``quantisation.ptq.samples`` training
-    images (the calibration set) and the first ``verify.samples`` validation images, pre-processed.
-    Every stage that integerises uses these, so they all get the same constants."""
-    train, val = load_split(data_dir, "train"), load_split(data_dir, "val")
+def fitting_images(spec: AppSpec, train: FaceSet, val: FaceSet) -> torch.Tensor:
+    """The images F2T fits each requantiser's D on: the first ``quantisation.ptq.samples`` images of
+    the training split (the calibration set) and the first ``verify.samples`` of the validation split,
+    pre-processed. Every stage that integerises uses these, so they all get the same constants."""
     prep = InputTransform.from_spec(spec.preprocess)
     images = np.concatenate([train.images[: spec.quantisation.ptq.samples], val.images[: spec.verify.samples]])
     return prep(images)
 
 
-def integerise(fq: torch.nn.Module, spec: AppSpec, data_dir: Path) -> Integerised:
+def integerise(fq: torch.nn.Module, spec: AppSpec, train: FaceSet, val: FaceSet) -> Integerised:
     """F2T of the fake-quantised `fq` as the spec asks (`export.requant_bits`, `export.headroom`),
-    D fitted on `fitting_images`: the one call the quantise stage (rung FQI) and the export stage
-    (rung TQ and the files) share."""
+    D fitted on `fitting_images` of the data stage's splits: the one call the quantise stage (rung
+    FQI) and the export stage (rung TQ and the files) share."""
     from qlspec.export import fake_to_true
 
-    x = fitting_images(data_dir, spec)
+    x = fitting_images(spec, train, val)
     return fake_to_true(fq, input_shape=(1, *x.shape[1:]), requant_bits=spec.export.requant_bits, samples=x, headroom=spec.export.headroom)
 
 

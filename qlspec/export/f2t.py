@@ -257,9 +257,10 @@ def observe_accumulators(gm: fx.GraphModule, w: _Walker, x: np.ndarray, batch: i
     was_training = gm.training
     gm.eval()
     try:
-        for s in range(0, len(x), batch):
-            counters.clear()
-            gm(torch.from_numpy(np.ascontiguousarray(x[s : s + batch], np.float32)))
+        with torch.no_grad():  # a forward pass with the learned bounds' autograd graph held 3 GB on the default app
+            for s in range(0, len(x), batch):
+                counters.clear()
+                gm(torch.from_numpy(np.ascontiguousarray(x[s : s + batch], np.float32)))
     finally:
         gm.train(was_training)
         for h in hooks:

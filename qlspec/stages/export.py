@@ -68,7 +68,7 @@ def run(ctx: StageContext) -> None:
     stats = load_stats(ctx.inputs["data"])
     x = InputTransform.from_spec(spec.preprocess)(faces.images)
 
-    net = integerise(fq, spec, ctx.inputs["data"])
+    net = integerise(fq, spec, load_split(ctx.inputs["data"], "train"), faces)
     q = net.quantise_input(x)
     int32 = Int32Report()
     xs = x.numpy()

@@ -104,7 +104,7 @@ def run(ctx: StageContext) -> None:
     prep = InputTransform.from_spec(spec.preprocess)
     fq = float_to_fake(net, cfg, prep(train_set.images[:EXAMPLE_BATCH]))
     face_model = load_face_model(ctx.inputs["data"])
-    integer = IntegerEvaluation(ctx, val_set, stats, face_model, prep)
+    integer = IntegerEvaluation(ctx, train_set, val_set, stats, face_model, prep)
     if q.algorithm == "pact":
         settings = t.distributed
         size = team_size(settings)
@@ -159,8 +159,8 @@ class IntegerEvaluation:
     split, by the torch executor. Remembers its last result, so validating the final QAT epoch and
     writing the rung cost one integerisation."""
 
-    def __init__(self, ctx: StageContext, val_set, stats, face_model, prep: InputTransform) -> None:
-        self.ctx, self.val_set, self.stats, self.face_model, self.prep = ctx, val_set, stats, face_model, prep
+    def __init__(self, ctx: StageContext, train_set, val_set, stats, face_model, prep: InputTransform) -> None:
+        self.ctx, self.train_set, self.val_set, self.stats, self.face_model, self.prep = ctx, train_set, val_set, stats, face_model, prep
         self.last: tuple[dict, np.ndarray, np.ndarray] | None = None
 
     def outputs(self, fq: torch.nn.Module) -> tuple[np.ndarray, np.ndarray]:
@@ -170,7 +170,7 @@ class IntegerEvaluation:
         state = {k: v.clone() for k, v in fq.state_dict().items()}
         if self.last is not None and state.keys() == self.last[0].keys() and all(torch.equal(state[k], self.last[0][k]) for k in state):
             return self.last[1], self.last[2]
-        net = integerise(fq, self.ctx.spec, self.ctx.inputs["data"])
+        net = integerise(fq, self.ctx.spec, self.train_set, self.val_set)
         out = integer_outputs(net, self.val_set, self.prep)
         eps = np.broadcast_to(net.output_eps, out.shape[1:]).astype(np.float64)
         self.last = (state, out, eps)
@@ -194,7 +194,7 @@ def _qat_in_process(job: tuple[StageContext, dict[str, torch.Tensor]]) -> dict[s
     prep = InputTransform.from_spec(spec.preprocess)
     fq = float_to_fake(registry.build_from_record(float_dir).eval(), quant_config(spec), prep(train_set.images[:EXAMPLE_BATCH]))
     fq.load_state_dict(initial)
-    integer = IntegerEvaluation(ctx, val_set, stats, load_face_model(data), prep)
+    integer = IntegerEvaluation(ctx, train_set, val_set, stats, load_face_model(data), prep)
     history = _qat(ctx, fq, train_set, val_set, stats, integer)
     if not world().is_main:
         return None
