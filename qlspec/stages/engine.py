@@ -16,6 +16,8 @@ partial folder when it is run again with the same key. The record is versioned (
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import hashlib
 import importlib
 import json
@@ -299,7 +301,10 @@ class Pipeline:
             if self.read_record(up) is None:
                 raise StageError(f"input stage '{up}' has not been built", where=str(path))
         started = time.time()
-        _implementation(stage)(StageContext(self.spec, self.spec_path, partial, inputs, self.build_dir, progress, log, options))
+        try:
+            _implementation(stage)(StageContext(self.spec, self.spec_path, partial, inputs, self.build_dir, progress, log, options))
+        finally:
+            release_memory()
         (partial / RECORD).unlink(missing_ok=True)
         record = {
             "schema": RECORD_SCHEMA,
@@ -422,3 +427,16 @@ def digest_outputs(folder: Path) -> dict[str, dict[str, Any]]:
         str(f.relative_to(folder)): {"size": f.stat().st_size, "sha256": digest_file(f)}
         for f in sorted(p for p in folder.rglob("*") if p.is_file())
     }
+
+
+def release_memory() -> None:
+    """Hand the memory a finished stage freed back to the system (glibc's ``malloc_trim``; a no-op
+    elsewhere), so the next stage of the same process starts from what is still in use rather than
+    from the earlier stage's high-water mark (measured: the default app's quantise stage peaked 0.5 GB
+    higher after data and train had run in the same process)."""
+    gc.collect()
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.malloc_trim(0)
