@@ -156,25 +156,23 @@ def main() -> None:
         peaks: dict[str, int] = {}
         wall, out = apply(folder, spec, peaks)
         peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB on Linux
-        first = ran(out)
-        per_stage = stage_seconds(build, first)
+        per_stage = stage_seconds(build, ran(out))
+        source = str(args.spec) if args.spec else "tiny app (bench/apply.py's TINY)"
+        print(f"qlspec apply of {source}, {spec['training']['threads']} training thread(s)")
+        print(f"{'from scratch':28s} {wall:8.1f} s wall, peak memory {peak_mib:,.0f} MiB")
+        for stage, s in per_stage.items():
+            print(f"  {stage:26s} {s:8.1f} s  {100 * s / wall:5.1f}%   peak {peaks.get(stage, 0) / 2**20:7,.0f} MiB (process tree)")
+        print(f"  {'(start-up, planning, report)':26s} {wall - sum(per_stage.values()):8.1f} s", flush=True)
+
         noops = [apply(folder, spec) for _ in range(args.repeats)]
         noop_ran = sorted({s for _, o in noops for s in ran(o)})
+        noop = statistics.median(t for t, _ in noops)
+        print(f"{'no-op re-apply':28s} {noop:8.2f} s wall (median of {args.repeats}){'; RAN ' + ', '.join(noop_ran) if noop_ran else ''}")
         wall_change, out_change = apply(folder, changed(spec, args.change))
         reran = ran(out_change)
-        per_change = stage_seconds(build, reran)
-
-    source = str(args.spec) if args.spec else "tiny app (bench/apply.py's TINY)"
-    print(f"qlspec apply of {source}, {spec['training']['threads']} training thread(s)")
-    print(f"{'from scratch':28s} {wall:8.1f} s wall, peak memory {peak_mib:,.0f} MiB")
-    for stage, s in per_stage.items():
-        print(f"  {stage:26s} {s:8.1f} s  {100 * s / wall:5.1f}%   peak {peaks.get(stage, 0) / 2**20:7,.0f} MiB (process tree)")
-    print(f"  {'(start-up, planning, report)':26s} {wall - sum(per_stage.values()):8.1f} s")
-    noop = statistics.median(t for t, _ in noops)
-    print(f"{'no-op re-apply':28s} {noop:8.2f} s wall (median of {args.repeats}){'; RAN ' + ', '.join(noop_ran) if noop_ran else ''}")
-    print(f"{'after ' + args.change:28s} {wall_change:8.1f} s wall, reran {', '.join(reran) or 'nothing'}")
-    for stage, s in per_change.items():
-        print(f"  {stage:26s} {s:8.1f} s")
+        print(f"{'after ' + args.change:28s} {wall_change:8.1f} s wall, reran {', '.join(reran) or 'nothing'}")
+        for stage, s in stage_seconds(build, reran).items():
+            print(f"  {stage:26s} {s:8.1f} s")
 
 
 if __name__ == "__main__":
