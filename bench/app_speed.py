@@ -39,11 +39,10 @@ def main() -> None:
     import warnings
 
     import onnxruntime as ort
-    import torch
 
     warnings.filterwarnings("ignore", category=DeprecationWarning)  # torch.onnx's legacy exporter, chosen on purpose
     logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization's advice on pre-processing
-    from infer import applied_app
+    from infer import applied_app, export_float
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     from qlspec.codegen.build import build_project, run_binary
@@ -71,17 +70,7 @@ def main() -> None:
         results["qlspec cpu (int8, exact)"] = ours
 
         # onnxruntime: the float network and its int8 QDQ quantisation
-        float_path, qdq_path = tmp / "float.onnx", tmp / "qdq.onnx"
-        torch.onnx.export(
-            net,
-            (torch.from_numpy(floats[:1]),),
-            str(float_path),
-            input_names=["x"],
-            output_names=["y"],
-            dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
-            opset_version=17,
-            dynamo=False,
-        )
+        float_path, qdq_path = export_float(net, floats, tmp / "float.onnx"), tmp / "qdq.onnx"
 
         class Calibration(CalibrationDataReader):
             def __init__(self) -> None:

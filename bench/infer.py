@@ -97,11 +97,8 @@ def applied_app(build: Path, batch: int) -> tuple[Graph, torch.nn.Module, np.nda
     return load_graph(build / "convert" / "graph"), net.eval(), transform(images).numpy(), integer_inputs(images, meta["input"], transform)
 
 
-def float_session(net: torch.nn.Module, floats: np.ndarray, threads: int, tmp: Path):
-    """An onnxruntime session of the float network on `threads` threads."""
-    import onnxruntime as ort
-
-    path = tmp / "float.onnx"
+def export_float(net: torch.nn.Module, floats: np.ndarray, path: Path) -> Path:
+    """The float network as an ONNX file at `path`, batch size free (input ``x``, output ``y``)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.onnx's legacy exporter, chosen on purpose (no onnxscript needed)
         torch.onnx.export(
@@ -114,6 +111,14 @@ def float_session(net: torch.nn.Module, floats: np.ndarray, threads: int, tmp: P
             opset_version=17,
             dynamo=False,
         )
+    return path
+
+
+def float_session(net: torch.nn.Module, floats: np.ndarray, threads: int, tmp: Path):
+    """An onnxruntime session of the float network on `threads` threads."""
+    import onnxruntime as ort
+
+    path = export_float(net, floats, tmp / "float.onnx")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
