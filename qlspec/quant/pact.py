@@ -33,6 +33,7 @@ floor or round), and ``clip_lo`` / ``clip_hi``.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -62,32 +63,83 @@ class PACTQuantFunc(torch.autograd.Function):
     gradients, reduced to their own shape); ``q_lo``, ``q_hi`` (integers, ``q_lo*eps == clip_lo``
     and ``q_hi*eps == clip_hi`` up to float rounding); ``rule``: ``'floor'`` (``floor(v)``),
     ``'half_up'`` (``floor(v + 0.5)``) or ``'half_even'`` (``round(v)``), ``v = x/eps`` in x's dtype.
+    Where ``x >= clip_hi`` the code is ``q_hi`` and where ``x < clip_lo`` it is ``q_lo``, whatever
+    the rounding of ``x/eps`` (the clamp already gives that unless ``clip_hi/eps`` rounds below the
+    last level, which `_pin_to_bounds` checks once per call on the bounds, not per element).
 
     The rules are exact, with no tolerance: the integer network applies the same rule to the exact
     real value (`qlspec.export.requant`), and the evaluation that must agree with it bit for bit runs
     that integer arithmetic itself rather than this float approximation of it.
+
+    Cost: with one bound per tensor (activations) the backward pass reads the saved input through
+    PyTorch's vectorised ``hardtanh_backward`` and ``threshold_backward`` kernels; masks would need
+    ``torch.where`` over a random pattern, which ran at a sixth of their speed and was a third of a
+    QAT step (bench/RESULTS.md). Per-channel bounds (weights, small tensors) keep two bool masks.
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, eps: Tensor, clip_lo: Tensor, clip_hi: Tensor, q_lo: int, q_hi: int, rule: str) -> Tensor:
-        below = x < clip_lo
-        above = x >= clip_hi
-        v = x / eps
-        q = round_by(v, rule).clamp(q_lo, q_hi)
-        q = torch.where(above, torch.full_like(q, q_hi), q)
-        q = torch.where(below, torch.full_like(q, q_lo), q)
-        ctx.save_for_backward(below, above)
+        q = round_by_(x / eps, rule).clamp_(q_lo, q_hi)
+        _pin_to_bounds(q, x, eps, clip_lo, clip_hi, q_lo, q_hi, rule)
         ctx.lo_shape, ctx.hi_shape = clip_lo.shape, clip_hi.shape
-        return q * eps
+        ctx.scalar_bounds = clip_lo.numel() == 1 and clip_hi.numel() == 1 and clip_lo.dtype == clip_hi.dtype == x.dtype
+        if ctx.scalar_bounds:
+            ctx.save_for_backward(x)
+            ctx.lo, ctx.hi = clip_lo.item(), clip_hi.item()
+            ctx.below_lo, ctx.below_hi = (_next_down(b) for b in (clip_lo, clip_hi))
+        else:
+            ctx.save_for_backward(x < clip_lo, x >= clip_hi)
+        return q.mul_(eps)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
+        need_x, need_lo, need_hi = (ctx.needs_input_grad[i] for i in (0, 2, 3))
+        if ctx.scalar_bounds:
+            (x,) = ctx.saved_tensors
+            # hardtanh_backward zeroes where x <= min or x >= max: min = the float below lo, so x < lo
+            grad_x = torch.ops.aten.hardtanh_backward(grad, x, ctx.below_lo, ctx.hi) if need_x else None
+            grad_lo = torch.where(x < ctx.lo, grad, 0.0).sum().reshape(ctx.lo_shape) if need_lo else None
+            # threshold_backward keeps grad where x > threshold: the float below hi, so x >= hi
+            grad_hi = torch.ops.aten.threshold_backward(grad, x, ctx.below_hi).sum().reshape(ctx.hi_shape) if need_hi else None
+            return grad_x, None, grad_lo, grad_hi, None, None, None
         below, above = ctx.saved_tensors
         zero = torch.zeros((), dtype=grad.dtype, device=grad.device)
-        grad_x = torch.where(below | above, zero, grad) if ctx.needs_input_grad[0] else None
-        grad_lo = torch.where(below, grad, zero).sum_to_size(ctx.lo_shape) if ctx.needs_input_grad[2] else None
-        grad_hi = torch.where(above, grad, zero).sum_to_size(ctx.hi_shape) if ctx.needs_input_grad[3] else None
+        grad_x = torch.where(below | above, zero, grad) if need_x else None
+        grad_lo = torch.where(below, grad, zero).sum_to_size(ctx.lo_shape) if need_lo else None
+        grad_hi = torch.where(above, grad, zero).sum_to_size(ctx.hi_shape) if need_hi else None
         return grad_x, None, grad_lo, grad_hi, None, None, None
+
+
+def _next_down(bound: Tensor) -> float:
+    """The largest value of `bound`'s dtype below it, as a Python float (exact for float32 and float64)."""
+    return torch.nextafter(bound.reshape(()), torch.tensor(-math.inf, dtype=bound.dtype)).item()
+
+
+def _pin_to_bounds(q: Tensor, x: Tensor, eps: Tensor, clip_lo: Tensor, clip_hi: Tensor, q_lo: int, q_hi: int, rule: str) -> None:
+    """Set ``q = q_hi`` where ``x >= clip_hi`` and ``q = q_lo`` where ``x < clip_lo``, in place.
+
+    Division by a positive ``eps`` and the rounding rules are monotone, so ``x >= clip_hi`` gives
+    ``rule(x/eps) >= rule(clip_hi/eps)`` (and likewise below ``clip_lo``): when the bounds' own codes
+    already reach ``q_hi`` (``q_lo``), the clamp has pinned every such element and the per-element
+    comparison is skipped. Otherwise (e.g. ``clip_hi/eps`` rounds to 254.99998 under ``floor``) the
+    elements are found and set.
+    """
+    dtype = q.dtype
+    if not bool((round_by(clip_hi.to(dtype) / eps.to(dtype), rule) >= q_hi).all()):
+        q.masked_fill_(x >= clip_hi, q_hi)
+    if not bool((round_by(clip_lo.to(dtype) / eps.to(dtype), rule) <= q_lo).all()):
+        q.masked_fill_(x < clip_lo, q_lo)
+
+
+def round_by_(v: Tensor, rule: str) -> Tensor:
+    """`round_by` in place on `v` (a temporary the caller owns); returns `v`."""
+    if rule == "floor":
+        return v.floor_()
+    if rule == "half_up":
+        return v.add_(0.5).floor_()
+    if rule == "half_even":
+        return v.round_()
+    raise ValueError(f"unknown rounding rule {rule!r} (one of {', '.join(RULES)})")
 
 
 def round_by(v: Tensor, rule: str) -> Tensor:
