@@ -1,5 +1,9 @@
-"""``training.compile``: a speed field; compiled training steps give eager's keys and, up to float noise,
-its weights, for the float net and a QAT net; a net that fails to compile trains eagerly, bit-exactly."""
+"""How the trainer runs: ``training.compile`` and the memory format of its batches.
+
+Compiled training steps give eager's keys and, up to float noise, its weights, for the float net and a
+QAT net; a net that fails to compile trains eagerly, bit-exactly. channels_last training (CUDA's
+``precision: auto``) gives the default format's weights up to float noise; a net with a strided 1x1
+convolution trains on contiguous NCHW batches on a CPU, where channels_last crashed oneDNN."""
 
 from __future__ import annotations
 
@@ -61,11 +65,11 @@ def _qat_net() -> nn.Module:
     return fq
 
 
-def _train(data, ckpt, net: nn.Module, compile: bool, qat: bool = False) -> dict[str, torch.Tensor]:
+def _train(data, ckpt, net: nn.Module, compile: bool, qat: bool = False, channels_last: bool = False) -> dict[str, torch.Tensor]:
     tr, va, stats = data
     train(
         net, tr, va, stats=stats, epochs=1, batch_size=8, lr=0.02, loss_cfg=LossConfig(1.0, 10.0), ckpt_dir=ckpt, seed=5,
-        hardware=Hardware(device=torch.device("cpu"), compile=compile),
+        hardware=Hardware(device=torch.device("cpu"), compile=compile, channels_last=channels_last),
         params_for_optimiser=pact_param_groups(net, 0.02) if qat else None,
     )  # fmt: skip
     return torch.load(ckpt / CHECKPOINT_NAME, weights_only=True)["model"]
@@ -111,3 +115,25 @@ def test_a_net_that_fails_to_compile_trains_eagerly_and_bit_exactly(data, tmp_pa
     _assert_close(eager, fallback, exact=True)
     said = [r.getMessage() for r in caplog.records if r.name == "qlspec.training.trainer"]
     assert len(said) == 1 and "training eagerly" in said[0] and "no compiler today" in said[0] and "second line" not in said[0]
+
+
+class _Downsampling(nn.Module):
+    """A residual network's strided 1x1 shortcut, 4 -> 8 channels at 64x64: oneDNN's AVX-512 kernel crashed on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 4, 3, 1, 1, bias=False), nn.Upsample(scale_factor=2))
+        self.down = nn.Conv2d(4, 8, 1, 2, bias=False)
+        self.head = nn.Linear(8, 62)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.down(self.stem(x)).mean((2, 3)))
+
+
+def test_a_net_with_a_strided_pointwise_convolution_trains_on_nchw_batches_on_cpu(data, tmp_path):
+    assert trainer.channels_last_safe(_float_net(), torch.device("cpu"))
+    torch.manual_seed(0)
+    net = _Downsampling()
+    assert not trainer.channels_last_safe(net, torch.device("cpu")) and trainer.channels_last_safe(net, torch.device("cuda"))
+    _train(data, tmp_path, net, compile=False)  # on the transform's channels_last batches it crashed this process (AVX-512 Xeon)
+    assert net.down.weight.is_contiguous()
