@@ -237,9 +237,9 @@ def observe_accumulators(gm: fx.GraphModule, w: _Walker, x: np.ndarray, batch: i
                 return
             r = w.requants[name]
             eps_out = float(mod.get_eps())
-            v = args[0].detach().double().numpy()
-            axes = tuple(i for i in range(v.ndim) if i != 1)
-            lo, hi = v.min(axis=axes), v.max(axis=axes)
+            v = args[0].detach()
+            axes = tuple(i for i in range(v.dim()) if i != 1)  # extremes in v's dtype, then float64: exact, no float64 copy of v
+            lo, hi = (e.double().numpy() for e in (v.amin(dim=axes), v.amax(dim=axes)))
             ratio = r.ratio.reshape(-1) if r.ratio.size == lo.size else r.ratio
             bias = r.bias.reshape(-1) if r.bias.size == lo.size else r.bias
             with np.errstate(divide="ignore", invalid="ignore"):  # a channel with ratio 0 ignores its accumulator

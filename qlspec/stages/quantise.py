@@ -48,7 +48,7 @@ from qlspec.quant import PACTController, QuantConfig, calibrate, float_to_fake, 
 from qlspec.quant.controllers import is_frozen
 from qlspec.report import write_rungs
 from qlspec.spec.models import AppSpec
-from qlspec.stages.engine import StageContext
+from qlspec.stages.engine import StageContext, release_memory
 from qlspec.training.distributed import launch, team_size, world
 from qlspec.training.hardware import Hardware
 from qlspec.training.loss import LossConfig
@@ -116,6 +116,7 @@ def run(ctx: StageContext) -> None:
             fq.load_state_dict(done["state"])
             (ctx.out / "history.json").write_text(json.dumps(done["history"], indent=2) + "\n")
         fq.to("cpu")
+        release_memory()  # QAT's step buffers, before F2T and the evaluations add their own
     else:
         n = min(q.ptq.samples, len(train_set))
         batches = [prep(train_set.images[s : min(s + 64, n)]) for s in range(0, n, 64)]
