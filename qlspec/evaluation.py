@@ -26,8 +26,9 @@ if TYPE_CHECKING:
 
 
 def load_split(data_dir: Path, split: str) -> FaceSet:
-    """The `split` ('train' or 'val') written by the data stage."""
-    return FaceSet.load(data_dir / f"{split}.npz")
+    """The `split` ('train' or 'val') written by the data stage. The training split's images stay in
+    the file and are read a batch at a time (`DiskImages`): 518 MB of the default app's memory."""
+    return FaceSet.load(data_dir / f"{split}.npz", images_on_disk=split == "train")
 
 
 def load_stats(data_dir: Path) -> ParamStats:

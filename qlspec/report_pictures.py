@@ -88,7 +88,7 @@ def landmark_section(build_dir: Path, outputs: Mapping[str, np.ndarray]) -> str:
     faces = load_split(build_dir / "data", "val").subset(slice(0, n))
     stats, model = load_stats(build_dir / "data"), load_face_model(build_dir / "data")
     preds = {rung: landmarks_from_outputs(z[:n], stats, model) for rung, z in outputs.items()}
-    landmark_overlays(faces.images, faces.landmarks, preds, build_dir / "landmarks.png", n=n)
+    landmark_overlays(np.asarray(faces.images), faces.landmarks, preds, build_dir / "landmarks.png", n=n)
     return (
         f"One column per rung (rungs with identical landmarks share one), one row per image (the first {n} "
         f"validation images): the rung's 68 landmarks (crosses) over the ground truth (green dots), and their mean "

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from qlspec import atomic
+from qlspec.data.disk_images import DiskImages
 
 __all__ = ["FaceSet"]
 
@@ -27,7 +28,7 @@ __all__ = ["FaceSet"]
 class FaceSet:
     """Images, parameters, landmarks and yaw of N faces (see module docstring for units)."""
 
-    images: np.ndarray
+    images: np.ndarray | DiskImages
     params: np.ndarray
     landmarks: np.ndarray
     yaw_deg: np.ndarray
@@ -62,7 +63,9 @@ class FaceSet:
         atomic.save_npz(path, images=self.images, params=self.params, landmarks=self.landmarks, yaw_deg=self.yaw_deg)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> FaceSet:
-        """Read a file written by `save`."""
+    def load(cls, path: str | os.PathLike[str], *, images_on_disk: bool = False) -> FaceSet:
+        """Read a file written by `save`; with `images_on_disk`, all but the images, which stay in the
+        file and are read where they are indexed (`DiskImages`: training reads a batch at a time)."""
         with np.load(path) as z:
-            return cls(z["images"], z["params"], z["landmarks"], z["yaw_deg"])
+            images = DiskImages(path) if images_on_disk else z["images"]
+            return cls(images, z["params"], z["landmarks"], z["yaw_deg"])

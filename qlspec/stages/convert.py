@@ -58,7 +58,7 @@ def run(ctx: StageContext) -> None:
     faces = faces.subset(slice(0, min(spec.verify.samples, len(faces))))
     stats = load_stats(ctx.inputs["data"])
     face_model = load_face_model(ctx.inputs["data"])
-    q = integer_inputs(faces.images, meta["input"], InputTransform.from_spec(spec.preprocess))
+    q = integer_inputs(np.asarray(faces.images), meta["input"], InputTransform.from_spec(spec.preprocess))
     eps = np.asarray(meta["output"]["eps"], np.float64)
     tq = np.load(ctx.inputs["export"] / "tq_outputs.npz")["output"]
 

@@ -74,7 +74,7 @@ def run(ctx: StageContext) -> None:
                 fetch=("output_0.npy", "timing.json"),
             )
             t3 = time.perf_counter()
-            photos = write_photos(samples.faces.images, Path(tmp) / "photos")
+            photos = write_photos(np.asarray(samples.faces.images), Path(tmp) / "photos")
             board.run_app(
                 rid,
                 APP,

@@ -38,7 +38,7 @@ def validation_samples(ctx: StageContext, n: int) -> Samples:
     graph = load_graph(ctx.inputs["convert"] / "graph")
     faces = load_split(ctx.inputs["data"], "val")
     faces = faces.subset(slice(0, min(n, len(faces))))
-    q = integer_inputs(faces.images, meta["input"], InputTransform.from_spec(spec.preprocess))
+    q = integer_inputs(np.asarray(faces.images), meta["input"], InputTransform.from_spec(spec.preprocess))
     expected = np.load(ctx.inputs["convert"] / "outputs.npz")["graph"][: len(faces)]
     return Samples(
         faces, q.astype(graph.tensors[graph.inputs[0]].dtype), expected.astype(np.int64), np.asarray(meta["output"]["eps"], np.float64)

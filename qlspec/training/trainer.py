@@ -66,6 +66,7 @@ import torch
 from torch import nn
 
 from qlspec import atomic
+from qlspec.data.disk_images import DiskImages
 from qlspec.data.faceset import FaceSet
 from qlspec.errors import CheckpointError
 from qlspec.face.morphable import FaceModel, synthetic_face_model
@@ -428,7 +429,13 @@ class _StepBatches(torch.utils.data.Dataset):
     """Item ``i``: this process's share of global batch ``i`` of an epoch's order, as (inputs, targets)."""
 
     def __init__(
-        self, images: np.ndarray, targets: torch.Tensor, order: torch.Tensor, batch_size: int, w: World, transform: InputTransform
+        self,
+        images: np.ndarray | DiskImages,
+        targets: torch.Tensor,
+        order: torch.Tensor,
+        batch_size: int,
+        w: World,
+        transform: InputTransform,
     ):
         self.images, self.targets, self.order, self.batch_size, self.w, self.transform = images, targets, order, batch_size, w, transform
 
@@ -441,7 +448,13 @@ class _StepBatches(torch.utils.data.Dataset):
 
 
 def _batches(
-    images: np.ndarray, targets: torch.Tensor, order: torch.Tensor, batch_size: int, w: World, transform: InputTransform, hw: Hardware
+    images: np.ndarray | DiskImages,
+    targets: torch.Tensor,
+    order: torch.Tensor,
+    batch_size: int,
+    w: World,
+    transform: InputTransform,
+    hw: Hardware,
 ) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
     steps = _StepBatches(images, targets, order, batch_size, w, transform)
     if hw.workers == 0 and not hw.pin_memory:
