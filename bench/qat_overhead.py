@@ -1,7 +1,8 @@
 """What quantisation-aware training costs per step: float against qlspec PACT (8 and 4 bits) and torch.ao.
 
 One training step (forward, MSE loss on the 62 outputs, backward, SGD with Nesterov momentum) of the
-default app's network (3DDFA MobileNet-V1 x0.5, 120x120) on the same batch and threads, for:
+default app's network (3DDFA MobileNet-V1 x0.5, 120x120) on the same batch and threads, in the memory
+layout the trainer's batches have (channels_last strides; ``--nchw``: contiguous), for:
 
 - float: the network as the train stage trains it;
 - qlspec PACT w8a8 and w4a4: `float_to_fake` of the same network with the default preset's settings
@@ -15,7 +16,7 @@ Each variant runs `--steps` steps per round after a warm-up, the variants in tur
 rounds; printed are the median step time over rounds and each variant's ratio to float, with the
 range of the per-round ratios (load on the machine moves all variants of a round alike).
 
-    python bench/qat_overhead.py [--batch 64] [--threads 2] [--steps 5] [--rounds 3]
+    python bench/qat_overhead.py [--batch 64] [--threads 2] [--steps 5] [--rounds 3] [--nchw]
 """
 
 from __future__ import annotations
@@ -85,12 +86,15 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch threads (the default app trains on 2)")
     ap.add_argument("--steps", type=int, default=5, help="timed steps per variant and round")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--nchw", action="store_true", help="contiguous NCHW batches (the trainer's are channels_last)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
     net = registry.build("3ddfa-mobilenet-v1", 0.5)
     x = torch.nn.functional.avg_pool2d(torch.rand(args.batch, 3, 120, 120) * 2 - 1, 5, 1, 2)
+    if not args.nchw:  # the trainer's layout: the input transform's NHWC batch seen as NCHW (channels_last strides)
+        x = x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
     y = torch.randn(args.batch, 62)
     variants: dict[str, Callable[[], None]] = {}
     float_net = copy.deepcopy(net)
@@ -114,7 +118,7 @@ def main() -> None:
 
     print(
         f"3DDFA MobileNet-V1 x0.5, 120x120, batch {args.batch}, {args.threads} thread(s), "
-        f"{args.steps} steps x {args.rounds} rounds, torch {torch.__version__}"
+        f"{args.steps} steps x {args.rounds} rounds, {'NCHW' if args.nchw else 'channels_last'} batches, torch {torch.__version__}"
     )
     print(f"{'variant':28s} {'ms/step':>9s} {'img/s':>8s} {'x float':>8s} {'(range over rounds)':>21s}")
     for name, ts in times.items():

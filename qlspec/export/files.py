@@ -134,8 +134,9 @@ def run_onnxruntime(model: onnx.ModelProto, inputs: np.ndarray, *, threads: int 
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     sess = ort.InferenceSession(dory.strip_annotations(model).SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    x = np.asarray(inputs, np.float32)
-    return np.concatenate([sess.run([OUTPUT], {INPUT: x[s : s + batch]})[0] for s in range(0, max(len(x), 1), batch)])
+    return np.concatenate(
+        [sess.run([OUTPUT], {INPUT: np.asarray(inputs[s : s + batch], np.float32)})[0] for s in range(0, max(len(inputs), 1), batch)]
+    )
 
 
 def histogram(diff: np.ndarray) -> dict[str, int]:
