@@ -21,14 +21,16 @@ import numpy as np
 from qlspec import atomic
 from qlspec.data.disk_images import DiskImages
 
-__all__ = ["FaceSet"]
+__all__ = ["FaceSet", "Images"]
+
+Images = np.ndarray | DiskImages  # a split's images: in memory, or read from the file where indexed
 
 
 @dataclass(frozen=True, eq=False)
 class FaceSet:
     """Images, parameters, landmarks and yaw of N faces (see module docstring for units)."""
 
-    images: np.ndarray | DiskImages
+    images: Images
     params: np.ndarray
     landmarks: np.ndarray
     yaw_deg: np.ndarray

@@ -66,8 +66,7 @@ import torch
 from torch import nn
 
 from qlspec import atomic
-from qlspec.data.disk_images import DiskImages
-from qlspec.data.faceset import FaceSet
+from qlspec.data.faceset import FaceSet, Images
 from qlspec.errors import CheckpointError
 from qlspec.face.morphable import FaceModel, synthetic_face_model
 from qlspec.face.params import ParamStats
@@ -428,15 +427,7 @@ def _data_parallel(net: nn.Module, w: World, dev: torch.device, find_unused: boo
 class _StepBatches(torch.utils.data.Dataset):
     """Item ``i``: this process's share of global batch ``i`` of an epoch's order, as (inputs, targets)."""
 
-    def __init__(
-        self,
-        images: np.ndarray | DiskImages,
-        targets: torch.Tensor,
-        order: torch.Tensor,
-        batch_size: int,
-        w: World,
-        transform: InputTransform,
-    ):
+    def __init__(self, images: Images, targets: torch.Tensor, order: torch.Tensor, batch_size: int, w: World, transform: InputTransform):
         self.images, self.targets, self.order, self.batch_size, self.w, self.transform = images, targets, order, batch_size, w, transform
 
     def __len__(self) -> int:
@@ -448,13 +439,7 @@ class _StepBatches(torch.utils.data.Dataset):
 
 
 def _batches(
-    images: np.ndarray | DiskImages,
-    targets: torch.Tensor,
-    order: torch.Tensor,
-    batch_size: int,
-    w: World,
-    transform: InputTransform,
-    hw: Hardware,
+    images: Images, targets: torch.Tensor, order: torch.Tensor, batch_size: int, w: World, transform: InputTransform, hw: Hardware
 ) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
     steps = _StepBatches(images, targets, order, batch_size, w, transform)
     if hw.workers == 0 and not hw.pin_memory:
