@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from shared_exports import shared_exports
 
 
 def qlspec(*args, cwd=None):
@@ -101,10 +102,8 @@ def test_new_offers_what_the_spec_library_holds(tmp_path):
 
 
 def test_convert_takes_the_input_precision_from_a_side_json_or_the_flags(tmp_path, repo_root):
-    shared = repo_root.parent / "shared" / "quantlab-exports" / "deeploy" / "Models_miniMobileNet" / "network.onnx"
+    shared = shared_exports() / "deeploy" / "Models_miniMobileNet" / "network.onnx"
     if not shared.is_file():
-        import pytest
-
         pytest.skip(f"shared QuantLab exports not found at {shared.parent}")
     model = tmp_path / "network.onnx"
     model.write_bytes(shared.read_bytes())
@@ -156,7 +155,7 @@ def test_convert_refuses_contradictory_or_unknown_input_precision(tmp_path, args
 
 
 def test_infer_maps_outputs_to_a_reference_by_the_models_names_else_in_order(tmp_path, repo_root):
-    case = repo_root.parent / "shared" / "quantlab-exports" / "deeploy" / "Kernels_Integer_Add_Regular_RQ"
+    case = shared_exports() / "deeploy" / "Kernels_Integer_Add_Regular_RQ"
     if not case.is_dir():
         pytest.skip(f"shared QuantLab exports not found at {case}")
     # the reference names its arrays arr_0, arr_1 (in order); the model's output is 'output'
