@@ -144,13 +144,7 @@ def round_by_(v: Tensor, rule: str) -> Tensor:
 
 def round_by(v: Tensor, rule: str) -> Tensor:
     """`v` to integers by `rule` (one of `RULES`): floor, half up (``floor(v + 0.5)``) or half to even."""
-    if rule == "floor":
-        return torch.floor(v)
-    if rule == "half_up":
-        return torch.floor(v + 0.5)
-    if rule == "half_even":
-        return torch.round(v)
-    raise ValueError(f"unknown rounding rule {rule!r} (one of {', '.join(RULES)})")
+    return round_by_(v.clone(), rule)
 
 
 def pact_quantize(x: Tensor, eps: Tensor, clip_lo: Tensor, clip_hi: Tensor, q_lo: int, q_hi: int, rule: str) -> Tensor:
