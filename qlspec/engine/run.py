@@ -42,6 +42,11 @@ def _check_input(name: str, info: TensorInfo, value: object, batch_free: bool) -
     return a
 
 
+def _fills(info: TensorInfo, dtype: np.dtype) -> bool:
+    """True when `info`'s range covers every value of integer `dtype`: then no value can lie outside it."""
+    return dtype.kind in "iu" and info.lo <= int(np.iinfo(dtype).min) and int(np.iinfo(dtype).max) <= info.hi
+
+
 def check_inputs(g: Graph, inputs: Mapping[str, np.ndarray], ops: Sequence[Op] | None = None) -> dict[str, np.ndarray]:
     """`inputs` as `g` takes them, in their containers: every input present, integer values within
     the declared range (float only for a `Quantise` input), the declared shape (axis 0 free when every
@@ -79,7 +84,7 @@ def run_graph(
         y = np.asarray(op.run(*args))
         (out,) = node.outputs
         info = g.tensors[out]
-        if y.size and not info.is_float and (int(y.min()) < info.lo or int(y.max()) > info.hi):
+        if y.size and not info.is_float and not _fills(info, y.dtype) and (int(y.min()) < info.lo or int(y.max()) > info.hi):
             raise GraphError(
                 f"result [{y.min()}, {y.max()}] outside its type {info.describe()} [{info.lo}, {info.hi}] (accumulator overflow?)",
                 where=node.where(),

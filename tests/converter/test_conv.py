@@ -5,23 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
+from conv_reference import requant_formula, torch_conv
 
 from qlspec.engine.ops import Conv
-
-
-def torch_conv(x, w, b, strides, pads, dilations, group):
-    t, left, btm, r = pads
-    xt = torch.nn.functional.pad(torch.tensor(x, dtype=torch.float64), (left, r, t, btm))
-    y = torch.nn.functional.conv2d(
-        xt,
-        torch.tensor(w, dtype=torch.float64),
-        None if b is None else torch.tensor(b, dtype=torch.float64),
-        stride=strides,
-        dilation=dilations,
-        groups=group,
-    )
-    return y.numpy().astype(np.int64)
 
 
 @pytest.mark.parametrize(
@@ -69,12 +55,6 @@ def test_depthwise_on_wide_inputs_matches_torch(c, width, k, strides, pads, dila
     b = rng.integers(-5000, 5000, c).astype(np.int32)
     op = Conv(strides=strides, pads=pads, dilations=dilations, group=c)
     assert np.array_equal(op.run(x, w, b), torch_conv(x, w, b, strides, pads, dilations, c))
-
-
-def requant_formula(acc, mul, add, div, lo, hi):
-    """RequantShift's docstring in Python integers, one value at a time."""
-    out = [min(max((int(a) * int(m) + int(d) + div // 2) // div, lo), hi) for a, m, d in np.nditer([acc, mul, add], flags=["refs_ok"])]
-    return np.array(out, np.int64).reshape(acc.shape)
 
 
 @pytest.mark.parametrize(

@@ -64,10 +64,12 @@ class Conv(Op):
         _, cg, kh, kw = ins[1].shape
         return outs[0].size * cg * kh * kw
 
-    def bound(self, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> int:
-        """A bound on |y| and on every partial sum of it: K * max|x| * max|w| + max|b| (actual values)."""
+    def bound(self, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, container: bool = False) -> int:
+        """A bound on |y| and on every partial sum of it: K * max|x| * max|w| + max|b| (actual values;
+        with `container`, max|x| is the largest magnitude x's integer dtype holds: no pass over x)."""
         _, cg, kh, kw = w.shape
-        return cg * kh * kw * max_abs(x) * max_abs(w) + (0 if b is None else max_abs(b))
+        x_max = max(-int(np.iinfo(x.dtype).min), int(np.iinfo(x.dtype).max)) if container else max_abs(x)
+        return cg * kh * kw * x_max * max_abs(w) + (0 if b is None else max_abs(b))
 
     def slices(
         self, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, bound: int | None = None

@@ -17,7 +17,10 @@ class ConvRequant(Op):
     """y = RequantShift(Conv(x, w, b), mul, add), exactly: the int32 accumulator of `Conv` (its
     docstring) requantised by `RequantShift` (its docstring). Inputs (x, w, b, mul, add), b may be
     absent (""). The accumulator is never materialised in memory: a few images at a time, it goes
-    from `Conv.slices` straight into `requantise_into`; the arithmetic is unchanged.
+    through torch's int8 GEMM or float32 convolution and an int32 requantisation
+    (`qlspec.engine.conv_requant_torch`, which states when each is exact), else from `Conv.slices`
+    straight into `requantise_into`; the arithmetic is the same. The result may be an NCHW view of
+    NHWC memory, which the next layer's GEMM reads without a copy.
     """
 
     op_type = "ConvRequant"
@@ -51,6 +54,11 @@ class ConvRequant(Op):
         return self.conv.macs(ins[:3], outs)
 
     def run(self, x, w, b, mul, add):
+        from qlspec.engine.conv_requant_torch import conv_requant  # torch loads only when a graph runs
+
+        fast = conv_requant(self, x, w, b, mul, add)
+        if fast is not None:
+            return fast
         conv = self.conv
         if any(p.ndim == 4 and p.shape[0] != 1 for p in (mul, add)):  # parameters per image: no slicing
             return self.requant.run(conv.run(x, w, b), mul, add)
