@@ -67,7 +67,8 @@ def run_graph(
     for a leading `Quantise`) and may differ from the declared shape on axis 0 when every op is
     batch-independent. Each node's result is checked to lie in its declared type's range (so an
     accumulator overflow is an error, never a silent wrap) and stored in that type's container.
-    With `keep_intermediates`, every activation tensor is returned, graph inputs included.
+    With `keep_intermediates`, every activation tensor is returned, graph inputs included. Returned
+    arrays are C-contiguous (inside, an op may hand the next one a differently strided view).
     `observe(node, inputs, result)` is called after each node (to collect statistics without keeping
     every tensor).
     """
@@ -97,5 +98,5 @@ def run_graph(
                 if t and last_use.get(t) == i and t not in keep:
                     del env[t]
     if keep_intermediates:
-        return {t: env[t] for t in g.activations()}
-    return {t: env[t] for t in g.outputs}
+        return {t: np.ascontiguousarray(env[t]) for t in g.activations()}
+    return {t: np.ascontiguousarray(env[t]) for t in g.outputs}
