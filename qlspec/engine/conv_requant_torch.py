@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from qlspec.engine.exact_matmul import max_abs
+from qlspec.engine.exact_matmul import max_abs, torch_float_is_exact
 from qlspec.engine.ops.requant_shift import shift_of
 from qlspec.graph.ir import TensorInfo
 
@@ -222,7 +222,7 @@ def conv_requant(
 ) -> np.ndarray | None:
     """`op.run(x, w, b, mul, add)` with torch's kernels, or None when a condition of the module's docstring fails."""
     layer = _layer(op, x, w, b, mul, add)
-    if layer is None:
+    if layer is None or not (layer.int8 or torch_float_is_exact()):
         return None
     n, m = x.shape[0], w.shape[0]
     _, _, ho, wo = op.conv.out_shape(TensorInfo(x.shape, 32, True), TensorInfo(w.shape, 8, True))

@@ -35,6 +35,26 @@ def exact_dtype(bound: int) -> np.dtype:
 
 
 def exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """`a @ b` (numpy matmul broadcasting) computed exactly, returned as int64."""
+    """`a @ b` (numpy matmul broadcasting) computed exactly, returned as int64.
+
+    Float products go through torch's BLAS: it shares its thread pool with the engine's other torch
+    kernels, where numpy's OpenBLAS would leave threads spinning after every product, stealing the
+    cores those kernels run on (the engine ran 2x slower on two threads than on one because of it)."""
     dt = exact_dtype(a.shape[-1] * max_abs(a) * max_abs(b))
+    if dt.kind == "f" and torch_float_is_exact():
+        import torch
+
+        return (torch.from_numpy(a.astype(dt)) @ torch.from_numpy(b.astype(dt))).numpy().astype(np.int64)
     return (a.astype(dt, copy=False) @ b.astype(dt, copy=False)).astype(np.int64)
+
+
+def torch_float_is_exact() -> bool:
+    """True unless the user let torch round float32 products or convolutions to a narrower format
+    (`torch.set_float32_matmul_precision("medium")`, oneDNN's bf16/tf32 modes): the engine then
+    computes its float products with numpy instead."""
+    import torch  # the engine's kernels are torch's; loaded only when a graph runs
+
+    ieee = ("none", "ieee")
+    mkldnn = torch.backends.mkldnn
+    modes = [getattr(getattr(mkldnn, part, None), "fp32_precision", "none") for part in ("matmul", "conv")]
+    return torch.get_float32_matmul_precision() == "highest" and all(mode in ieee for mode in modes)

@@ -109,3 +109,29 @@ def test_int32_requant_on_every_edge(offset, mul, add, shift, lo_hi, bound):
     plan.into(out, raw.clone())
     want = [min(max((a * mul + add + (1 << shift) // 2) >> shift, lo), hi) for a in accs]
     assert out.reshape(-1).tolist() == want
+
+
+def test_torch_float_rounding_modes_send_float_layers_back_to_numpy():
+    """A user's `torch.set_float32_matmul_precision("medium")` lets oneDNN round float32 products to
+    bf16; the engine's float32 kernels must then step aside, its int8 GEMM need not."""
+    from qlspec.engine.exact_matmul import exact_matmul
+
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (2, 8, 6, 6)).astype(np.uint8)
+    dw = ConvRequant(div=1 << 10, lo=0, hi=255, pads=(1, 1, 1, 1), group=8)
+    pw = ConvRequant(div=1 << 10, lo=0, hi=255)
+    w_dw = rng.integers(-128, 128, (8, 1, 3, 3)).astype(np.int8)
+    w_pw = rng.integers(-128, 128, (8, 8, 1, 1)).astype(np.int8)
+    mul, add = np.full((8, 1, 1), 3, np.int32), np.full((8, 1, 1), 1 << 16, np.int32)
+    a = rng.integers(-(1 << 7), 1 << 7, (4, 300)).astype(np.int64) * 101  # products bf16 cannot hold
+    b = rng.integers(-(1 << 7), 1 << 7, (300, 5)).astype(np.int64)
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("medium")
+        assert conv_requant(dw, x, w_dw, None, mul, add) is None
+        assert conv_requant(pw, x, w_pw, None, mul, add) is not None
+        assert np.array_equal(dw.run(x, w_dw, None, mul, add), docstring(dw, x, w_dw, None, mul, add))
+        assert np.array_equal(exact_matmul(a, b), a @ b)
+    finally:
+        torch.set_float32_matmul_precision(before)
+    assert conv_requant(dw, x, w_dw, None, mul, add) is not None
