@@ -5,7 +5,8 @@ numpy can, a few images at a time, with activations in NHWC memory (NCHW shape, 
 strides) so that a pointwise layer's input is already the left side of its GEMM. Every step is exact:
 
 - **Accumulators.** A pointwise layer over 8-bit inputs is one `torch._int_mm` (int8 x int8,
-  int32 accumulation: exact while ``K * 128 * 128 < 2**31``); an unsigned input is flipped to int8
+  int32 accumulation: exact while ``K * 128 * 128 < 2**31``, on a CPU where oneDNN's int8 GEMM is
+  exact at all: `int8_gemm_is_exact` measures it); an unsigned input is flipped to int8
   as ``x - 128`` (its sign bit), and the ``128 * sum(w)`` that takes away is added back through the
   requantiser's constants. Any other convolution is torch's float32 convolution, exact while every
   partial sum is an integer below 2**24 (the `Conv.bound` test of `exact_matmul`). Bias and offset
@@ -23,6 +24,7 @@ takes the numpy path.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -151,6 +153,24 @@ def _per_channel(p: np.ndarray, m: int) -> np.ndarray | None:
         return None
 
 
+@functools.cache
+def int8_gemm_is_exact() -> bool:
+    """Whether `torch._int_mm` is exact on this machine: measured once, on products whose pairs
+    overflow 16 bits. oneDNN's int8 GEMM is exact where the CPU has VNNI (or AMX), which accumulates
+    in int32; without it (`ONEDNN_MAX_CPU_ISA=AVX512_CORE` or AVX2, older CPUs) it multiplies with
+    ``vpmaddubsw``, whose 16-bit pair sums saturate, and is not. Then pointwise layers take the float32
+    convolution."""
+    if not hasattr(torch, "_int_mm"):
+        return False
+    rng = np.random.default_rng(0)
+    a = rng.integers(-128, 128, (64, 256)).astype(np.int8)
+    b = rng.integers(-128, 128, (256, 32)).astype(np.int8)
+    a[0], b[:, 0] = -128, -128  # and the largest products there are
+    with torch.no_grad():
+        got = torch._int_mm(torch.from_numpy(a), torch.from_numpy(b)).numpy()
+    return bool(np.array_equal(got, a.astype(np.int64) @ b.astype(np.int64)))
+
+
 @dataclass(frozen=True)
 class _Layer:
     """What one ConvRequant needs besides its input: the kernel's weights and the int32 requantiser."""
@@ -193,7 +213,7 @@ def _prepare(
     op: ConvRequant, x: np.ndarray, w: np.ndarray, b: np.ndarray | None, mul: np.ndarray, add: np.ndarray, bound: int
 ) -> _Layer | None:
     out_dtype = _TORCH.get(TensorInfo.for_range((), op.lo, op.hi).dtype)
-    if not hasattr(torch, "_int_mm") or out_dtype is None or x.dtype.kind not in "iu" or w.dtype.kind not in "iu":
+    if out_dtype is None or x.dtype.kind not in "iu" or w.dtype.kind not in "iu":
         return None
     m, cg, kh, kw = w.shape
     ch_mul, ch_add = _per_channel(mul, m), _per_channel(add, m)
@@ -201,7 +221,7 @@ def _prepare(
         return None
     pointwise = kh == kw == 1 and op.group == 1 and not any(op.pads) and op.dilations == (1, 1)
     w_lo, w_hi = (int(w.min()), int(w.max())) if w.size else (0, 0)
-    int8 = pointwise and x.dtype.itemsize == 1 and w_lo >= -128 and w_hi <= 127 and cg * 128 * 128 < _INT32
+    int8 = pointwise and x.dtype.itemsize == 1 and w_lo >= -128 and w_hi <= 127 and cg * 128 * 128 < _INT32 and int8_gemm_is_exact()
     if not int8 and bound >= _F32_EXACT:
         return None
     offset = np.zeros(m, np.int64) if b is None else b.astype(np.int64)

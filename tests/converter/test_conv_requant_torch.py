@@ -11,7 +11,7 @@ from conv_reference import requant_formula, torch_conv
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from qlspec.engine.conv_requant_torch import Int32Requant, conv_requant
+from qlspec.engine.conv_requant_torch import Int32Requant, conv_requant, int8_gemm_is_exact
 from qlspec.engine.ops import ConvRequant
 
 
@@ -129,9 +129,35 @@ def test_torch_float_rounding_modes_send_float_layers_back_to_numpy():
     try:
         torch.set_float32_matmul_precision("medium")
         assert conv_requant(dw, x, w_dw, None, mul, add) is None
-        assert conv_requant(pw, x, w_pw, None, mul, add) is not None
+        assert (conv_requant(pw, x, w_pw, None, mul, add) is not None) == int8_gemm_is_exact()
         assert np.array_equal(dw.run(x, w_dw, None, mul, add), docstring(dw, x, w_dw, None, mul, add))
         assert np.array_equal(exact_matmul(a, b), a @ b)
     finally:
         torch.set_float32_matmul_precision(before)
     assert conv_requant(dw, x, w_dw, None, mul, add) is not None
+
+
+def test_without_vnni_the_int8_gemm_is_measured_inexact_and_avoided(tmp_path):
+    """On a CPU without VNNI oneDNN's int8 GEMM saturates 16-bit pair sums. `ONEDNN_MAX_CPU_ISA=AVX2`
+    makes this machine such a CPU for one process: the engine must notice and stay exact."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "probe.py"
+    script.write_text(
+        "import numpy as np\n"
+        "from qlspec.engine.conv_requant_torch import int8_gemm_is_exact, conv_requant\n"
+        "from qlspec.engine.ops import ConvRequant\n"
+        "rng = np.random.default_rng(0)\n"
+        "x = rng.integers(0, 256, (2, 64, 6, 6)).astype(np.uint8)\n"
+        "w = rng.integers(-128, 128, (32, 64, 1, 1)).astype(np.int8)\n"
+        "op = ConvRequant(div=1 << 12, lo=0, hi=255)\n"
+        "mul, add = np.full((32, 1, 1), 5, np.int32), np.full((32, 1, 1), 1 << 19, np.int32)\n"
+        "acc = np.einsum('nchw,mc->nmhw', x.astype(np.int64), w[:, :, 0, 0].astype(np.int64))\n"
+        "want = np.clip((acc * 5 + (1 << 19) + (1 << 11)) >> 12, 0, 255)\n"
+        "print(int8_gemm_is_exact(), np.array_equal(op.run(x, w, None, mul, add), want))\n"
+    )
+    env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2")
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True"]
