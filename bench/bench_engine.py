@@ -68,7 +68,7 @@ def main() -> None:
         f"{s.macs * args.batch / 1e6:.1f} MMACs per batch, ops {s.op_counts}"
     )
     print(f"onnxruntime (float32, {args.threads} thread(s)): {t_ort * 1e3:8.1f} ms/batch")
-    print(f"qlspec engine (integer, numpy):        {t_eng * 1e3:8.1f} ms/batch")
+    print(f"qlspec engine (integer, exact):        {t_eng * 1e3:8.1f} ms/batch")
     print(f"ratio engine/onnxruntime: {t_eng / t_ort:.1f}x; outputs bit-exact vs onnxruntime: {np.array_equal(ours, theirs)}")
 
 

@@ -4,7 +4,7 @@ The graph is the default app's architecture (MobileNet-V1 x0.5, 120x120, PTQ w8a
 int32; BatchNorm statistics from images, weights random: the speed does not depend on them). Timed on
 the same float images, median of `--repeats` runs, in this run:
 
-- the reference engine (numpy, `qlspec.engine.run_graph`): rung TQ;
+- the reference engine (`qlspec.engine.run_graph`): rung TQ;
 - the torch executor (`qlspec.engine.torch_run`): rung FQI, QAT's integer evaluation;
 - onnxruntime on the DORY-flavour file (float32 Mul/Add/Div/Floor chains; not exact at int32 sizes).
 
@@ -64,7 +64,7 @@ def main() -> None:
         f"MobileNet-V1 x0.5 120x120, F2T graph (D {min(f.shift for f in ig.fits)}..{max(f.shift for f in ig.fits)}), "
         f"batch {n}, {args.threads} thread(s)"
     )
-    print(f"reference engine (numpy, rung TQ):   {n / t_ref:8.1f} img/s")
+    print(f"reference engine (rung TQ):          {n / t_ref:8.1f} img/s")
     print(f"torch executor (rung FQI):           {n / t_torch:8.1f} img/s   {t_ref / t_torch:5.1f}x the reference")
     print(f"onnxruntime (DORY file, float32):    {n / t_ort:8.1f} img/s   {t_ref / t_ort:5.1f}x the reference")
     print(

@@ -9,8 +9,9 @@ Side by side in one run, on the same images, batch and threads:
 
 Without `--build`, the graph comes from a freshly initialised 3DDFA MobileNet-V1 x0.5 (120x120, 62
 outputs: the default app's network; BatchNorm statistics from images, weights random, PTQ w8a8
-percentile-calibrated, D fitted for int32) through the export path; speed does not depend on the
-weights. With `--build DIR` (an applied app's build folder) it takes DIR/convert/graph and the
+percentile-calibrated, D fitted for int32) through the export path; speed depends on the weights
+only a little (through the requantisers' clamping intervals: random weights make the engine about
+10% slower than trained ones). With `--build DIR` (an applied app's build folder) it takes DIR/convert/graph and the
 trained float network of DIR/train, and the validation images of DIR/data.
 
     python bench/infer.py [--build build/3ddfa-synthetic] [--batch 64] [--repeats 5] [--threads 1] [--profile]
