@@ -244,6 +244,8 @@ def conv_requant(
     layer = _layer(op, x, w, b, mul, add)
     if layer is None or not (layer.int8 or torch_float_is_exact()):
         return None
+    if min(x.strides, default=0) < 0 or not x.dtype.isnative:
+        x = np.ascontiguousarray(x, x.dtype.newbyteorder("="))  # what torch.from_numpy takes
     n, m = x.shape[0], w.shape[0]
     _, _, ho, wo = op.conv.out_shape(TensorInfo(x.shape, 32, True), TensorInfo(w.shape, 8, True))
     out = torch.empty((n, ho, wo, m), dtype=layer.out_dtype)

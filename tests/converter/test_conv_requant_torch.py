@@ -161,3 +161,15 @@ def test_without_vnni_the_int8_gemm_is_measured_inexact_and_avoided(tmp_path):
     env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2")
     out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "True"]
+
+
+def test_reversed_and_foreign_byte_order_inputs():
+    """torch.from_numpy refuses negative strides and non-native byte order: such inputs are copied first."""
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 256, (2, 4, 7, 7)).astype(np.uint8)[:, :, ::-1, ::-1]
+    w = rng.integers(-128, 128, (4, 1, 3, 3)).astype(np.int8)
+    mul, add = np.full((4, 1, 1), 7, np.int32), np.full((4, 1, 1), 1 << 14, np.int32)
+    op = ConvRequant(div=1 << 12, lo=0, hi=255, pads=(1, 1, 1, 1), group=4)
+    assert np.array_equal(op.run(x, w, None, mul, add), docstring(op, x, w, None, mul, add))
+    x16 = x.astype(">i2")
+    assert np.array_equal(op.run(x16, w, None, mul, add), docstring(op, x16.astype(np.int16), w, None, mul, add))
