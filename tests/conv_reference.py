@@ -22,5 +22,8 @@ def torch_conv(x, w, b, strides, pads, dilations, group):
 
 def requant_formula(acc, mul, add, div, lo, hi):
     """RequantShift's docstring in Python integers, one value at a time."""
-    out = [min(max((int(a) * int(m) + int(d) + div // 2) // div, lo), hi) for a, m, d in np.nditer([acc, mul, add], flags=["refs_ok"])]
+    out = [
+        min(max((int(a) * int(m) + int(d) + div // 2) // div, lo), hi)
+        for a, m, d in np.nditer([acc, mul, add], flags=["refs_ok"], order="C")
+    ]
     return np.array(out, np.int64).reshape(acc.shape)

@@ -18,7 +18,7 @@ class ConvRequant(Op):
     docstring) requantised by `RequantShift` (its docstring). Inputs (x, w, b, mul, add), b may be
     absent (""). The accumulator is never materialised in memory: a few images at a time, it goes
     through torch's int8 GEMM or float32 convolution and an int32 requantisation
-    (`qlspec.engine.conv_requant_torch`, which states when each is exact), else from `Conv.slices`
+    (`qlspec.engine.torch_kernels`, which states when each is exact), else from `Conv.slices`
     straight into `requantise_into`; the arithmetic is the same. The result may be an NCHW view of
     NHWC memory, which the next layer's GEMM reads without a copy.
     """
@@ -54,7 +54,7 @@ class ConvRequant(Op):
         return self.conv.macs(ins[:3], outs)
 
     def run(self, x, w, b, mul, add):
-        from qlspec.engine.conv_requant_torch import conv_requant  # torch loads only when a graph runs
+        from qlspec.engine.torch_kernels import conv_requant  # torch loads only when a graph runs
 
         fast = conv_requant(self, x, w, b, mul, add)
         if fast is not None:

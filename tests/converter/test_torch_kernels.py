@@ -1,6 +1,6 @@
-"""ConvRequant through torch's kernels (int8 GEMM, float32 convolution, int32 requantisation)
-against its docstring in Python integers, on generated layers: the accumulator from torch in float64
-(exact for these sizes), the requantisation one value at a time."""
+"""Conv, ConvRequant and RequantShift through torch's kernels (int8 GEMM, float32 convolution, int32
+requantisation) against their docstrings in Python integers, on generated layers: the accumulator
+from torch in float64 (exact for these sizes), the requantisation one value at a time."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from conv_reference import requant_formula, torch_conv
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from qlspec.engine.conv_requant_torch import Int32Requant, conv_requant, int8_gemm_is_exact
 from qlspec.engine.ops import ConvRequant
+from qlspec.engine.torch_kernels import Int32Requant, conv_requant, int8_gemm_is_exact
 
 
 @st.composite
@@ -147,7 +147,7 @@ def test_without_vnni_the_int8_gemm_is_measured_inexact_and_avoided(tmp_path):
     script = tmp_path / "probe.py"
     script.write_text(
         "import numpy as np\n"
-        "from qlspec.engine.conv_requant_torch import int8_gemm_is_exact, conv_requant\n"
+        "from qlspec.engine.torch_kernels import int8_gemm_is_exact, conv_requant\n"
         "from qlspec.engine.ops import ConvRequant\n"
         "rng = np.random.default_rng(0)\n"
         "x = rng.integers(0, 256, (2, 64, 6, 6)).astype(np.uint8)\n"
@@ -173,3 +173,43 @@ def test_reversed_and_foreign_byte_order_inputs():
     assert np.array_equal(op.run(x, w, None, mul, add), docstring(op, x, w, None, mul, add))
     x16 = x.astype(">i2")
     assert np.array_equal(op.run(x16, w, None, mul, add), docstring(op, x16.astype(np.int16), w, None, mul, add))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(layers())
+def test_conv_accumulators_equal_torch_in_float64(layer):
+    """Conv alone (the unfused graphs of rungs TQ and ONNX) through the same kernels: int32, exact."""
+    op, x, w, b, _, _ = layer
+    got = op.conv.run(x, w, b)
+    want = torch_conv(x.astype(np.int64), w.astype(np.int64), b, op.strides, op.pads, op.dilations, op.group)
+    assert np.array_equal(got, want)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    dtype=st.sampled_from([np.uint8, np.int8, np.int16, np.int32]),
+    nhwc=st.booleans(),
+    per_channel=st.booleans(),
+    shift=st.integers(0, 30),
+    lo_hi=st.sampled_from([(0, 255), (-128, 127), (0, 15), (-8, 7)]),
+    scale=st.integers(0, 31),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_requant_shift_equals_its_docstring(dtype, nhwc, per_channel, shift, lo_hi, scale, seed):
+    """RequantShift on an NCHW tensor (the accumulator of an unfused Conv, in NHWC memory or not)
+    against its formula in Python integers, with values up to 2**scale."""
+    from qlspec.engine.ops import RequantShift
+
+    rng = np.random.default_rng(seed)
+    c = int(rng.integers(1, 6))
+    info = np.iinfo(dtype)
+    reach = min(1 << scale, int(info.max))
+    x = rng.integers(max(-reach, int(info.min)), reach + 1, (2, 5, 4, c) if nhwc else (2, c, 5, 4)).astype(dtype)
+    x = x.transpose(0, 3, 1, 2) if nhwc else x
+    shape = (c, 1, 1) if per_channel else ()
+    mul = rng.integers(-(1 << 12), 1 << 12, shape).astype(np.int32)
+    add = rng.integers(-(1 << (shift + 8)), 1 << (shift + 8), shape).astype(np.int64)
+    lo, hi = lo_hi
+    op = RequantShift(div=1 << shift, lo=lo, hi=hi)
+    full = lambda p: np.broadcast_to(p.reshape(1, -1, 1, 1) if p.ndim else p, x.shape)  # noqa: E731
+    assert np.array_equal(op.run(x, mul, add), requant_formula(x, full(mul), full(add), 1 << shift, lo, hi))
