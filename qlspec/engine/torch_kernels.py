@@ -195,6 +195,8 @@ class _Kernel:
         if x.dtype.kind not in "iu" or w.dtype.kind not in "iu":
             return None
         m, cg, kh, kw = w.shape
+        if x.shape[1] != cg * conv.group or (b is not None and b.shape != (m,)):
+            return None
         pointwise = kh == kw == 1 and conv.group == 1 and not any(conv.pads) and conv.dilations == (1, 1)
         w_lo, w_hi = (int(w.min()), int(w.max())) if w.size else (0, 0)
         eight_bit = x.dtype.itemsize == 1 and w_lo >= -128 and w_hi <= 127
@@ -284,6 +286,8 @@ def conv_requant(
 ) -> np.ndarray | None:
     """`op.run(x, w, b, mul, add)` with torch's kernels, or None when a condition of the module's docstring fails."""
     conv = op.conv
+    if x.ndim != 4 or w.ndim != 4:
+        return None  # the numpy path says what is wrong with a malformed layer
     layer = _prepared(op, x, (w, b, mul, add), partial(conv.bound, x, w, b), partial(_layer, op, x, w, b, mul, add))
     if layer is None or not layer.kernel.usable():
         return None
@@ -296,6 +300,8 @@ def conv_requant(
 
 def conv_accumulators(conv: Conv, x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray | None:
     """`conv.run(x, w, b)` (int32 accumulators) with torch's kernels, or None when a condition fails."""
+    if x.ndim != 4 or w.ndim != 4:
+        return None  # the numpy path says what is wrong with a malformed layer
     kernel = _prepared(conv, x, (w, b), partial(conv.bound, x, w, b), partial(_Kernel.prepare, conv, x, w, b))
     if kernel is None or not kernel.usable():
         return None

@@ -213,3 +213,19 @@ def test_requant_shift_equals_its_docstring(dtype, nhwc, per_channel, shift, lo_
     op = RequantShift(div=1 << shift, lo=lo, hi=hi)
     full = lambda p: np.broadcast_to(p.reshape(1, -1, 1, 1) if p.ndim else p, x.shape)  # noqa: E731
     assert np.array_equal(op.run(x, mul, add), requant_formula(x, full(mul), full(add), 1 << shift, lo, hi))
+
+
+def test_malformed_layers_get_the_numpy_paths_errors():
+    from qlspec.engine.ops import Conv
+    from qlspec.errors import GraphError
+
+    x = np.zeros((1, 4, 5, 5), np.uint8)
+    for w, b in (
+        (np.zeros((4, 4, 1), np.int8), None),
+        (np.zeros((4, 3, 1, 1), np.int8), None),
+        (np.zeros((4, 4, 1, 1), np.int8), np.zeros(3, np.int32)),
+    ):
+        with pytest.raises((GraphError, ValueError)):
+            Conv().run(x, w, b)
+    with pytest.raises(GraphError, match="weight must be"):
+        Conv().run(x, np.zeros((4, 4, 1), np.int8))
