@@ -14,7 +14,7 @@ import numpy as np
 
 from qlspec.errors import GraphError
 
-_F32_EXACT = 1 << 24
+F32_EXACT = 1 << 24  # float32 holds every integer below this exactly
 _F64_EXACT = 1 << 53
 _I64_LIMIT = 1 << 63
 
@@ -25,7 +25,7 @@ def max_abs(a: np.ndarray) -> int:
 
 def exact_dtype(bound: int) -> np.dtype:
     """The cheapest dtype in which sums of products bounded by `bound` are computed exactly."""
-    if bound < _F32_EXACT:
+    if bound < F32_EXACT:
         return np.dtype(np.float32)
     if bound < _F64_EXACT:
         return np.dtype(np.float64)

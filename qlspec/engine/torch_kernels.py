@@ -38,7 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from qlspec.engine.exact_matmul import max_abs, torch_float_is_exact
+from qlspec.engine.exact_matmul import F32_EXACT, max_abs, torch_float_is_exact
 from qlspec.engine.ops.requant_shift import shift_of
 from qlspec.graph.ir import TensorInfo
 
@@ -53,7 +53,6 @@ CONV_ELEMENTS = 1 << 20  # accumulator values per kernel call (oneDNN and the GE
 SLICE_ELEMENTS = 1 << 17  # accumulator values per requantisation pass (they stay in a core's cache)
 _INT32 = 1 << 31
 _ROW = 256  # values per row of the requantisation's elementwise passes
-_F32_EXACT = 1 << 24
 _TORCH = {np.dtype(t): getattr(torch, t) for t in ("uint8", "int8", "int16", "int32")}
 
 
@@ -187,7 +186,6 @@ class _Kernel:
     int8: bool  # pointwise through `torch._int_mm`, else a float32 convolution
     weight: torch.Tensor  # (K, M) int8, or (M, C/group, kh, kw) float32 channels-last
     offset: np.ndarray  # int64 (M,): the bias, and 128*sum(w) for an unsigned input flipped to int8
-    bound: int  # |acc| <= bound for every input of x's dtype (or of the input it was prepared on)
     w_shape: tuple[int, ...]  # (M, C/group, kh, kw)
 
     @staticmethod
@@ -201,7 +199,7 @@ class _Kernel:
         w_lo, w_hi = (int(w.min()), int(w.max())) if w.size else (0, 0)
         eight_bit = x.dtype.itemsize == 1 and w_lo >= -128 and w_hi <= 127
         int8 = pointwise and eight_bit and cg * 128 * 128 < _INT32 and int8_gemm_is_exact()
-        if not int8 and bound >= _F32_EXACT:
+        if not int8 and bound >= F32_EXACT:
             return None
         offset = np.zeros(m, np.int64) if b is None else b.astype(np.int64)
         if int8 and x.dtype == np.uint8:
@@ -212,7 +210,7 @@ class _Kernel:
             weight = torch.from_numpy(w.reshape(m, cg).T.astype(np.int8))
         else:
             weight = torch.from_numpy(w.astype(np.float32)).contiguous(memory_format=torch.channels_last)
-        return _Kernel(int8, weight, offset, bound, w.shape)
+        return _Kernel(int8, weight, offset, w.shape)
 
     def usable(self) -> bool:
         """False while torch may round float32 convolutions (`torch_float_is_exact`)."""
@@ -220,8 +218,7 @@ class _Kernel:
 
     def run(self, x: np.ndarray, conv: Conv) -> Iterator[tuple[slice, torch.Tensor]]:
         """(images, their raw accumulators (P, M)), a few images at a time."""
-        if min(x.strides, default=0) < 0 or not x.dtype.isnative:
-            x = np.ascontiguousarray(x, x.dtype.newbyteorder("="))  # what torch.from_numpy takes
+        x = _torch_ready(x)
         n, m = x.shape[0], self.w_shape[0]
         _, _, ho, wo = conv.out_shape(TensorInfo(x.shape, 32, True), TensorInfo(self.w_shape, 8, True))
         step = max(1, CONV_ELEMENTS // max(1, m * ho * wo))  # images per kernel call
@@ -258,9 +255,9 @@ def _prepared(op: object, x: np.ndarray, consts: tuple, bound_of: Callable[..., 
             return cast("T | None", hit[1])
     container = bound_of(container=True)
     built = build(container)
-    if built is None and container >= _F32_EXACT:
+    if built is None and container >= F32_EXACT:
         bound = bound_of()  # the actual values may still be small enough, for this input
-        return build(bound) if bound < _F32_EXACT else None
+        return build(bound) if bound < F32_EXACT else None
     with _PREPARED_LOCK:
         _PREPARED[key] = (consts, built)
         if len(_PREPARED) > _PREPARED_KEPT:
@@ -327,8 +324,7 @@ def requant_shift(op: RequantShift, x: np.ndarray, mul: np.ndarray, add: np.ndar
     ch_mul, ch_add = _per_channel(mul, c), _per_channel(add, c)
     if ch_mul is None or ch_add is None:
         return None
-    if min(x.strides, default=0) < 0 or not x.dtype.isnative:
-        x = np.ascontiguousarray(x, x.dtype.newbyteorder("="))
+    x = _torch_ready(x)
     xt = torch.from_numpy(x).permute(0, 2, 3, 1)
     lo, hi = torch.aminmax(xt)
     plan = Int32Requant.plan(np.zeros(c, np.int64), ch_mul, ch_add, shift_of(op.div), op.lo, op.hi, max(-int(lo), int(hi)))
@@ -338,6 +334,13 @@ def requant_shift(op: RequantShift, x: np.ndarray, mul: np.ndarray, add: np.ndar
     with torch.no_grad():
         plan.into(out.view(-1, c), xt.reshape(-1, c), overwrite=False)
     return out.numpy().transpose(0, 3, 1, 2)
+
+
+def _torch_ready(x: np.ndarray) -> np.ndarray:
+    """`x`, or a copy torch.from_numpy takes when it has negative strides or foreign byte order."""
+    if min(x.strides, default=0) < 0 or not x.dtype.isnative:
+        return np.ascontiguousarray(x, x.dtype.newbyteorder("="))
+    return x
 
 
 def _nhwc_out(x: np.ndarray, w: np.ndarray, conv: Conv, dtype: torch.dtype) -> torch.Tensor:
