@@ -7,7 +7,9 @@ layout the trainer's batches have (channels_last strides; ``--nchw``: contiguous
 - float: the network as the train stage trains it;
 - qlspec PACT w8a8 and w4a4: `float_to_fake` of the same network with the default preset's settings
   (per-channel weights, max-initialised and recomputed from the weights; activations clipped at 6
-  and learned), quantisers started, optimiser groups from `pact_param_groups`;
+  and learned), quantisers started, optimiser groups from `pact_param_groups`; activations through
+  the fused C kernel (`qlspec.quant.pact_native`) where it is built, and w8a8 once more with it
+  switched off ("torch path": what a machine without a C compiler gets);
 - torch.ao FX QAT: `prepare_qat_fx` with the fbgemm default QConfig (per-tensor fake quantisers with
   observers, BatchNorm kept), the usual peer;
 - Brevitas: only when it is installed (it is not a dependency of qlspec).
@@ -22,6 +24,7 @@ range of the per-round ratios (load on the machine moves all variants of a round
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import statistics
 import sys
@@ -36,21 +39,22 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from qlspec.nets import registry
-from qlspec.quant import QuantConfig, float_to_fake, pact_param_groups, start_activations, start_weights
+from qlspec.quant import QuantConfig, float_to_fake, pact_native, pact_param_groups, start_activations, start_weights
 
 LR = 1e-3
 
 
-def trainer(net: torch.nn.Module, params, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
-    """One SGD step of `net` on (x, y), as a call."""
+def trainer(net: torch.nn.Module, params, x: torch.Tensor, y: torch.Tensor, *, torch_path: bool = False) -> Callable[[], None]:
+    """One SGD step of `net` on (x, y), as a call (PACT's torch path throughout when `torch_path`)."""
     opt = torch.optim.SGD(params, lr=LR, momentum=0.9, nesterov=True)
     net.train()
 
     def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.mse_loss(net(x), y)
-        loss.backward()
-        opt.step()
+        with pact_native.disabled() if torch_path else contextlib.nullcontext():
+            opt.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.mse_loss(net(x), y)
+            loss.backward()
+            opt.step()
 
     return step
 
@@ -102,6 +106,8 @@ def main() -> None:
     for bits in (8, 4):
         fq = pact(net, bits, x)
         variants[f"qlspec PACT w{bits}a{bits}"] = trainer(fq, pact_param_groups(fq, LR), x, y)
+    fq = pact(net, 8, x)
+    variants["qlspec PACT w8a8, torch path"] = trainer(fq, pact_param_groups(fq, LR), x, y, torch_path=True)
     ao = torch_ao(net, x)
     variants["torch.ao FX QAT (fbgemm)"] = trainer(ao, ao.parameters(), x, y)
 
@@ -120,11 +126,12 @@ def main() -> None:
         f"3DDFA MobileNet-V1 x0.5, 120x120, batch {args.batch}, {args.threads} thread(s), "
         f"{args.steps} steps x {args.rounds} rounds, {'NCHW' if args.nchw else 'channels_last'} batches, torch {torch.__version__}"
     )
-    print(f"{'variant':28s} {'ms/step':>9s} {'img/s':>8s} {'x float':>8s} {'(range over rounds)':>21s}")
+    print(f"PACT activations: {pact_native.describe()}")
+    print(f"{'variant':30s} {'ms/step':>9s} {'img/s':>8s} {'x float':>8s} {'(range over rounds)':>21s}")
     for name, ts in times.items():
         ratios = [t / f for t, f in zip(ts, times["float"])]
         t = statistics.median(ts)
-        print(f"{name:28s} {t * 1e3:9.1f} {args.batch / t:8.1f} {statistics.median(ratios):8.2f}   {min(ratios):.2f}..{max(ratios):.2f}")
+        print(f"{name:30s} {t * 1e3:9.1f} {args.batch / t:8.1f} {statistics.median(ratios):8.2f}   {min(ratios):.2f}..{max(ratios):.2f}")
     version = brevitas_version()
     if version is None:
         print("Brevitas: not installed (not a qlspec dependency), not measured")

@@ -46,7 +46,7 @@ from qlspec.face.morphable import synthetic_face_model
 from qlspec.face.params import ParamStats
 from qlspec.nets.mobilenet_v1 import MobileNetV1
 from qlspec.preprocess import DEFAULT
-from qlspec.quant import PACTController, QuantConfig, float_to_fake, pact_param_groups
+from qlspec.quant import PACTController, QuantConfig, float_to_fake, pact_native, pact_param_groups
 from qlspec.quant.pact import PACTConv2d, PACTLinear, pact_modules
 from qlspec.spec.models import Distributed, Training
 from qlspec.training.distributed import launch, world
@@ -215,6 +215,7 @@ def main() -> None:
     print(
         f"{args.images} images {args.size}x{args.size}, MobileNet-V1 width {args.width}, global batch {args.batch}, {args.threads} threads"
     )
+    print(f"PACT activations: {pact_native.describe()}")
     print(
         f"{'processes':>9} {'device':>8} {'mode':>9} {'float img/s':>12} {'QAT img/s':>10} {'QAT/float':>10}"
         + (f" {'float x':>8} {'QAT x':>6} {'float compile s':>16} {'QAT compile s':>14}" if args.compile else "")

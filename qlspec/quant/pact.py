@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from qlspec.quant import ranges
+from qlspec.quant import pact_native, ranges
 from qlspec.quant.observer import ActivationObserver
 
 if TYPE_CHECKING:
@@ -71,36 +71,44 @@ class PACTQuantFunc(torch.autograd.Function):
     real value (`qlspec.export.requant`), and the evaluation that must agree with it bit for bit runs
     that integer arithmetic itself rather than this float approximation of it.
 
-    Cost: with one bound per tensor (activations) the backward pass reads the saved input through
-    PyTorch's vectorised ``hardtanh_backward`` and ``threshold_backward`` kernels; masks would need
-    ``torch.where`` over a random pattern, which ran at a sixth of their speed and was a third of a
-    QAT step (bench/RESULTS.md). Per-channel bounds (weights, small tensors) keep two bool masks.
+    Cost: with one bound per tensor (activations) the forward and backward passes are one fused C
+    loop each (`pact_native`, the same float32 operations; the bounds' gradients summed in double)
+    where the kernel can be built; otherwise, and for float64, torch: four passes forward, and a
+    backward that reads the saved input through PyTorch's vectorised ``hardtanh_backward`` and
+    ``threshold_backward`` kernels (masks would need ``torch.where`` over a random pattern, which ran
+    at a sixth of their speed; bench/RESULTS.md). Per-channel bounds (weights, small tensors) keep
+    two bool masks.
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, eps: Tensor, clip_lo: Tensor, clip_hi: Tensor, q_lo: int, q_hi: int, rule: str) -> Tensor:
-        q = round_by_(x / eps, rule).clamp_(q_lo, q_hi)
-        _pin_to_bounds(q, x, eps, clip_lo, clip_hi, q_lo, q_hi, rule)
         ctx.lo_shape, ctx.hi_shape = clip_lo.shape, clip_hi.shape
         ctx.scalar_bounds = clip_lo.numel() == 1 and clip_hi.numel() == 1 and clip_lo.dtype == clip_hi.dtype == x.dtype
-        if ctx.scalar_bounds:
-            ctx.save_for_backward(x)
-            ctx.lo, ctx.hi = clip_lo.item(), clip_hi.item()
-            ctx.below_lo, ctx.below_hi = (_next_down(b) for b in (clip_lo, clip_hi))
-        else:
+        if not ctx.scalar_bounds:
             ctx.save_for_backward(x < clip_lo, x >= clip_hi)
-        return q.mul_(eps)
+            return _quantize(x, eps, clip_lo, clip_hi, q_lo, q_hi, rule)
+        ctx.save_for_backward(x)
+        ctx.lo, ctx.hi = clip_lo.item(), clip_hi.item()
+        y = pact_native.forward(x, eps.item(), ctx.lo, ctx.hi, q_lo, q_hi, rule) if eps.numel() == 1 and eps.dtype == x.dtype else None
+        return _quantize(x, eps, clip_lo, clip_hi, q_lo, q_hi, rule) if y is None else y
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         need_x, need_lo, need_hi = (ctx.needs_input_grad[i] for i in (0, 2, 3))
         if ctx.scalar_bounds:
             (x,) = ctx.saved_tensors
+            fused = pact_native.backward(x, grad, ctx.lo, ctx.hi, need_x)
+            if fused is not None:
+                grad_x, sum_lo, sum_hi = fused
+                grad_lo = torch.tensor(sum_lo, dtype=x.dtype).reshape(ctx.lo_shape) if need_lo else None
+                grad_hi = torch.tensor(sum_hi, dtype=x.dtype).reshape(ctx.hi_shape) if need_hi else None
+                return grad_x, None, grad_lo, grad_hi, None, None, None
             # hardtanh_backward zeroes where x <= min or x >= max: min = the float below lo, so x < lo
-            grad_x = torch.ops.aten.hardtanh_backward(grad, x, ctx.below_lo, ctx.hi) if need_x else None
+            grad_x = torch.ops.aten.hardtanh_backward(grad, x, _next_down(ctx.lo, x.dtype), ctx.hi) if need_x else None
             grad_lo = torch.where(x < ctx.lo, grad, 0.0).sum().reshape(ctx.lo_shape) if need_lo else None
             # threshold_backward keeps grad where x > threshold: the float below hi, so x >= hi
-            grad_hi = torch.ops.aten.threshold_backward(grad, x, ctx.below_hi).sum().reshape(ctx.hi_shape) if need_hi else None
+            above = torch.ops.aten.threshold_backward(grad, x, _next_down(ctx.hi, x.dtype)) if need_hi else None
+            grad_hi = above.sum().reshape(ctx.hi_shape) if above is not None else None
             return grad_x, None, grad_lo, grad_hi, None, None, None
         below, above = ctx.saved_tensors
         zero = torch.zeros((), dtype=grad.dtype, device=grad.device)
@@ -110,9 +118,16 @@ class PACTQuantFunc(torch.autograd.Function):
         return grad_x, None, grad_lo, grad_hi, None, None, None
 
 
-def _next_down(bound: Tensor) -> float:
-    """The largest value of `bound`'s dtype below it, as a Python float (exact for float32 and float64)."""
-    return torch.nextafter(bound.reshape(()), torch.tensor(-math.inf, dtype=bound.dtype)).item()
+def _quantize(x: Tensor, eps: Tensor, clip_lo: Tensor, clip_hi: Tensor, q_lo: int, q_hi: int, rule: str) -> Tensor:
+    """PACTQuantFunc's forward arithmetic with torch: four passes over `x` (and `_pin_to_bounds`)."""
+    q = round_by_(x / eps, rule).clamp_(q_lo, q_hi)
+    _pin_to_bounds(q, x, eps, clip_lo, clip_hi, q_lo, q_hi, rule)
+    return q.mul_(eps)
+
+
+def _next_down(bound: float, dtype: torch.dtype) -> float:
+    """The largest value of `dtype` below `bound` (one of its values), as a Python float (exact for float32 and float64)."""
+    return torch.nextafter(torch.tensor(bound, dtype=dtype), torch.tensor(-math.inf, dtype=dtype)).item()
 
 
 def _pin_to_bounds(q: Tensor, x: Tensor, eps: Tensor, clip_lo: Tensor, clip_hi: Tensor, q_lo: int, q_hi: int, rule: str) -> None:
