@@ -44,7 +44,7 @@ from qlspec.face.store import load_face_model
 from qlspec.metrics.nme import NMEReport, nme_report
 from qlspec.nets import registry
 from qlspec.preprocess import InputTransform
-from qlspec.quant import PACTController, QuantConfig, calibrate, float_to_fake, pact_param_groups
+from qlspec.quant import PACTController, QuantConfig, calibrate, float_to_fake, pact_native, pact_param_groups
 from qlspec.quant.controllers import is_frozen
 from qlspec.report import write_rungs
 from qlspec.spec.models import AppSpec
@@ -106,6 +106,7 @@ def run(ctx: StageContext) -> None:
     face_model = load_face_model(ctx.inputs["data"])
     integer = IntegerEvaluation(ctx, train_set, val_set, stats, face_model, prep)
     if q.algorithm == "pact":
+        ctx.log(f"  PACT activations: {pact_native.describe()}")  # what a QAT step costs here (bench/RESULTS.md)
         settings = t.distributed
         size = team_size(settings)
         if size == 1:
