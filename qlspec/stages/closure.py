@@ -5,7 +5,9 @@ else does not. The code is found, not listed: starting from the module of ``Stag
 ``qlspec`` module it imports (at the top, inside functions, or under ``TYPE_CHECKING``) is followed,
 with the ``__init__.py`` of each package on the way, and so is every ``"qlspec.module:attr"``
 string (how the registries name what they import lazily, e.g. `qlspec.nets.registry`). Third-party
-packages are not followed: their versions are the environment's.
+packages are not followed: their versions are the environment's. A module that loads a C source
+beside it, named as ``Path(__file__).with_name("kernel.c")`` (`qlspec.native`'s kernels), has that
+file in the closure too: the kernel is part of the code it runs.
 
 Imports are read with a regular expression, not by executing or parsing the module, so `plan` stays
 fast; it sees every ``import``/``from ... import`` statement, also in docstrings, so the closure may
@@ -22,6 +24,7 @@ from pathlib import Path
 _FROM = re.compile(r"^[ \t]*from[ \t]+(\.*[\w.]*)[ \t]+import[ \t]+(\([^)]*\)|[^\n#]*)", re.MULTILINE)
 _IMPORT = re.compile(r"^[ \t]*import[ \t]+([^\n#]+)", re.MULTILINE)
 _NAMED = re.compile(r"""["']((?:\w+\.)*\w+):\w+["']""")
+_SIBLING = re.compile(r"""with_name\(\s*["']([\w.-]+\.(?:c|h|cc|cpp))["']\s*\)""")
 
 
 def import_closure(module: str, root: Path, package: str = "qlspec") -> tuple[Path, ...]:
@@ -49,7 +52,8 @@ def import_closures(modules: Iterable[str], root: Path, package: str = "qlspec")
                     if prefix not in edges:
                         edges[prefix] = _imports(index[prefix], prefix, package)
                     todo += edges[prefix]
-        out[module] = tuple(sorted(index[name] for name in seen))
+        files = {index[name] for name in seen}
+        out[module] = tuple(sorted(files | {path.with_name(f) for path in files for f in _siblings(path)}))
     return out
 
 
@@ -86,6 +90,18 @@ def _imports_cached(path: Path, mtime_ns: int, size: int, is_package: bool, name
             out.append(word)
     out += _NAMED.findall(text)
     return tuple(m for m in out if m == package or m.startswith(package + "."))
+
+
+def _siblings(path: Path) -> tuple[str, ...]:
+    """Names of the C sources beside `path` that it loads (``with_name("x.c")``) and that exist."""
+    stat = path.stat()
+    return _siblings_cached(path, stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=4096)
+def _siblings_cached(path: Path, mtime_ns: int, size: int) -> tuple[str, ...]:
+    text = path.read_text(encoding="utf-8", errors="replace")
+    return tuple(name for name in _SIBLING.findall(text) if (path.parent / name).is_file())
 
 
 def _absolute(source: str, name: str, is_package: bool) -> str:

@@ -41,7 +41,9 @@ def pkg(tmp_path):
             "registered.py": "",
             "viacomma.py": "",
             "deep/__init__.py": "",
-            "deep/leaf.py": "y = 2\n",
+            "deep/leaf.py": "from pathlib import Path\nSOURCE = Path(__file__).with_name('kernel.c')\nGONE = Path(__file__).with_name('gone.c')\ny = 2\n",
+            "deep/kernel.c": "int f(void) { return 1; }\n",
+            "deep/other.c": "int g(void) { return 2; }\n",
             "unused.py": "import qlspec.stages.one\n",  # imports the stage; the stage does not import it
         },
     )
@@ -63,6 +65,7 @@ def test_closure_follows_every_kind_of_import_and_nothing_else(pkg):
         "viacomma.py",
         "deep/__init__.py",
         "deep/leaf.py",
+        "deep/kernel.c",  # loaded by deep/leaf.py; other.c is not, and gone.c does not exist
     }
 
 
@@ -99,6 +102,24 @@ def test_editing_a_module_changes_exactly_the_keys_of_the_stages_that_import_it(
         f.write("\n# an edit\n")
     again = {s.name: code_digest(s) for s in STAGES}
     assert {n for n in after if after[n] != again[n]} == {s.name for s in STAGES}  # every stage reads the spec
+
+
+def test_editing_a_kernel_changes_the_keys_of_the_stages_that_load_it(monkeypatch, tmp_path):
+    """The fused PACT kernel is C beside its module: an edit reruns what imports qlspec.quant.pact_native."""
+    import shutil
+
+    import qlspec.stages.engine as engine
+
+    copy = tmp_path / "qlspec"
+    shutil.copytree(PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(engine, "PACKAGE_DIR", copy)
+    before = {s.name: code_digest(s) for s in STAGES}
+    with (copy / "quant" / "pact_kernel.c").open("a") as f:
+        f.write("\n/* an edit */\n")
+    after = {s.name: code_digest(s) for s in STAGES}
+    loaders = {s.name for s in STAGES if copy / "quant" / "pact_native.py" in import_closure(s.run.partition(":")[0], copy)}
+    assert "quantise" in loaders and "data" not in loaders
+    assert {n for n in before if before[n] != after[n]} == loaders
 
 
 def test_build_key_covers_the_cpp_it_generates_from():
