@@ -294,7 +294,7 @@ def diff(
     as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
 ) -> None:
     """Semantic diff of two specs (extends and defaults applied) and the stages each change invalidates."""
-    from qlspec.spec.diff import render_markdown, spec_diff, stages_to_rerun
+    from qlspec.spec.diff import render_markdown, rerun_summary, spec_diff
     from qlspec.spec.load import load_spec
     from qlspec.stages.registry import STAGES
 
@@ -346,8 +346,7 @@ def diff(
                 "what is built[/dim]",
                 markup=True,
             )
-    invalid = stages_to_rerun(changes, STAGES)
-    out.print(f"{len(changes)} change(s); stages to rerun: {', '.join(invalid) if invalid else 'none'}")
+    out.print(f"{len(changes)} change(s); stages to rerun: {escape(rerun_summary(changes, STAGES, new.spec))}")
 
 
 @app.command()

@@ -14,6 +14,7 @@ from typing import Any
 
 from qlspec.spec.effects import Effect, effect_of, keyed
 from qlspec.spec.load import LoadedSpec
+from qlspec.spec.models import AppSpec
 from qlspec.spec.secrets import is_secret, mask
 from qlspec.stages.engine import StageDef, flatten
 
@@ -53,26 +54,38 @@ def invalidated_by(path: str, stages: tuple[StageDef, ...]) -> tuple[str, ...]:
     return tuple(s.name for s in stages if s.name in hit)
 
 
-def stages_to_rerun(changes: list[Change], stages: tuple[StageDef, ...]) -> list[str]:
-    """The stages any change invalidates, in pipeline order."""
-    return [s.name for s in stages if any(s.name in c.stages for c in changes)]
+def stages_to_rerun(changes: list[Change], stages: tuple[StageDef, ...], spec: AppSpec | None = None) -> list[str]:
+    """The stages any change invalidates, in pipeline order; with the new `spec`, only those it runs
+    (not deploy when deploy.enabled is false, for one: `skipped` says which were left out and why)."""
+    hit = [s for s in stages if any(s.name in c.stages for c in changes)]
+    return [s.name for s in hit if spec is None or s.enabled(spec) is None]
 
 
-def rungs_that_may_move(changes: list[Change], stages: tuple[StageDef, ...], spec=None) -> list[str]:
+def skipped(changes: list[Change], stages: tuple[StageDef, ...], spec: AppSpec) -> list[str]:
+    """``"stage (reason)"`` for each invalidated stage the new `spec` does not run."""
+    return [f"{s.name} ({why})" for s in stages if any(s.name in c.stages for c in changes) and (why := s.enabled(spec)) is not None]
+
+
+def rungs_that_may_move(changes: list[Change], stages: tuple[StageDef, ...], spec: AppSpec | None = None) -> list[str]:
     """The report rows written by the stages to rerun, in pipeline order; with the new `spec`, only
     those it produces (ARMCL or CPU by target.backend; BOARD when deploy.enabled)."""
-    rerun = set(stages_to_rerun(changes, stages))
+    rerun = set(stages_to_rerun(changes, stages, spec))
     rungs = [r for s in stages if s.name in rerun for r in s.rungs]
     if spec is not None:
         absent = {"ARMCL", "CPU", "BOARD"} - (
             {"ARMCL", "BOARD"} if spec.target.backend == "armcl" else {"CPU"} if spec.target.backend == "cpu" else set()
         )
-        absent |= set() if spec.deploy.enabled else {"BOARD"}
         rungs = [r for r in rungs if r not in absent]
     return rungs
 
 
-def render_markdown(changes: list[Change], stages: tuple[StageDef, ...], title: str = "qlspec diff", spec=None) -> str:
+def rerun_summary(changes: list[Change], stages: tuple[StageDef, ...], spec: AppSpec) -> str:
+    """``"train, quantise; skipped: deploy (deploy.enabled is false)"``, or ``"none"`` (as `qlspec plan` words it)."""
+    rerun, left_out = stages_to_rerun(changes, stages, spec), skipped(changes, stages, spec)
+    return (", ".join(rerun) or "none") + (f"; skipped: {', '.join(left_out)}" if left_out else "")
+
+
+def render_markdown(changes: list[Change], stages: tuple[StageDef, ...], title: str = "qlspec diff", spec: AppSpec | None = None) -> str:
     """A table fit for a pull-request comment: each change, what reruns, which rungs may move (of
     those the new `spec` produces, when given)."""
     if not changes:
@@ -85,6 +98,7 @@ def render_markdown(changes: list[Change], stages: tuple[StageDef, ...], title: 
     lines = [f"**{title}**: {len(changes)} change(s)", "", "| field | old | new | changes | invalidates |", "|---|---|---|---|---|"]
     for c in changes:
         lines.append(f"| `{c.path}` | {cell(c.old)} | {cell(c.new)} | {c.effect} | {', '.join(c.stages) or 'none'} |")
-    rerun, rungs = stages_to_rerun(changes, stages), rungs_that_may_move(changes, stages, spec)
-    lines += ["", f"**Stages to rerun:** {', '.join(rerun) or 'none'}", "", f"**Rungs that may move:** {', '.join(rungs) or 'none'}"]
+    rerun = rerun_summary(changes, stages, spec) if spec is not None else ", ".join(stages_to_rerun(changes, stages)) or "none"
+    rungs = rungs_that_may_move(changes, stages, spec)
+    lines += ["", f"**Stages to rerun:** {rerun}", "", f"**Rungs that may move:** {', '.join(rungs) or 'none'}"]
     return "\n".join(lines) + "\n"

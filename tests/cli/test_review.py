@@ -48,6 +48,10 @@ def test_against_a_revision_resolves_extends_as_they_were(repo):
     r = qlspec("diff", "--against", "HEAD", "apps/face/app.yaml", cwd=repo)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0].startswith("training.epochs: 3 -> 9   invalidates: train, quantise")
+    assert r.stdout.splitlines()[-1] == (
+        "1 change(s); stages to rerun: train, quantise, export, convert, build, verify; "
+        "skipped: compare (compare.algorithms is empty), deploy (deploy.enabled is false)"
+    )
     assert qlspec("diff", "--against", "HEAD", "apps/face/app.yaml", "--format", "json", cwd=repo).stdout.count('"path"') == 1
     bad = qlspec("diff", "--against", "no-such-rev", "apps/face/app.yaml", cwd=repo)
     assert bad.returncode == 2 and bad.stderr.startswith("error: --against no-such-rev:") and len(bad.stderr.splitlines()) == 1
@@ -68,7 +72,18 @@ def test_markdown_lists_changes_stages_and_rungs(repo):
     assert "| `data.val` | `80` | `90` | result | data, train, quantise, compare, export, convert, build, verify, deploy |" in lines
     assert "| `deploy.password` | `<secret>` | `<secret>` | access | none |" in lines and "secret" not in r.stdout.replace("<secret>", "")
     assert "| `target.output_stage` | `exact` | `armcl-native` | result | build, verify, deploy |" in lines
+    assert lines[-3] == (  # the stages this spec runs: not compare nor deploy, which it skips
+        "**Stages to rerun:** data, train, quantise, export, convert, build, verify; "
+        "skipped: compare (compare.algorithms is empty), deploy (deploy.enabled is false)"
+    )
     assert lines[-1] == "**Rungs that may move:** MEAN, FP, FQ, FQI, TQ, ONNX, GRAPH, ARMCL"  # no CPU, no BOARD (deploy off)
+    (app / "on.yaml").write_text((app / "new.yaml").read_text().replace("deploy: {", "deploy: {enabled: true, "))
+    on = qlspec("diff", "apps/face/app.yaml", "apps/face/on.yaml", "--format", "markdown", cwd=repo).stdout.splitlines()
+    assert (
+        on[-3]
+        == "**Stages to rerun:** data, train, quantise, export, convert, build, verify, deploy; skipped: compare (compare.algorithms is empty)"
+    )
+    assert on[-1].endswith("GRAPH, ARMCL, BOARD")
     same = qlspec("diff", "apps/face/app.yaml", "apps/face/app.yaml", "--format", "markdown", cwd=repo)
     assert same.stdout == "**qlspec diff**: no semantic changes.\n"
 
