@@ -126,7 +126,7 @@ class Integerised:
 
     def run(self, x: torch.Tensor | np.ndarray, *, batch: int = 64, engine: str = "reference") -> np.ndarray:
         """The integer output (int64) of the graph for float images `x`: run by the reference engine
-        (rung TQ), or with ``engine="torch"`` by `qlspec.engine.torch_run` (rung FQI, many times faster)."""
+        (rung TQ), or with ``engine="torch"`` by `qlspec.engine.torch_run` (rung FQI, on any torch device)."""
         from qlspec.engine.torch_run import run_graph_torch
 
         runners: dict[str, Callable[[Graph, Mapping[str, np.ndarray]], dict[str, np.ndarray]]]

@@ -188,6 +188,40 @@ def test_torch_executor_equals_the_reference_on_any_input(seed, scale):
 _NETS: dict = {}
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.data(),
+    x_bits=st.sampled_from([8, 16, 24, 32]),
+    mul_bits=st.integers(1, 24),
+    add_bits=st.integers(0, 40),
+    shift=st.integers(0, 31),
+    per_channel=st.booleans(),
+    out=st.sampled_from([(0, 255), (-128, 127), (-(2**15), 2**15 - 1)]),
+)
+def test_torch_executor_requantises_as_the_docstring_on_every_path(data, x_bits, mul_bits, add_bits, shift, per_channel, out):
+    """One RequantShift through the torch executor against Python integers: sizes that fit int32, only
+    float64, and only int64 (each path of its arithmetic), signed multipliers and offsets."""
+    c = 3
+    x_lo, x_hi = -(2 ** (x_bits - 1)), 2 ** (x_bits - 1) - 1
+    x = np.array(data.draw(st.lists(st.integers(x_lo, x_hi), min_size=c * 4, max_size=c * 4), label="x")).reshape(1, c, 2, 2)
+    k = c if per_channel else 1
+    mul = np.array(data.draw(st.lists(st.integers(-(2**mul_bits), 2**mul_bits), min_size=k, max_size=k), label="mul"))
+    add = np.array(data.draw(st.lists(st.integers(-(2**add_bits), 2**add_bits), min_size=k, max_size=k), label="add"))
+    mul, add = (v.reshape(1, k, 1, 1) for v in (mul, add))
+    lo, hi = out
+    div = 2**shift
+    g = make_graph(
+        "rq",
+        {"x": TensorInfo((1, c, 2, 2), x_bits, True)},
+        [Node.make("RequantShift", "rq", ["x", "mul", "add"], ["y"], div=div, lo=lo, hi=hi)],
+        {"mul": mul, "add": add},
+        ["y"],
+    )
+    got = run_graph_torch(g, {"x": x})["y"]
+    want = [min(max((int(a) * int(m) + int(d) + div // 2) // div, lo), hi) for a, m, d in np.nditer([x, mul, add], order="C")]
+    assert got.reshape(-1).tolist() == want
+
+
 def test_torch_executor_refuses_ops_it_does_not_implement():
     g = make_graph("t", {"x": TensorInfo((1, 4), 8, True)}, [Node.make("Clip", "c", ["x"], ["y"], lo=0, hi=3)], {}, ["y"])
     with pytest.raises(GraphError, match="not implemented by the torch executor"):
