@@ -17,7 +17,8 @@ caller computes the same thing with torch: a kernel only ever makes something fa
   file name holds a hash of the source, the flags, the compiler's version and this CPU's feature
   flags, so an edit, another compiler or another machine sharing the folder gets its own build. The
   library is written atomically (`qlspec.atomic`), so processes building at once never see half a
-  file; one that cannot be opened is rebuilt once.
+  file; one that cannot be opened is rebuilt once. Where the cache cannot be written (a read-only
+  home, a full disk) the library is built in a per-user folder under the temporary folder.
 """
 
 from __future__ import annotations
@@ -52,12 +53,24 @@ def cache_dir() -> Path:
     if os.environ.get("QLSPEC_CACHE_DIR"):
         return Path(os.environ["QLSPEC_CACHE_DIR"])
     xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "qlspec"
+    try:
+        return (Path(xdg) if xdg else Path.home() / ".cache") / "qlspec"
+    except RuntimeError:  # no home folder (a bare container user)
+        return _spare_dir()
+
+
+def _spare_dir() -> Path:
+    """A per-user folder under the system's temporary folder, for when the cache cannot be written."""
+    return Path(tempfile.gettempdir()) / f"qlspec-cache-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
 
 
 def load(source: Path) -> ctypes.CDLL | None:
     """The library built from `source` (cached per process), or None with the reason in `unavailable`."""
     return _load(Path(source).resolve(), enabled(), os.environ.get("CC") or "cc", str(cache_dir()))
+
+
+class _CompileError(OSError):
+    """The compiler refused the source (another folder would not help)."""
 
 
 @functools.cache
@@ -73,21 +86,29 @@ def _load(source: Path, on: bool, cc: str, folder: str) -> ctypes.CDLL | None:
     try:
         version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
         key = hashlib.sha256("\0".join([source.read_text(), compiler, version, *FLAGS, platform.machine(), _cpu_flags()]).encode())
-        lib = Path(folder) / f"{source.stem}-{key.hexdigest()[:16]}.so"
-        for attempt in range(2):
-            if not lib.exists():
-                _build(compiler, source, lib)
-            try:
-                opened = ctypes.CDLL(str(lib))
-                unavailable.pop(name, None)
-                return opened
-            except OSError:
-                if attempt:
-                    raise
-                lib.unlink(missing_ok=True)  # truncated or foreign: build it again
+        file_name = f"{source.stem}-{key.hexdigest()[:16]}.so"
+        try:
+            opened = _open(compiler, source, Path(folder) / file_name)
+        except _CompileError:
+            raise
+        except OSError:  # the cache folder cannot be written (read-only home, full disk): a spare one
+            opened = _open(compiler, source, _spare_dir() / file_name)
+        unavailable.pop(name, None)
+        return opened
     except (OSError, subprocess.SubprocessError) as exc:
         unavailable[name] = _first_line(str(exc)) or type(exc).__name__
     return None
+
+
+def _open(compiler: str, source: Path, lib: Path) -> ctypes.CDLL:
+    """`lib`, built first where it is missing or cannot be opened (cut short, or foreign)."""
+    if lib.exists():
+        try:
+            return ctypes.CDLL(str(lib))
+        except OSError:
+            lib.unlink(missing_ok=True)
+    _build(compiler, source, lib)
+    return ctypes.CDLL(str(lib))
 
 
 def _build(compiler: str, source: Path, lib: Path) -> None:
@@ -97,7 +118,9 @@ def _build(compiler: str, source: Path, lib: Path) -> None:
         out = Path(tmp) / lib.name
         done = subprocess.run([compiler, *FLAGS, "-o", str(out), str(source)], capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
         if done.returncode != 0:
-            raise OSError(f"{Path(compiler).name} failed on {source.name}: {_first_line(done.stderr) or f'exit status {done.returncode}'}")
+            raise _CompileError(
+                f"{Path(compiler).name} failed on {source.name}: {_first_line(done.stderr) or f'exit status {done.returncode}'}"
+            )
         atomic.write_bytes(lib, out.read_bytes())
 
 
