@@ -84,42 +84,39 @@ def test_real_stage_keys_cover_what_they_import():
     assert "data/synthetic.py" in data and not any(p.startswith(("nets/", "quant/", "training/")) for p in data)
 
 
-def test_editing_a_module_changes_exactly_the_keys_of_the_stages_that_import_it(monkeypatch, tmp_path):
+@pytest.fixture
+def package_copy(monkeypatch, tmp_path) -> Path:
+    """A copy of the real package that the stage keys are computed from."""
+    import shutil
+
+    import qlspec.stages.engine as engine
+
+    copy = tmp_path / "qlspec"
+    shutil.copytree(PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(engine, "PACKAGE_DIR", copy)
+    return copy
+
+
+def changed_keys(path: Path, comment: str) -> set[str]:
+    """The stages whose code digest an appended `comment` line in `path` changes."""
+    before = {s.name: code_digest(s) for s in STAGES}
+    with path.open("a") as f:
+        f.write(f"\n{comment}\n")
+    return {s.name for s in STAGES if code_digest(s) != before[s.name]}
+
+
+def test_editing_a_module_changes_exactly_the_keys_of_the_stages_that_import_it(package_copy):
     """Copy the package, touch one module, compare every stage's code digest."""
-    import shutil
-
-    import qlspec.stages.engine as engine
-
-    copy = tmp_path / "qlspec"
-    shutil.copytree(PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(engine, "PACKAGE_DIR", copy)
-    before = {s.name: code_digest(s) for s in STAGES}
-    with (copy / "deploy" / "board.py").open("a") as f:
-        f.write("\n# an edit\n")
-    after = {s.name: code_digest(s) for s in STAGES}
-    assert {n for n in before if before[n] != after[n]} == {"deploy"}
-    with (copy / "spec" / "models.py").open("a") as f:
-        f.write("\n# an edit\n")
-    again = {s.name: code_digest(s) for s in STAGES}
-    assert {n for n in after if after[n] != again[n]} == {s.name for s in STAGES}  # every stage reads the spec
+    assert changed_keys(package_copy / "deploy" / "board.py", "# an edit") == {"deploy"}
+    assert changed_keys(package_copy / "spec" / "models.py", "# an edit") == {s.name for s in STAGES}  # every stage reads the spec
 
 
-def test_editing_a_kernel_changes_the_keys_of_the_stages_that_load_it(monkeypatch, tmp_path):
+def test_editing_a_kernel_changes_the_keys_of_the_stages_that_load_it(package_copy):
     """The fused PACT kernel is C beside its module: an edit reruns what imports qlspec.quant.pact_native."""
-    import shutil
-
-    import qlspec.stages.engine as engine
-
-    copy = tmp_path / "qlspec"
-    shutil.copytree(PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(engine, "PACKAGE_DIR", copy)
-    before = {s.name: code_digest(s) for s in STAGES}
-    with (copy / "quant" / "pact_kernel.c").open("a") as f:
-        f.write("\n/* an edit */\n")
-    after = {s.name: code_digest(s) for s in STAGES}
-    loaders = {s.name for s in STAGES if copy / "quant" / "pact_native.py" in import_closure(s.run.partition(":")[0], copy)}
+    native = package_copy / "quant" / "pact_native.py"
+    loaders = {s.name for s in STAGES if native in import_closure(s.run.partition(":")[0], package_copy)}
     assert "quantise" in loaders and "data" not in loaders
-    assert {n for n in before if before[n] != after[n]} == loaders
+    assert changed_keys(package_copy / "quant" / "pact_kernel.c", "/* an edit */") == loaders
 
 
 def test_build_key_covers_the_cpp_it_generates_from():
