@@ -137,13 +137,22 @@ def _images(root: Path) -> list[Path]:
 
 
 def read_bgr(path: Path) -> np.ndarray:
-    """A photo as uint8 BGR ``(H, W, 3)``, decoded by Pillow (``convert("RGB")``: alpha dropped);
-    an unreadable file is a located `QlspecError`."""
+    """A photo as uint8 BGR ``(H, W, 3)``, decoded by Pillow (``convert("RGB")``: alpha dropped, 16-bit
+    samples to their high byte); an unreadable file is a located `QlspecError`.
+
+    One exception to Pillow: a 16-bit grey PNG (Pillow's mode ``I;16``) keeps its high byte here,
+    as 16-bit colour does in Pillow and every 16-bit sample does in the C++ app (libpng's
+    ``png_set_strip_16``); Pillow's own conversion clips it at 255 instead, so that 256 and 65535
+    both become white."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
-            rgb = np.asarray(im.convert("RGB"))
+            if im.format == "PNG" and im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                grey = (np.asarray(im, np.uint32) >> 8).astype(np.uint8)
+                rgb = np.repeat(grey[:, :, None], 3, axis=2)
+            else:
+                rgb = np.asarray(im.convert("RGB"))
     except (OSError, UnidentifiedImageError) as e:
         raise QlspecError(f"cannot read image: {e}", where=str(path)) from None
     return np.ascontiguousarray(rgb[:, :, ::-1])

@@ -60,17 +60,35 @@ def crop_cpp(harness: Path, photo: Path, roi, size: int, tmp: Path) -> np.ndarra
     return np.frombuffer(out.read_bytes(), np.uint8).reshape(size, size, 3)[..., ::-1]  # RGB -> BGR, as read_bgr
 
 
-MODES = ("RGB", "RGBA", "L", "LA", "P", "PA", "1", "RGB-jpeg-444", "RGB-jpeg-420", "L-jpeg", "RGB-png-interlaced", "RGB;16")
+MODES = (
+    "RGB",
+    "RGBA",
+    "L",
+    "LA",
+    "P",
+    "PA",
+    "1",
+    "RGB-jpeg-444",
+    "RGB-jpeg-420",
+    "L-jpeg",
+    "RGB-png-interlaced",
+    "RGB;16",
+    "L;16",
+    "LA;16",
+)
+PNG16 = {"RGB;16": 2, "L;16": 0, "LA;16": 4}  # 16-bit PNGs by colour type (Pillow cannot write them)
 
 
 def save(rgb: np.ndarray, mode: str, path: Path) -> Path:
     """`rgb` (uint8 H x W x 3) as a file of this kind."""
     im = Image.fromarray(rgb)
-    if mode == "RGB;16":  # 16-bit RGB PNG: the app keeps the high byte, as Pillow does
+    if mode in PNG16:  # 16-bit samples whose high byte is the 8-bit value: the app and read_bgr keep it
         import zlib
 
         h, w, _ = rgb.shape
-        rows = b"".join(b"\0" + (rgb.astype(">u2") * 257 + np.uint16(7)).tobytes()[: w * 6] for rgb in rgb.reshape(h, 1, w, 3))
+        grey = np.asarray(im.convert("L"))[:, :, None]
+        samples = {"RGB;16": rgb, "L;16": grey, "LA;16": np.concatenate([grey, 255 - grey], axis=2)}[mode]
+        rows = b"".join(b"\0" + (row.astype(np.uint16) * 256 + 7).astype(">u2").tobytes() for row in samples)
 
         def chunk(kind: bytes, data: bytes) -> bytes:
             return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
@@ -78,7 +96,7 @@ def save(rgb: np.ndarray, mode: str, path: Path) -> Path:
         path = path.with_suffix(".png")
         path.write_bytes(
             b"\x89PNG\r\n\x1a\n"
-            + chunk(b"IHDR", w.to_bytes(4, "big") + h.to_bytes(4, "big") + bytes([16, 2, 0, 0, 0]))
+            + chunk(b"IHDR", w.to_bytes(4, "big") + h.to_bytes(4, "big") + bytes([16, PNG16[mode], 0, 0, 0]))
             + chunk(b"IDAT", zlib.compress(rows))
             + chunk(b"IEND", b"")
         )
