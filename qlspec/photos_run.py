@@ -70,8 +70,9 @@ def draw(photo: Path, landmarks: np.ndarray, roi: list[float], out: Path) -> Pat
     """`photo` with the crop box (blue) and the landmarks (green dots) drawn, as PNG at `out`."""
     from PIL import Image, ImageDraw
 
-    with Image.open(photo) as im:
-        picture = im.convert("RGB")
+    from qlspec.data.real import read_bgr  # decoded as the app decodes it (16-bit grey too)
+
+    picture = Image.fromarray(np.ascontiguousarray(read_bgr(photo)[:, :, ::-1]))
     pen = ImageDraw.Draw(picture)
     radius = max(1.0, min(picture.size) / 160)
     pen.rectangle([roi[0], roi[1], roi[2] - 1, roi[3] - 1], outline=(40, 120, 255), width=max(1, int(radius)))

@@ -198,3 +198,14 @@ def test_mutated_photos_never_crash_the_decoder(harness, tmp_path, data, cut, fl
     assert r.returncode in (0, 2), r.returncode  # decoded, or refused: never a signal
     if r.returncode == 2:
         assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_drawn_pictures_show_a_16_bit_grey_photo_as_the_app_saw_it(tmp_path):
+    """`qlspec run` draws on the photo as decoded for the app, not on Pillow's clipped copy."""
+    from qlspec.photos_run import draw
+
+    grey = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
+    photo = save(np.repeat(grey[:, :, None], 3, axis=2), "L;16", tmp_path / "grey")
+    picture = np.asarray(Image.open(draw(photo, np.empty((0, 2)), [0, 0, 8, 8], tmp_path / "drawn.png")).convert("RGB"))
+    assert np.array_equal(picture[1:7, 1:7, 0], grey[1:7, 1:7])  # inside the box's 1-pixel outline
+    assert np.array_equal(read_bgr(photo)[:, :, 0], grey)
