@@ -18,6 +18,7 @@ def rollback(deploy: Deploy, base_dir: Path, *, trust_new_host_key: bool = False
     conn = connect(deploy, base_dir, trust_new_host_key=trust_new_host_key)
     try:
         board = Board.open(Remote(conn, deploy))
-        return board.rollback()
+        with board.locked():
+            return board.rollback()
     finally:
         conn.close()

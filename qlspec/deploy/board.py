@@ -7,18 +7,24 @@
     <path>/history                      the release ids that were made current, oldest first
     <path>/runs/<stamp>/                inputs and outputs of the runs on the sample images
     <path>/.upload-<id>-<nonce>/        an upload in progress; renamed into releases/ when complete
+    <path>/.deploy-lock/                held by the deploy or rollback in progress (`Board.locked`)
 
 An upload goes to a fresh folder and is checked (sha256sum) before it is renamed into place; a
 release becomes current only after it ran on the sample images and matched, so a failure at any
-step leaves the previous release current and runnable.
+step leaves the previous release current and runnable. One deploy or rollback works on a board's
+folder at a time (`Board.locked`): a second one, from this machine or another, stops at once with
+the holder's name instead of pruning the first one's upload or switching `current` under it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 import shlex
-from collections.abc import Iterable, Mapping
+import socket
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +33,8 @@ from qlspec.deploy.ssh import Remote, first_line, where
 from qlspec.errors import DeployError
 
 PROJECT_SKIP = ("bin", "out", "build.log", "lowering.json")
+LOCK_STEPS, LOCK_MIN_S = 20, 3600  # a deploy lock expires after 20 command time-outs, at least an hour
+HISTORY_LINES = 1000  # the history file keeps this many of its last lines
 
 
 def release_files(armcl: Path, install: str) -> dict[str, Path]:
@@ -74,6 +82,49 @@ class Board:
 
     def release(self, rid: str) -> str:
         return f"{self.root}/releases/{rid}"
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold ``<root>/.deploy-lock`` for the block, or raise `DeployError` naming its holder.
+
+        ``mkdir`` is atomic on the board's filesystem, so of two deploys only one creates the folder;
+        it records ``owner`` (a token, this machine's name and process) and ``expires`` (by the
+        board's clock: `LOCK_STEPS` times deploy.command_timeout from now, at least `LOCK_MIN_S`,
+        since every command of a deploy is bounded by that time-out). A lock past its expiry
+        belongs to a deploy that died without releasing it, and is taken over. Released only by its
+        owner's token.
+        """
+        lock = f"{self.root}/.deploy-lock"
+        token = secrets.token_hex(8)
+        owner = f"{token} {socket.gethostname()} pid {os.getpid()}"
+        hold = max(LOCK_MIN_S, int(LOCK_STEPS * self.remote.deploy.command_timeout))
+        _, out, _ = self.remote.run(
+            f"now=$(date +%s); l={q(lock)}; "
+            f'if mkdir "$l" 2>/dev/null || {{ [ "$now" -gt "$(cat "$l/expires" 2>/dev/null || echo "$now")" ] && rm -rf "$l" && mkdir "$l"; }}; '
+            f'then echo $((now + {hold})) > "$l/expires" && printf %s {q(owner)} > "$l/owner" && echo taken; '
+            f'else echo busy; cat "$l/owner" 2>/dev/null; echo; echo $(( $(cat "$l/expires" 2>/dev/null || echo "$now") - now )); fi',
+            "take the deploy lock",
+        )
+        lines = out.splitlines()
+        if not lines or lines[0] != "taken":
+            holder = " ".join(lines[1].split()[1:]) if len(lines) > 1 and lines[1].strip() else "unknown"
+            left = lines[2].strip() if len(lines) > 2 else "?"
+            raise DeployError(
+                f"the board is busy: another deploy ({holder}) holds {lock}; try again when it ends "
+                f"(it expires in {left} s, should that deploy have died)",
+                where=where(self.remote.deploy),
+            )
+        try:
+            yield
+        finally:
+            try:
+                self.remote.run(
+                    f'l={q(lock)}; [ "$(cut -d" " -f1 "$l/owner" 2>/dev/null)" != {q(token)} ] || rm -rf "$l"',
+                    "release the deploy lock",
+                    check=False,
+                )
+            except DeployError:
+                pass  # the connection is gone: the error that ended the block is the one to report; the lock goes stale
 
     def installed(self) -> list[str]:
         """Ids of the complete releases on the board."""
@@ -237,7 +288,8 @@ class Board:
 
     def prune(self, keep: int) -> list[str]:
         """Remove releases beyond the `keep` most recently current (never the current one), runs beyond
-        the last `keep` and stale uploads; returns the removed release ids."""
+        the last `keep`, stale uploads and all but the last `HISTORY_LINES` lines of the history;
+        returns the removed release ids."""
         order: list[str] = []
         for rid in reversed(self.history()):
             if rid not in order:
@@ -247,7 +299,8 @@ class Board:
         targets = [q(self.release(rid)) for rid in gone]
         self.remote.run(
             f"cd {q(self.root)} && rm -rf {' '.join(targets)} .upload-* && "
-            f"ls -1d runs/*/ 2>/dev/null | sort | head -n -{keep} | xargs -r rm -rf",
+            f"ls -1d runs/*/ 2>/dev/null | sort | head -n -{keep} | xargs -r rm -rf && "
+            f"{{ [ ! -f history ] || {{ tail -n {HISTORY_LINES} history > .history-new && mv -f .history-new history; }}; }}",
             "remove old releases",
         )
         return gone

@@ -53,61 +53,62 @@ def run(ctx: StageContext) -> None:
     conn = connect(deploy, ctx.spec_path.parent, trust_new_host_key=bool(ctx.options.get("trust_new_host_key")))
     try:
         board = Board.open(Remote(conn, deploy))
-        previous = board.current()
-        t1 = time.perf_counter()
-        sent = board.upload(rid, files)
-        t2 = time.perf_counter()
-        ctx.log(
-            f"  release {rid}: "
-            + (f"uploaded {len(files)} files, {sent / 1024:.0f} KiB" if sent else "already on the board, nothing uploaded")
-        )
-        with tempfile.TemporaryDirectory(prefix="qlspec-deploy-") as tmp:
-            np.save(Path(tmp) / "input_0.npy", samples.inputs)
-            run_dir = board.run_app(
-                rid,
-                BINARY,
-                [(Path(tmp) / "input_0.npy", "input_0.npy")],
-                ["--profile", "{run}/input_0.npy"],
-                threads=spec.target.threads,
-                repeat=deploy.repeat,
-                fetch_to=ctx.out / "fetched",
-                fetch=("output_0.npy", "timing.json"),
+        with board.locked():
+            previous = board.current()
+            t1 = time.perf_counter()
+            sent = board.upload(rid, files)
+            t2 = time.perf_counter()
+            ctx.log(
+                f"  release {rid}: "
+                + (f"uploaded {len(files)} files, {sent / 1024:.0f} KiB" if sent else "already on the board, nothing uploaded")
             )
-            t3 = time.perf_counter()
-            photos = write_photos(np.asarray(samples.faces.images), Path(tmp) / "photos")
-            board.run_app(
-                rid,
-                APP,
-                [(p.path, p.path.name) for p in photos],
-                app_arguments([Photo(Path("{run}") / p.path.name, p.roi) for p in photos]),
-                threads=spec.target.threads,
-                repeat=deploy.repeat,
-                fetch_to=ctx.out / "app",
-                fetch=APP_FILES,
-            )
-            app = app_report(
-                ctx,
-                np.load(ctx.out / "app" / "input_0.npy"),
-                np.load(ctx.out / "app" / "output_0.npy"),
-                json.loads((ctx.out / "app" / "landmarks.json").read_text()),
-                photos,
-            )
-        t4 = time.perf_counter()
-        outputs = np.load(ctx.out / "fetched" / "output_0.npy")
-        row, bad = checked_row("BOARD", outputs, samples, ctx, host=where(deploy), release=rid, output_stage=spec.target.output_stage)
-        if spec.target.output_stage == "exact" and bad.any():
-            first = int(np.argwhere(bad)[0][0])
-            raise DeployError(
-                f"BOARD differs from GRAPH on {int(bad.sum())} of {bad.size} outputs (first at validation image "
-                f"{first}); release {rid} was not made current",
-                where=where(deploy),
-            )
-        failure = app_failure(app, exact=spec.target.output_stage == "exact")
-        if failure:
-            raise DeployError(f"on the board, {failure}; release {rid} was not made current", where=where(deploy))
-        if previous != rid:
-            board.make_current(rid)
-        removed = board.prune(deploy.keep_releases)
+            with tempfile.TemporaryDirectory(prefix="qlspec-deploy-") as tmp:
+                np.save(Path(tmp) / "input_0.npy", samples.inputs)
+                run_dir = board.run_app(
+                    rid,
+                    BINARY,
+                    [(Path(tmp) / "input_0.npy", "input_0.npy")],
+                    ["--profile", "{run}/input_0.npy"],
+                    threads=spec.target.threads,
+                    repeat=deploy.repeat,
+                    fetch_to=ctx.out / "fetched",
+                    fetch=("output_0.npy", "timing.json"),
+                )
+                t3 = time.perf_counter()
+                photos = write_photos(np.asarray(samples.faces.images), Path(tmp) / "photos")
+                board.run_app(
+                    rid,
+                    APP,
+                    [(p.path, p.path.name) for p in photos],
+                    app_arguments([Photo(Path("{run}") / p.path.name, p.roi) for p in photos]),
+                    threads=spec.target.threads,
+                    repeat=deploy.repeat,
+                    fetch_to=ctx.out / "app",
+                    fetch=APP_FILES,
+                )
+                app = app_report(
+                    ctx,
+                    np.load(ctx.out / "app" / "input_0.npy"),
+                    np.load(ctx.out / "app" / "output_0.npy"),
+                    json.loads((ctx.out / "app" / "landmarks.json").read_text()),
+                    photos,
+                )
+            t4 = time.perf_counter()
+            outputs = np.load(ctx.out / "fetched" / "output_0.npy")
+            row, bad = checked_row("BOARD", outputs, samples, ctx, host=where(deploy), release=rid, output_stage=spec.target.output_stage)
+            if spec.target.output_stage == "exact" and bad.any():
+                first = int(np.argwhere(bad)[0][0])
+                raise DeployError(
+                    f"BOARD differs from GRAPH on {int(bad.sum())} of {bad.size} outputs (first at validation image "
+                    f"{first}); release {rid} was not made current",
+                    where=where(deploy),
+                )
+            failure = app_failure(app, exact=spec.target.output_stage == "exact")
+            if failure:
+                raise DeployError(f"on the board, {failure}; release {rid} was not made current", where=where(deploy))
+            if previous != rid:
+                board.make_current(rid)
+            removed = board.prune(deploy.keep_releases)
     finally:
         conn.close()
     timing = json.loads((ctx.out / "fetched" / "timing.json").read_text())

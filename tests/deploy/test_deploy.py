@@ -10,6 +10,7 @@ of the board's state goes through the OpenSSH client, not the code under test.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -128,7 +129,31 @@ def test_a_deploy_failing_midway_leaves_the_previous_release_current_and_runnabl
     assert "took more than 3 s" in one_error_line(qlspec("deploy", "hung-run.yaml", "--no-progress", cwd=root))
     assert current(board, app) == before
     assert on_board(board, f"ls -A {app} | grep -c '^.upload-' || true") == "0"
+    assert on_board(board, f"ls -A {app} | grep -c '^.deploy-lock' || true") == "0"  # released on failure too
     assert "arena" in on_board(board, f"cd {app}/current && qemu-aarch64 -cpu cortex-a72 -L / ./bin/qlspec-net --info")
+
+
+def test_one_deploy_at_a_time_and_a_dead_deploys_lock_is_taken_over(deployed):
+    root, board, _ = deployed
+    app = board.home / "app"
+    before = current(board, app)
+    lock = f"{app}/.deploy-lock"
+    on_board(board, f"mkdir {lock} && echo $(( $(date +%s) + 600 )) > {lock}/expires && printf 'f00d ws-2 pid 42' > {lock}/owner")
+    for args in (("deploy", "app.yaml", "--no-progress"), ("deploy", "app.yaml", "--rollback")):
+        line = one_error_line(qlspec(*args, cwd=root))
+        assert f"the board is busy: another deploy (ws-2 pid 42) holds {lock}" in line
+        assert 0 < int(re.search(r"it expires in (\d+) s", line)[1]) <= 600
+    assert current(board, app) == before and on_board(board, f"cat {lock}/owner") == "f00d ws-2 pid 42"
+    # the same lock past its expiry: its deploy died; this one takes it over, and trims a long history
+    on_board(board, f"echo $(( $(date +%s) - 1 )) > {lock}/expires")
+    on_board(
+        board, f"seq -f 'gone%016g' 1200 > {app}/history.old && cat {app}/history.old {app}/history > {app}/h && mv {app}/h {app}/history"
+    )
+    r = qlspec("deploy", "app.yaml", "--no-progress", cwd=root)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert on_board(board, f"ls -A {app} | grep -c '^.deploy-lock' || true") == "0"
+    history = on_board(board, f"cat {app}/history").splitlines()
+    assert len(history) == 1000 and history[-1] == current(board, app) == before
 
 
 def test_build_on_the_board_then_roll_back_and_prune(deployed):
