@@ -122,6 +122,16 @@ def _apply(pipe, **kwargs):
 
     with crew(pipe.spec.training.distributed) as role:
         if not role.main:
+            if role.exit_code:  # else this node's only line would be torchrun's own: say whose error it is
+                import os
+                import socket
+
+                who = f"rank {os.environ.get('RANK', '?')} on {socket.gethostname()}"
+                err.print(
+                    Text.assemble(
+                        ("error: ", "red"), f"{who}: rank 0 stopped the apply (exit status {role.exit_code}): its output says why"
+                    )
+                )
             raise typer.Exit(role.exit_code)
         return api.apply(pipe, **kwargs)
 

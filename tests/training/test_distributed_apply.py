@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -103,6 +104,25 @@ def test_a_node_that_cannot_see_the_build_folder_stops_every_rank_with_one_line_
     assert len(errors0) == 1 and "another training process stopped" in errors0[0], node0.stdout
     assert "[rank0]: Traceback" not in node0.stdout and "[rank1]: Traceback" not in node1.stdout
     assert (shared / "build" / "tiny" / "train" / "model.pt").exists()  # the built stage is still there
+
+
+def test_when_rank_0_fails_outside_training_every_node_says_so(tmp_path):
+    """Rank 0's data stage fails (folders without images): the other node has only waited for jobs,
+    and says in one line that rank 0 stopped, with rank 0's exit status, not just torchrun's report."""
+    app = tmp_path / "app"
+    (app / "empty").mkdir(parents=True)
+    (app / "app.yaml").write_text(
+        "name: nothing\nextends: [networks/3ddfa-mb05.yaml]\nnetwork: {width: 0.25}\n"
+        "data: {kind: 300w-lp, root: empty, val_root: empty, bfm: empty}\ntraining: {epochs: 1, batch_size: 16, threads: 1}\n"
+    )
+    node0, node1 = on_two_nodes(app, app)
+    assert node0.returncode != 0 and node1.returncode != 0
+    errors0 = [line for line in ours(node0.stdout) if line.startswith("error:")]
+    errors1 = [line for line in ours(node1.stdout) if line.startswith("error:")]
+    assert len(errors0) == 1 and "empty" in errors0[0], node0.stdout
+    assert errors1 == [f"error: rank 1 on {socket.gethostname()}: rank 0 stopped the apply (exit status 2): its output says why"], (
+        node1.stdout
+    )
 
 
 def training_children(pid: int) -> list[int]:
