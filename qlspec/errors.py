@@ -2,7 +2,8 @@
 
 A `QlspecError` is something the user can fix (a bad spec field, a missing file, an unsupported ONNX
 node, an unreachable board). The CLI prints it as one line, ``LOCATION: message``, and exits 2.
-Anything that is not a `QlspecError` is a bug and keeps its traceback.
+Anything that is not a `QlspecError` is a bug and keeps its traceback. `first_line` picks the line
+of another tool's output (a compiler, the board's shell) that such a message quotes.
 """
 
 from __future__ import annotations
@@ -70,3 +71,11 @@ class BackendError(QlspecError):
 class DeployError(QlspecError):
     """The board cannot be reached or refuses a step: an unknown host, a refused key, a changed host
     key, a full disk, a board without ARM-CL, a run that fails or times out; `where` is user@host:port."""
+
+
+def first_line(text: str) -> str:
+    """The first line of a tool's output that says something (its error, where a line says so: a
+    compiler's ``error:``, a shell's ``No such file``), cut to a readable length."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    flagged = [line for line in lines if "error" in line.lower() or "no such" in line.lower()]
+    return (flagged or lines or ["no output"])[0][:300]

@@ -35,6 +35,7 @@ import tempfile
 from pathlib import Path
 
 from qlspec import atomic
+from qlspec.errors import first_line
 
 FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-trapping-math", "-fopenmp", "-fPIC", "-shared")
 COMPILE_TIMEOUT_S = 120
@@ -96,7 +97,7 @@ def _load(source: Path, on: bool, cc: str, folder: str) -> ctypes.CDLL | None:
         unavailable.pop(name, None)
         return opened
     except (OSError, subprocess.SubprocessError) as exc:
-        unavailable[name] = _first_line(str(exc)) or type(exc).__name__
+        unavailable[name] = first_line(str(exc) or type(exc).__name__)
     return None
 
 
@@ -119,7 +120,7 @@ def _build(compiler: str, source: Path, lib: Path) -> None:
         done = subprocess.run([compiler, *FLAGS, "-o", str(out), str(source)], capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
         if done.returncode != 0:
             raise _CompileError(
-                f"{Path(compiler).name} failed on {source.name}: {_first_line(done.stderr) or f'exit status {done.returncode}'}"
+                f"{Path(compiler).name} failed on {source.name}: {first_line(done.stderr or f'exit status {done.returncode}')}"
             )
         atomic.write_bytes(lib, out.read_bytes())
 
@@ -134,7 +135,3 @@ def _cpu_flags() -> str:
     except OSError:
         pass
     return platform.processor() or sys.platform
-
-
-def _first_line(text: str) -> str:
-    return next((s.strip() for s in text.splitlines() if s.strip()), "")

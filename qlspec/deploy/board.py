@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qlspec.codegen.build import APP, BINARY
-from qlspec.deploy.ssh import Remote, first_line, where
-from qlspec.errors import DeployError
+from qlspec.deploy.ssh import Remote, where
+from qlspec.errors import DeployError, first_line
 
 PROJECT_SKIP = ("bin", "out", "build.log", "lowering.json")
 LOCK_STEPS, LOCK_MIN_S = 20, 3600  # a deploy lock expires after 20 command time-outs, at least an hour

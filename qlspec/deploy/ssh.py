@@ -19,7 +19,7 @@ import paramiko
 from fabric import Config, Connection
 from invoke.exceptions import CommandTimedOut
 
-from qlspec.errors import DeployError
+from qlspec.errors import DeployError, first_line
 from qlspec.spec.models import Deploy
 
 
@@ -157,10 +157,3 @@ class Remote:
         if check and r.exited != 0:
             raise DeployError(f"{step} failed (exit {r.exited}): {first_line(r.stderr or r.stdout)}", where=where(self.deploy))
         return r.exited, r.stdout, r.stderr
-
-
-def first_line(text: str) -> str:
-    """The first line that says something (the board's error), cut to a readable length."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    flagged = [line for line in lines if "error" in line.lower() or "no such" in line.lower()]
-    return (flagged or lines or ["no output"])[0][:300]

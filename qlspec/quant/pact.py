@@ -86,11 +86,11 @@ class PACTQuantFunc(torch.autograd.Function):
         ctx.scalar_bounds = clip_lo.numel() == 1 and clip_hi.numel() == 1 and clip_lo.dtype == clip_hi.dtype == x.dtype
         if not ctx.scalar_bounds:
             ctx.save_for_backward(x < clip_lo, x >= clip_hi)
-            return _quantize(x, eps, clip_lo, clip_hi, q_lo, q_hi, rule)
+            return quantize_with_torch(x, eps, clip_lo, clip_hi, q_lo, q_hi, rule)
         ctx.save_for_backward(x)
         ctx.lo, ctx.hi = clip_lo.item(), clip_hi.item()
         y = pact_native.forward(x, eps.item(), ctx.lo, ctx.hi, q_lo, q_hi, rule) if eps.numel() == 1 and eps.dtype == x.dtype else None
-        return _quantize(x, eps, clip_lo, clip_hi, q_lo, q_hi, rule) if y is None else y
+        return quantize_with_torch(x, eps, clip_lo, clip_hi, q_lo, q_hi, rule) if y is None else y
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -118,7 +118,7 @@ class PACTQuantFunc(torch.autograd.Function):
         return grad_x, None, grad_lo, grad_hi, None, None, None
 
 
-def _quantize(x: Tensor, eps: Tensor, clip_lo: Tensor, clip_hi: Tensor, q_lo: int, q_hi: int, rule: str) -> Tensor:
+def quantize_with_torch(x: Tensor, eps: Tensor, clip_lo: Tensor, clip_hi: Tensor, q_lo: int, q_hi: int, rule: str) -> Tensor:
     """PACTQuantFunc's forward arithmetic with torch: four passes over `x` (and `_pin_to_bounds`)."""
     q = round_by_(x / eps, rule).clamp_(q_lo, q_hi)
     _pin_to_bounds(q, x, eps, clip_lo, clip_hi, q_lo, q_hi, rule)

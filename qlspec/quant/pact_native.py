@@ -122,7 +122,7 @@ def agrees_with_torch(lib: ctypes.CDLL) -> bool:
     with their neighbours (where a reciprocal instead of a division, or another rounding, shows); and
     bounds inside the outer codes, so that pinning at the bounds is not the clamp's work. A
     miscompiled build, or flags that loosen IEEE arithmetic, fail this."""
-    from qlspec.quant.pact import round_by  # pact imports this module
+    from qlspec.quant.pact import quantize_with_torch  # the torch path itself (pact imports this module)
 
     eps = torch.tensor(0.1, dtype=torch.float32)
     q_lo, q_hi = -128, 127
@@ -138,7 +138,7 @@ def agrees_with_torch(lib: ctypes.CDLL) -> bool:
         for rule, code in RULE_CODES.items():
             y = torch.empty_like(x)
             lib.pact_forward(x.data_ptr(), y.data_ptr(), x.numel(), eps.item(), lo.item(), hi.item(), q_lo, q_hi, code, threads)
-            want = round_by(x / eps, rule).clamp(q_lo, q_hi).masked_fill(above, q_hi).masked_fill(below, q_lo) * eps
+            want = quantize_with_torch(x, eps, lo, hi, q_lo, q_hi, rule)
             if not torch.equal(y, want):
                 return False
         gx = torch.empty_like(x)
