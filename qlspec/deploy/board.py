@@ -91,20 +91,25 @@ class Board:
         it records ``owner`` (a token, this machine's name and process) and ``expires`` (by the
         board's clock: `LOCK_STEPS` times deploy.command_timeout from now, at least `LOCK_MIN_S`,
         since every command of a deploy is bounded by that time-out). A lock past its expiry
-        belongs to a deploy that died without releasing it, and is taken over. Released only by its
-        owner's token.
+        belongs to a deploy that died without releasing it, and is taken over; so is one whose
+        ``expires`` is missing or not a number, `LOCK_MIN_S` after the folder was made. Released only
+        by its owner's token.
         """
         lock = f"{self.root}/.deploy-lock"
         token = secrets.token_hex(8)
         owner = f"{token} {socket.gethostname()} pid {os.getpid()}"
         hold = max(LOCK_MIN_S, int(LOCK_STEPS * self.remote.deploy.command_timeout))
-        _, out, _ = self.remote.run(
-            f"now=$(date +%s); l={q(lock)}; "
-            f'if mkdir "$l" 2>/dev/null || {{ [ "$now" -gt "$(cat "$l/expires" 2>/dev/null || echo "$now")" ] && rm -rf "$l" && mkdir "$l"; }}; '
-            f'then echo $((now + {hold})) > "$l/expires" && printf %s {q(owner)} > "$l/owner" && echo taken; '
-            f'else echo busy; cat "$l/owner" 2>/dev/null; echo; echo $(( $(cat "$l/expires" 2>/dev/null || echo "$now") - now )); fi',
-            "take the deploy lock",
-        )
+        script = [
+            f"now=$(date +%s); l={q(lock)}",
+            # a lock's expiry; one without a readable expiry (its deploy died before writing it) expires LOCK_MIN_S after it was made
+            f'expiry() {{ e=$(cat "$l/expires" 2>/dev/null); case "$e" in ""|*[!0-9]*) e=$(( $(stat -c %Y "$l" 2>/dev/null || echo "$now") + {LOCK_MIN_S} )) ;; esac; echo "$e"; }}',
+            'if mkdir "$l" 2>/dev/null || { [ "$now" -gt "$(expiry)" ] && rm -rf "$l" && mkdir "$l"; }; then',
+            f'  echo $((now + {hold})) > "$l/expires" && printf %s {q(owner)} > "$l/owner" && echo taken',
+            "else",
+            '  echo busy; cat "$l/owner" 2>/dev/null; echo; echo $(( $(expiry) - now ))',
+            "fi",
+        ]
+        _, out, _ = self.remote.run("\n".join(script), "take the deploy lock")
         lines = out.splitlines()
         if not lines or lines[0] != "taken":
             holder = " ".join(lines[1].split()[1:]) if len(lines) > 1 and lines[1].strip() else "unknown"

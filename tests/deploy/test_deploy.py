@@ -154,6 +154,13 @@ def test_one_deploy_at_a_time_and_a_dead_deploys_lock_is_taken_over(deployed):
     assert on_board(board, f"ls -A {app} | grep -c '^.deploy-lock' || true") == "0"
     history = on_board(board, f"cat {app}/history").splitlines()
     assert len(history) == 1000 and history[-1] == current(board, app) == before
+    # a deploy that died between making the lock and writing its expiry: the folder's age decides
+    on_board(board, f"mkdir {lock} && printf 'x7\\n' > {lock}/expires && touch -d '2 hours ago' {lock}")
+    r = qlspec("deploy", "app.yaml", "--no-progress", cwd=root)
+    assert r.returncode == 0, r.stdout + r.stderr
+    on_board(board, f"mkdir {lock}")  # a fresh one without an expiry: busy, with no traceback
+    assert "the board is busy: another deploy (unknown) holds" in one_error_line(qlspec("deploy", "app.yaml", "--no-progress", cwd=root))
+    on_board(board, f"rm -rf {lock}")
 
 
 def test_build_on_the_board_then_roll_back_and_prune(deployed):
