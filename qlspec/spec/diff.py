@@ -79,9 +79,11 @@ def rungs_that_may_move(changes: list[Change], stages: tuple[StageDef, ...], spe
     return rungs
 
 
-def rerun_summary(changes: list[Change], stages: tuple[StageDef, ...], spec: AppSpec) -> str:
-    """``"train, quantise; skipped: deploy (deploy.enabled is false)"``, or ``"none"`` (as `qlspec plan` words it)."""
-    rerun, left_out = stages_to_rerun(changes, stages, spec), skipped(changes, stages, spec)
+def rerun_summary(changes: list[Change], stages: tuple[StageDef, ...], spec: AppSpec | None = None) -> str:
+    """``"train, quantise; skipped: deploy (deploy.enabled is false)"``, or ``"none"`` (as `qlspec plan`
+    words it); without the new `spec`, every invalidated stage."""
+    rerun = stages_to_rerun(changes, stages, spec)
+    left_out = skipped(changes, stages, spec) if spec is not None else []
     return (", ".join(rerun) or "none") + (f"; skipped: {', '.join(left_out)}" if left_out else "")
 
 
@@ -98,7 +100,11 @@ def render_markdown(changes: list[Change], stages: tuple[StageDef, ...], title: 
     lines = [f"**{title}**: {len(changes)} change(s)", "", "| field | old | new | changes | invalidates |", "|---|---|---|---|---|"]
     for c in changes:
         lines.append(f"| `{c.path}` | {cell(c.old)} | {cell(c.new)} | {c.effect} | {', '.join(c.stages) or 'none'} |")
-    rerun = rerun_summary(changes, stages, spec) if spec is not None else ", ".join(stages_to_rerun(changes, stages)) or "none"
     rungs = rungs_that_may_move(changes, stages, spec)
-    lines += ["", f"**Stages to rerun:** {rerun}", "", f"**Rungs that may move:** {', '.join(rungs) or 'none'}"]
+    lines += [
+        "",
+        f"**Stages to rerun:** {rerun_summary(changes, stages, spec)}",
+        "",
+        f"**Rungs that may move:** {', '.join(rungs) or 'none'}",
+    ]
     return "\n".join(lines) + "\n"
